@@ -30,6 +30,9 @@ pub mod env {
     /// OAuth client credentials. Filled from the credentials Secret.
     pub const CLIENT_ID: &str = "PS_CLIENT_ID";
     pub const CLIENT_SECRET: &str = "PS_CLIENT_SECRET";
+    /// Overrides `root` of the config: for running an injected agent outside its pod (the demo,
+    /// the end-to-end suite).
+    pub const ROOT_OVERRIDE: &str = "PS_AGENT_ROOT";
     /// `plain` (default) or `json` log lines.
     pub const LOG_FORMAT: &str = "PS_LOG_FORMAT";
 }
