@@ -62,11 +62,11 @@ func (c *checker) check(name string, err error) bool {
 		return true
 	}
 	c.failed++
-	msg := fmt.Sprintf("%s: %v", name, err)
+	msg := name + ": " + strings.Join(strings.Fields(err.Error()), " ")
 	c.fails = append(c.fails, msg)
 	fmt.Printf("FAIL  %s\n", msg)
 	for _, l := range lines {
-		fmt.Printf("        %s\n", l)
+		fmt.Printf("        %s\n", strings.Join(strings.Fields(l), " "))
 	}
 	return false
 }

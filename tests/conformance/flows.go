@@ -44,7 +44,8 @@ func newBackoff() *backoff.ExponentialBackOff {
 // ---------------------------------------------------------------------------------------------
 // TLS
 
-func (e *env) tlsChecks() {
+// tlsChecks reports false when the emulator cannot be reached at all (nothing else can pass).
+func (e *env) tlsChecks() bool {
 	host := strings.TrimPrefix(e.origin, "https://")
 
 	// The library pins MaxVersion TLS 1.2 in its transport: the emulator must speak TLS 1.2.
@@ -58,6 +59,10 @@ func (e *env) tlsChecks() {
 		_ = conn.Close()
 	}
 	e.c.check("tls: emulator accepts TLS 1.2 (the library's MaxVersion) with a certificate the system pool (SSL_CERT_FILE) trusts", err)
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return false
+	}
 
 	// Verification is really on: a client with an empty trust store is refused.
 	strict := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: x509.NewCertPool()}}}
@@ -71,6 +76,7 @@ func (e *env) tlsChecks() {
 		err = fmt.Errorf("expected an unknown-authority error, got: %v", err)
 	}
 	e.c.check("tls: a client that does not trust the emulator's CA is refused", err)
+	return true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,7 +597,7 @@ func (e *env) managedChecks(who string, auth *authentication.AuthenticationObj, 
 				}
 				label := ""
 				if ma.RotateOnCheckin {
-					label = fmt.Sprintf(" (rotate_on_checkin, release %d)", e.released[ma.System+"/"+ma.Account])
+					label = fmt.Sprintf(" (rotate_on_checkin, release %d of %d)", i+1, releases)
 				}
 				e.c.check(fmt.Sprintf("%s: managed account %s: lookup, request, credentials, check-in%s", who, path, label), err)
 			}
