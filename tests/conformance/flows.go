@@ -321,7 +321,7 @@ func (e *env) tokenSessionFlow(p principals) {
 		if !intersects(p.oauthGroup, s.Readers) {
 			continue
 		}
-		got, err := sess.GetSecret(s.Path, sep)
+		got, err := sess.GetSecret(s.Path, s.Sep)
 		if err == nil {
 			err = sameValue(got, s.Value())
 		}
@@ -357,7 +357,7 @@ func (e *env) secretChecks(who string, auth *authentication.AuthenticationObj, g
 			continue
 		}
 		readable = append(readable, s)
-		got, err := so.GetSecret(s.Path, sep)
+		got, err := so.GetSecret(s.Path, s.Sep)
 		if err == nil {
 			err = sameValue(got, s.Value())
 		}
@@ -368,33 +368,44 @@ func (e *env) secretChecks(who string, auth *authentication.AuthenticationObj, g
 		return
 	}
 
-	// Batch lookup: one map with every path.
-	var paths []string
+	// Batch lookups: one map per separator with every path.
+	bySep := map[string][]SeedSecret{}
+	var seps []string
 	for _, s := range readable {
-		paths = append(paths, s.Path)
+		if _, ok := bySep[s.Sep]; !ok {
+			seps = append(seps, s.Sep)
+		}
+		bySep[s.Sep] = append(bySep[s.Sep], s)
 	}
-	got, err := so.GetSecrets(paths, sep)
-	if err == nil {
-		for _, s := range readable {
-			v, ok := got[s.Path]
-			if !ok {
-				err = fmt.Errorf("%q missing from the result", s.Path)
-				break
+	for _, sp := range seps {
+		group := bySep[sp]
+		var paths []string
+		for _, s := range group {
+			paths = append(paths, s.Path)
+		}
+		got, err := so.GetSecrets(paths, sp)
+		if err == nil {
+			for _, s := range group {
+				v, ok := got[s.Path]
+				if !ok {
+					err = fmt.Errorf("%q missing from the result", s.Path)
+					break
+				}
+				if verr := sameValue(v, s.Value()); verr != nil {
+					err = fmt.Errorf("%q: %v", s.Path, verr)
+					break
+				}
 			}
-			if verr := sameValue(v, s.Value()); verr != nil {
-				err = fmt.Errorf("%q: %v", s.Path, verr)
-				break
+			if err == nil && len(got) != len(paths) {
+				err = fmt.Errorf("got %d entries, want %d", len(got), len(paths))
 			}
 		}
-		if err == nil && len(got) != len(paths) {
-			err = fmt.Errorf("got %d entries, want %d", len(got), len(paths))
-		}
+		e.c.check(fmt.Sprintf("%s: batch GetSecrets of %d paths, separator %q", who, len(paths), sp), err)
 	}
-	e.c.check(fmt.Sprintf("%s: batch GetSecrets of %d paths", who, len(paths)), err)
 
 	// Safes this principal may not read.
 	for _, s := range denied {
-		v, err := so.GetSecret(s.Path, sep)
+		v, err := so.GetSecret(s.Path, s.Sep)
 		if err == nil {
 			err = errors.New("the secret was returned to a principal whose groups may not read its safe")
 		} else if v != "" {
@@ -410,8 +421,9 @@ func (e *env) secretChecks(who string, auth *authentication.AuthenticationObj, g
 	}
 	// Unknown title in a readable folder: the server answers 200 [] and the library turns the
 	// empty list into its own "Secret was not found" error (an HTTP 404 reads differently).
-	missing := readable[0].Path[:strings.LastIndex(readable[0].Path, sep)+1] + "no-such-secret"
-	_, err = so.GetSecret(missing, sep)
+	r0 := readable[0]
+	missing := r0.Path[:strings.LastIndex(r0.Path, r0.Sep)+1] + "no-such-secret"
+	_, err := so.GetSecret(missing, r0.Sep)
 	e.c.check(fmt.Sprintf("%s: unknown secret %q -> 200 [] (library: Secret was not found)", who, missing),
 		wantErrContaining(err, "Secret was not found"))
 
@@ -419,7 +431,7 @@ func (e *env) secretChecks(who string, auth *authentication.AuthenticationObj, g
 	for _, s := range readable {
 		if strings.EqualFold(s.Type, "credential") {
 			noDecrypt, _ := secrets.NewSecretObj(*auth, e.log, maxFileBytes, false)
-			v, err := noDecrypt.GetSecret(s.Path, sep)
+			v, err := noDecrypt.GetSecret(s.Path, s.Sep)
 			if err == nil && v != "" {
 				err = errors.New("decrypt=false still returned the password")
 			}
@@ -454,7 +466,7 @@ func (e *env) shapeChecks(who string, auth *authentication.AuthenticationObj, gr
 	}
 	cred := byType["credential"]
 	for _, version := range []string{"", "3.0", "3.1", "3.2"} {
-		q := lookupQuery(cred.Path, version)
+		q := lookupQuery(cred, version)
 		body, err := rawGet(auth, "secrets-safe/secrets", q)
 		label := version
 		if label == "" {
@@ -471,7 +483,7 @@ func (e *env) shapeChecks(who string, auth *authentication.AuthenticationObj, gr
 	}
 	for _, t := range []string{"credential", "text", "file"} {
 		s := byType[t]
-		body, err := rawGet(auth, "secrets-safe/secrets", lookupQuery(s.Path, "3.1"))
+		body, err := rawGet(auth, "secrets-safe/secrets", lookupQuery(s, "3.1"))
 		if err == nil {
 			var items []map[string]any
 			items, err = decodeShape(body, false)
@@ -483,12 +495,12 @@ func (e *env) shapeChecks(who string, auth *authentication.AuthenticationObj, gr
 	}
 }
 
-func lookupQuery(path, version string) url.Values {
-	i := strings.LastIndex(path, sep)
+func lookupQuery(s SeedSecret, version string) url.Values {
+	i := strings.LastIndex(s.Path, s.Sep)
 	q := url.Values{}
-	q.Set("path", path[:i])
-	q.Set("title", path[i+1:])
-	q.Set("separator", sep)
+	q.Set("path", s.Path[:i])
+	q.Set("title", s.Path[i+len(s.Sep):])
+	q.Set("separator", s.Sep)
 	q.Set("decrypt", "true")
 	if version != "" {
 		q.Set("version", version)
@@ -701,7 +713,7 @@ func (e *env) signOutChecks(who string, auth *authentication.AuthenticationObj) 
 		first = s
 		break
 	}
-	_, err := so.GetSecret(first.Path, sep)
+	_, err := so.GetSecret(first.Path, first.Sep)
 	e.c.check(who+": a call after sign-out -> 401", wantErrContaining(err, "status code: 401"))
 }
 

@@ -66,7 +66,8 @@ type ManagedAccount struct {
 
 // SeedSecret is one secret with its full path and the safe's readers.
 type SeedSecret struct {
-	Path    string // safe/folder/.../title, joined with "/"
+	Path    string // safe/folder/.../title, joined with Sep
+	Sep     string // "/" unless a name contains "/", then another character (the API's separator parameter)
 	Safe    string
 	Readers []string
 	Secret
@@ -108,8 +109,11 @@ func (s *Seed) AllSecrets() []SeedSecret {
 	walk = func(prefix []string, safe string, readers []string, f Folder) {
 		p := append(append([]string{}, prefix...), f.Name)
 		for _, sec := range f.Secrets {
+			segs := append(append([]string{}, p...), sec.Title)
+			sep := separatorFor(segs)
 			out = append(out, SeedSecret{
-				Path:    strings.Join(append(append([]string{}, p...), sec.Title), "/"),
+				Path:    strings.Join(segs, sep),
+				Sep:     sep,
 				Safe:    safe,
 				Readers: readers,
 				Secret:  sec,
@@ -123,6 +127,23 @@ func (s *Seed) AllSecrets() []SeedSecret {
 		walk(nil, safe.Name, safe.Readers, safe)
 	}
 	return out
+}
+
+// separatorFor picks "/" unless a segment contains it; then the first of a few characters that
+// no segment contains, as a user of the official client must do for such names.
+func separatorFor(segs []string) string {
+	for _, cand := range []string{"/", "|", "*", "~", "^"} {
+		ok := true
+		for _, s := range segs {
+			if strings.Contains(s, cand) {
+				ok = false
+			}
+		}
+		if ok {
+			return cand
+		}
+	}
+	return "/"
 }
 
 func (s *Seed) User(name string) (User, bool) {
