@@ -1,0 +1,269 @@
+//! TLS, the accept loop and the per-request pipeline (routing, counting, faults, dispatch).
+
+use std::{fmt, net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::{Method, Request, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::{
+    RootCertStore, ServerConfig,
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    Error,
+    api::{self, Call, Resp},
+    operator,
+    routes::{Matched, match_route, strip_prefix},
+    state::{Injected, Shared},
+    util::Query,
+};
+
+/// Largest request body read (file secrets go up to 5,000,000 bytes).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The serving certificate and what clients should trust.
+pub(crate) struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// PEM of the generated CA, or of the provided certificate chain.
+    pub trust_pem: String,
+}
+
+/// Generates a CA and a serving certificate for 127.0.0.1, ::1 and localhost (ECDSA P-256).
+pub(crate) fn generate_tls() -> Result<TlsMaterial, Error> {
+    let ca_key = KeyPair::generate().map_err(Error::CertGen)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(Error::CertGen)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "ps-emulator test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).map_err(Error::CertGen)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let leaf_key = KeyPair::generate().map_err(Error::CertGen)?;
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".into(), "::1".into(), "localhost".into()])
+        .map_err(Error::CertGen)?;
+    leaf.distinguished_name.push(DnType::CommonName, "ps-emulator");
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(Error::CertGen)?;
+
+    Ok(TlsMaterial {
+        chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
+        key: PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(|e| Error::Tls(e.to_string()))?,
+        trust_pem: ca_cert.pem(),
+    })
+}
+
+/// Loads a PEM certificate chain and private key.
+pub(crate) fn load_tls(cert_pem: &str, key_pem: &str) -> Result<TlsMaterial, Error> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(Error::Tls("certificate: no CERTIFICATE block found".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| Error::Tls(format!("key: {e}")))?;
+    Ok(TlsMaterial {
+        chain,
+        key,
+        trust_pem: cert_pem.to_string(),
+    })
+}
+
+pub(crate) fn server_config(tls: &TlsMaterial, client_ca_pem: Option<&str>) -> Result<ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| Error::Tls(format!("client CA: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Tls(format!("client CA: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Tls("client CA: no CERTIFICATE block found".into()));
+            }
+            // Certificates are optional at the TLS level (the token call needs none); SignAppIn
+            // refuses a connection that did not present a verified one.
+            let verifier: Arc<dyn ClientCertVerifier> =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| Error::Tls(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The accept loop: runs until `stop` fires; dropping the JoinSet aborts open connections.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            a = listener.accept() => a,
+        };
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = Arc::clone(&shared);
+        conns.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let svc = service_fn(move |req| handle(Arc::clone(&shared), req, client_cert, peer));
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// Returned by the service to close the connection without an answer (the `drop` fault).
+#[derive(Debug)]
+pub(crate) struct Dropped;
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Resp> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(api::json_string(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large",
+        )),
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    client_cert: bool,
+    peer: SocketAddr,
+) -> Result<Resp, Dropped> {
+    let lower = req.uri().path().to_lowercase();
+    if lower.starts_with("/_emulator/") || lower == "/_emulator" {
+        let method = req.method().clone();
+        let body = match read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(r) => return Ok(r),
+        };
+        return Ok(operator::handle(&shared, &method, &lower, &body));
+    }
+    let Some(rest) = strip_prefix(&lower) else {
+        return Ok(api::json_string(StatusCode::NOT_FOUND, "Not found"));
+    };
+    let (route, id) = match match_route(req.method(), rest) {
+        Matched::Api(route, id) => (route, id.map(str::to_string)),
+        Matched::MethodNotAllowed => {
+            return Ok(api::json_string(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "The requested resource does not support this method",
+            ));
+        }
+        Matched::NotFound => return Ok(api::json_string(StatusCode::NOT_FOUND, "Not found")),
+    };
+    shared.calls[route as usize].fetch_add(1, Ordering::Relaxed);
+
+    let latency = shared.faults.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    match shared.faults.take(route) {
+        Injected::None => {}
+        Injected::Drop => {
+            tracing::debug!(%peer, route = route.key(), "fault: dropping the connection");
+            return Err(Dropped);
+        }
+        Injected::Fail(status) => {
+            tracing::debug!(%peer, route = route.key(), status, "fault: failing the call");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(
+                if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    api::empty(status)
+                } else {
+                    api::json_string(status, "Injected fault")
+                },
+            );
+        }
+    }
+
+    let (parts, body) = req.into_parts();
+    let body = if parts.method == Method::GET {
+        Bytes::new()
+    } else {
+        match read_body(body).await {
+            Ok(b) => b,
+            Err(r) => return Ok(r),
+        }
+    };
+    let call = Call {
+        shared: &shared,
+        id: id.as_deref(),
+        query: Query::parse(parts.uri.query()),
+        headers: &parts.headers,
+        body,
+        client_cert,
+    };
+    let resp = api::dispatch(route, &call);
+    tracing::debug!(%peer, route = route.key(), status = resp.status().as_u16(), "call");
+    Ok(resp)
+}
