@@ -1,1 +1,109 @@
-//! placeholder
+//! Async client for the BeyondTrust Password Safe public REST API v3.
+//!
+//! Knows nothing of Kubernetes. Built on reqwest (HTTP/1.1, cookie store) with a rustls
+//! configuration of its own (ring provider, TLS 1.2+), so CA bundles, disabled verification and
+//! client certificates are all handled here. No process-wide crypto provider is needed.
+//!
+//! # Usage
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), passwordsafe::Error> {
+//! use passwordsafe::{Auth, Client, ClientConfig, SecretPath};
+//!
+//! let auth = Auth::from_beyondtrust_key("KEY;runas=svc-agent;")?;
+//! let client = Client::new(ClientConfig::new("https://pws.example/BeyondTrust/api/public/v3", auth))?;
+//! let session = client.sign_in().await?;
+//! let path: SecretPath = "team-a/db/password".parse().map_err(|e| passwordsafe::Error::InvalidInput {
+//!     what: "secret path".into(),
+//!     reason: format!("{e}"),
+//! })?;
+//! let result = session.secret(&path).await;     // run many of these concurrently (join_all)
+//! let signed_out = session.sign_out().await;    // always, on error paths too
+//! let secret = result?;
+//! signed_out?;
+//! let _bytes: &[u8] = secret.value.expose_bytes();
+//! # Ok(()) }
+//! ```
+//!
+//! # Public API
+//!
+//! - [`ClientConfig`] (start from [`ClientConfig::new`]): `base_url` (https only), [`Auth`]
+//!   (`ApiKey { key, runas, password }` or `OAuth { client_id, client_secret }`;
+//!   [`Auth::from_beyondtrust_key`] parses `KEY;runas=user;pwd=[p];`), `api_version`
+//!   ([`ApiVersion`], sent as `version=` on Secrets Safe calls only), [`TlsOptions`]
+//!   (`ca_bundle_pem`, [`CaMode`] `Add`/`Replace`, `verify`, [`ClientIdentity`]),
+//!   `connect_timeout` (10 s), `request_timeout` (30 s), [`RetryPolicy`] (200 ms × 2, max 5 s,
+//!   budget 60 s, full jitter), [`RequestOptions`] (5 minutes, reason `ps-injector`,
+//!   `rotate_on_checkin`), [`Resolver`] (`Builtin` on Linux), `max_concurrent_requests` (16),
+//!   `max_file_bytes` (5,000,000).
+//! - [`Client::new`] → [`Client::sign_in`] → [`Session`] (`Clone + Send + Sync`, all methods
+//!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`],
+//!   [`Session::user`], [`Session::sign_out`].
+//! - References: [`SecretPath`], [`FolderPath`], [`AccountRef`] (`FromStr` with `/`, and
+//!   `parse_with_separator`), and the list validators [`validate_secret_paths`],
+//!   [`validate_secret_paths_with_separator`], [`validate_folder_paths`],
+//!   [`validate_account_refs`], which report **every** invalid entry ([`PathError`]).
+//! - Results: [`Secret`] (`title`, `folder_path` with `\` → `/`, [`SecretKind`], `value`, `id`,
+//!   `metadata` = the API object without `Password`), [`ManagedCredential`], [`SecretValue`]
+//!   (prints `[redacted]`; read with `expose_bytes`), [`SignedInUser`].
+//! - [`Error`]: `Authentication`, `NotFound`, `Permission`, `Conflict`, `Server`, `Rejected`,
+//!   `Network`, `InvalidResponse`, `InvalidInput`, `SignedOut`.
+//!
+//! # Behaviour
+//!
+//! - **Sessions.** One sign-in per [`Session`], one cookie jar per session; after sign-in only
+//!   the cookie authorizes calls. A 401 on any later call means the session expired: the session
+//!   signs in again once (single flight: concurrent calls that see the same 401 wait for one
+//!   re-authentication) and repeats the call once; a second 401 is an
+//!   [`Error::Authentication`]. Sign-out checks in any request still open first; it is
+//!   idempotent, and treats 401 as already signed out. Dropping the last clone without signing
+//!   out logs a warning and spawns a best-effort sign-out (see [`Session`]).
+//! - **Retries.** Network errors (connect, TLS, timeouts, resets), 5xx, 408 and 429 (waiting at
+//!   least `Retry-After` seconds) are retried with exponential backoff and full jitter until the
+//!   budget is spent; 409 is retried only on `POST Requests`, where it comes from the account's
+//!   concurrent-request limit (with `ConflictOption: reuse` a plain conflict cannot happen), and
+//!   ends as [`Error::Conflict`]. No other 4xx is retried. Sign-out and its check-ins use at most
+//!   10 s.
+//! - **Secrets Safe.** `GET secrets-safe/secrets?path=&separator=&title=[&version=]`; the 3.0/3.1
+//!   array and the 3.2 `{TotalCount, Data}` shapes are both read; an empty result is
+//!   [`Error::NotFound`] naming the path; the entry whose title matches exactly (else
+//!   case-insensitively) is taken; `File` secrets are downloaded (at most `max_file_bytes`),
+//!   `Credential`/`Text` values come from `Password` (missing `Password` is an error, not an
+//!   empty value).
+//! - **Managed accounts.** `GET ManagedAccounts?systemName=&accountName=` (object or array) →
+//!   `POST Requests` (200 or 201, body = request ID) → `GET Credentials/{id}` (the body must be a
+//!   JSON string: anything else is [`Error::InvalidResponse`], never an empty password) →
+//!   `PUT Requests/{id}/checkin`, the check-in also when the credentials call failed.
+//! - **Secrecy.** Values, keys, tokens and cookies never appear in `Debug`, `Display`, errors or
+//!   logs. Error bodies are shown truncated, and never for `Credentials` or 5xx answers. Calls
+//!   are traced at `debug` with method, route template (ids masked), status, duration and
+//!   attempt.
+//! - **DNS.** [`Resolver::Builtin`] ([`dns`]) reads `/etc/hosts` and `/etc/resolv.conf` (search,
+//!   ndots) and queries the nameservers over UDP/TCP, so a static binary on `FROM scratch` needs
+//!   no NSS. HTTP proxies are taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
+//! - **TLS.** See [`TlsOptions`]; system roots come from the platform bundle
+//!   (`rustls-native-certs`, chosen over `webpki-roots` to keep the static binary small), and are
+//!   not read at all in [`CaMode::Replace`].
+
+mod client;
+mod config;
+pub mod dns;
+mod error;
+mod path;
+mod retry;
+mod secret;
+mod tls;
+
+pub use client::{Client, Session};
+pub use config::{
+    ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, RequestOptions, Resolver, RetryPolicy, TlsOptions,
+};
+pub use error::Error;
+pub use path::{
+    AccountRef, DEFAULT_SEPARATOR, FolderPath, MAX_ACCOUNT_NAME_CHARS, MAX_FOLDER_DEPTH,
+    MAX_FOLDER_NAME_CHARS, MAX_FOLDER_PATH_CHARS, MAX_SYSTEM_NAME_CHARS, MAX_TITLE_CHARS, PathError,
+    PathErrorKind, PathKind, SecretPath, validate_account_refs, validate_folder_paths, validate_secret_paths,
+    validate_secret_paths_with_separator,
+};
+pub use secrecy::{ExposeSecret, SecretString};
+pub use secret::{ManagedCredential, Secret, SecretKind, SecretValue, SignedInUser};

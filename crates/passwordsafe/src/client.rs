@@ -1,0 +1,974 @@
+//! The client, the session, and the HTTP plumbing (retries, re-authentication, logging).
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::{
+    config::{Auth, ClientConfig, Resolver},
+    error::{Error, chain_text, summarize_body},
+    path::{AccountRef, FolderPath, SecretPath},
+    retry::{Backoff, Class, classify_status, classify_transport, parse_retry_after},
+    secret::{
+        ManagedCredential, RawSecret, Secret, SecretKind, SecretValue, SignedInUser, decode_credentials,
+        decode_managed_account, decode_request_id, decode_secret_list,
+    },
+};
+
+/// Route keys (as in the emulator contract): lower-case method and path template. Used in logs
+/// and errors; ids never appear in them.
+mod route {
+    pub const TOKEN: &str = "POST auth/connect/token";
+    pub const SIGN_IN: &str = "POST auth/signappin";
+    pub const SIGN_OUT: &str = "POST auth/signout";
+    pub const SECRETS: &str = "GET secrets-safe/secrets";
+    pub const FILE: &str = "GET secrets-safe/secrets/{id}/file/download";
+    pub const ACCOUNTS: &str = "GET managedaccounts";
+    pub const REQUESTS: &str = "POST requests";
+    pub const CREDENTIALS: &str = "GET credentials/{id}";
+    pub const CHECKIN: &str = "PUT requests/{id}/checkin";
+}
+
+/// Largest body accepted from routes other than the file download.
+const MAX_API_BODY: u64 = 32 * 1024 * 1024;
+/// Retry budget of sign-out and of the check-ins done at sign-out.
+const CLOSE_BUDGET: Duration = Duration::from_secs(10);
+
+/// A configured Password Safe client. Cheap to clone. Sign in with [`Client::sign_in`].
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    base: String,
+    cfg: ClientConfig,
+    tls: rustls::ClientConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.shared.base)
+            .field("auth", &self.shared.cfg.auth)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Validates the configuration and prepares TLS (reads the system roots in
+    /// [`crate::CaMode::Add`]). No network traffic.
+    pub fn new(cfg: ClientConfig) -> Result<Client, Error> {
+        let base = validate_base_url(&cfg.base_url)?;
+        cfg.auth.validate()?;
+        let r = &cfg.request;
+        if !(1..=525_600).contains(&r.duration_minutes) {
+            return Err(Error::invalid_input(
+                "request duration",
+                "DurationMinutes must be 1–525600",
+            ));
+        }
+        if r.reason.chars().count() > 1000 {
+            return Err(Error::invalid_input(
+                "request reason",
+                "Reason must be at most 1000 characters",
+            ));
+        }
+        if cfg.request_timeout.is_zero() || cfg.connect_timeout.is_zero() {
+            return Err(Error::invalid_input(
+                "timeouts",
+                "connect and request timeouts must be positive",
+            ));
+        }
+        let tls = crate::tls::client_config(&cfg.tls)?;
+        Ok(Client {
+            shared: Arc::new(Shared { base, cfg, tls }),
+        })
+    }
+
+    /// The validated base URL (without trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.shared.base
+    }
+
+    /// Signs in (OAuth: token, then `SignAppIn` with the bearer token; API key: `SignAppIn` with
+    /// `PS-Auth`) and returns the session. Each session has its own cookie jar.
+    pub async fn sign_in(&self) -> Result<Session, Error> {
+        let transport = Transport::new(self.shared.clone())?;
+        let started = Instant::now();
+        let user = sign_in(&transport, "sign-in").await?;
+        tracing::debug!(
+            user = user.user_name.as_deref().unwrap_or(""),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "signed in to Password Safe"
+        );
+        Ok(Session {
+            inner: Arc::new(SessionInner {
+                transport,
+                user,
+                epoch: AtomicU64::new(0),
+                reauth: tokio::sync::Mutex::new(ReauthState {
+                    epoch: 0,
+                    failed: None,
+                }),
+                signed_out: AtomicBool::new(false),
+                open_requests: Mutex::new(BTreeSet::new()),
+            }),
+        })
+    }
+}
+
+fn validate_base_url(raw: &str) -> Result<String, Error> {
+    const WHAT: &str = "base URL";
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url =
+        reqwest::Url::parse(trimmed).map_err(|e| Error::invalid_input(WHAT, format!("not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(Error::invalid_input(WHAT, "must use https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid_input(WHAT, "has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::invalid_input(WHAT, "must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::invalid_input(WHAT, "must not contain credentials"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A signed-in session. Clone it freely (an `Arc` inside): every method takes `&self`, so many
+/// calls can run concurrently over the one session (bounded by
+/// [`ClientConfig::max_concurrent_requests`]).
+///
+/// Always finish with [`Session::sign_out`], on error paths too. As a safety net, dropping the
+/// last clone without signing out logs a warning and, inside a Tokio runtime, spawns a
+/// best-effort check-in of open requests and sign-out (which does not run if the runtime shuts
+/// down first).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.inner.user.user_name)
+            .field("signed_out", &self.inner.signed_out.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct SessionInner {
+    transport: Transport,
+    user: SignedInUser,
+    /// Bumped after each successful re-authentication.
+    epoch: AtomicU64,
+    reauth: tokio::sync::Mutex<ReauthState>,
+    signed_out: AtomicBool,
+    /// Managed-account requests not yet checked in.
+    open_requests: Mutex<BTreeSet<u64>>,
+}
+
+struct ReauthState {
+    epoch: u64,
+    /// The epoch whose re-authentication failed: later callers fail at once.
+    failed: Option<u64>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        if self.signed_out.load(Ordering::SeqCst) {
+            return;
+        }
+        let open: Vec<u64> = self
+            .open_requests
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        tracing::warn!(
+            open_requests = open.len(),
+            "Password Safe session dropped without sign_out; closing it in the background"
+        );
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let transport = self.transport.clone();
+            handle.spawn(async move {
+                for id in open {
+                    let _ = checkin(&transport, id, "background check-in", CLOSE_BUDGET).await;
+                }
+                let _ = sign_out_call(&transport).await;
+            });
+        }
+    }
+}
+
+impl Session {
+    /// The user the session runs as.
+    pub fn user(&self) -> &SignedInUser {
+        &self.inner.user
+    }
+
+    /// Reads one Secrets Safe secret by folder path and title. File secrets are downloaded.
+    /// An empty result is [`Error::NotFound`] naming the path.
+    pub async fn secret(&self, path: &SecretPath) -> Result<Secret, Error> {
+        let what = format!("secret {:?}", path.to_string());
+        let mut query = vec![
+            ("path", path.folder().joined()),
+            ("separator", path.separator().to_string()),
+            ("title", path.title().to_owned()),
+        ];
+        self.add_version(&mut query);
+        let reply = self
+            .call(Call::get(route::SECRETS, "secrets-safe/secrets", &what).query(query))
+            .await?;
+        let (list, _) =
+            decode_secret_list(&reply).map_err(|reason| invalid(&what, route::SECRETS, reason))?;
+        let chosen = pick_by_title(list, path.title()).ok_or_else(|| Error::NotFound {
+            what: what.clone(),
+            route: route::SECRETS,
+            reason: "empty result".to_owned(),
+            detail: None,
+        })?;
+        self.resolve(chosen, &what).await
+    }
+
+    /// Reads every secret of a folder (no title). File secrets are downloaded concurrently.
+    /// An empty folder is [`Error::NotFound`] (the API cannot tell it from a missing one).
+    /// With API version 3.2, further pages are fetched while `TotalCount` says more exist.
+    pub async fn folder(&self, path: &FolderPath) -> Result<Vec<Secret>, Error> {
+        let what = format!("folder {:?}", path.to_string());
+        let mut raws: Vec<RawSecret> = Vec::new();
+        loop {
+            let mut query = vec![
+                ("path", path.joined()),
+                ("separator", path.separator().to_string()),
+            ];
+            if !raws.is_empty() {
+                query.push(("offset", raws.len().to_string()));
+            }
+            self.add_version(&mut query);
+            let reply = self
+                .call(Call::get(route::SECRETS, "secrets-safe/secrets", &what).query(query))
+                .await?;
+            let (page, total) =
+                decode_secret_list(&reply).map_err(|reason| invalid(&what, route::SECRETS, reason))?;
+            let got = page.len();
+            raws.extend(page);
+            match total {
+                Some(total) if got > 0 && (raws.len() as u64) < total => continue,
+                _ => break,
+            }
+        }
+        if raws.is_empty() {
+            return Err(Error::NotFound {
+                what,
+                route: route::SECRETS,
+                reason: "empty result".to_owned(),
+                detail: None,
+            });
+        }
+        let mut tasks = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let session = self.clone();
+            let what = format!("secret {:?} in {what}", raw.title);
+            tasks.push(tokio::spawn(async move { session.resolve(raw, &what).await }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut first_err = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(s)) => out.push(s),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_err.get_or_insert(Error::InvalidResponse {
+                        what: what.clone(),
+                        route: route::FILE,
+                        reason: format!("download task failed: {join}"),
+                    });
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Releases a managed account's password: `GET ManagedAccounts` → `POST Requests`
+    /// (`ConflictOption: reuse`) → `GET Credentials/{id}` → `PUT Requests/{id}/checkin`. The
+    /// request is checked in whether or not the credentials call succeeded. If the check-in itself
+    /// fails (after retries) the password is still returned, a warning is logged, and
+    /// [`Session::sign_out`] tries the check-in again.
+    pub async fn managed_account(&self, acct: &AccountRef) -> Result<ManagedCredential, Error> {
+        let what = format!("managed account {:?}", acct.to_string());
+        let query = vec![
+            ("systemName", acct.system().to_owned()),
+            ("accountName", acct.account().to_owned()),
+        ];
+        let reply = self
+            .call(Call::get(route::ACCOUNTS, "ManagedAccounts", &what).query(query))
+            .await?;
+        let (system_id, account_id) = decode_managed_account(&reply, acct.system(), acct.account())
+            .map_err(|reason| invalid(&what, route::ACCOUNTS, reason))?
+            .ok_or_else(|| Error::NotFound {
+                what: what.clone(),
+                route: route::ACCOUNTS,
+                reason: "no matching account in the result".to_owned(),
+                detail: None,
+            })?;
+
+        let opts = &self.inner.transport.shared.cfg.request;
+        let mut body = json!({
+            "SystemID": system_id,
+            "AccountID": account_id,
+            "DurationMinutes": opts.duration_minutes,
+            "Reason": opts.reason,
+            "ConflictOption": "reuse",
+        });
+        if let Some(rotate) = opts.rotate_on_checkin {
+            body["RotateOnCheckin"] = Value::Bool(rotate);
+        }
+        let call = Call::new(Method::POST, route::REQUESTS, "Requests".to_owned(), &what)
+            .json(&body)
+            .conflict_retryable();
+        let reply = self.call(call).await?;
+        let request_id =
+            decode_request_id(&reply).map_err(|reason| invalid(&what, route::REQUESTS, reason))?;
+        self.track_request(request_id, true);
+
+        let cred_call = Call::new(
+            Method::GET,
+            route::CREDENTIALS,
+            format!("Credentials/{request_id}"),
+            &what,
+        )
+        .sensitive();
+        let password = match self.call(cred_call).await {
+            Ok(body) => {
+                decode_credentials(&body).map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
+            }
+            Err(e) => Err(e),
+        };
+
+        match checkin_with(self, request_id, &what).await {
+            Ok(()) => self.track_request(request_id, false),
+            Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
+        }
+        Ok(ManagedCredential {
+            system: acct.system().to_owned(),
+            account: acct.account().to_owned(),
+            password: password?,
+        })
+    }
+
+    /// Checks in any request still open, then signs out (`POST Auth/Signout`). Idempotent: later
+    /// calls (and calls on other clones) do nothing and return `Ok`. A 401 (session already
+    /// expired) counts as signed out. Retries are limited to 10 s here. Returns the first error.
+    pub async fn sign_out(self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.signed_out.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let open: Vec<u64> = inner
+            .open_requests
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut first_err = None;
+        for id in open {
+            match checkin(&inner.transport, id, "check-in at sign-out", CLOSE_BUDGET).await {
+                Ok(()) => self.track_request(id, false),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = sign_out_call(&inner.transport).await {
+            first_err.get_or_insert(e);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn add_version(&self, query: &mut Vec<(&'static str, String)>) {
+        if let Some(v) = self.inner.transport.shared.cfg.api_version {
+            query.push(("version", v.as_str().to_owned()));
+        }
+    }
+
+    fn track_request(&self, id: u64, open: bool) {
+        if let Ok(mut set) = self.inner.open_requests.lock() {
+            if open {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+    }
+
+    /// Turns a listed secret into a [`Secret`], downloading file content.
+    async fn resolve(&self, raw: RawSecret, what: &str) -> Result<Secret, Error> {
+        let value = match &raw.kind {
+            SecretKind::File { .. } => {
+                if !raw.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(invalid(
+                        what,
+                        route::SECRETS,
+                        "secret Id is not a GUID".to_owned(),
+                    ));
+                }
+                let mut query = Vec::new();
+                self.add_version(&mut query);
+                let path = format!("secrets-safe/secrets/{}/file/download", raw.id);
+                let mut call = Call::new(Method::GET, route::FILE, path, what).query(query);
+                call.max_body = self.inner.transport.shared.cfg.max_file_bytes;
+                SecretValue::new(self.call(call).await?)
+            }
+            SecretKind::Credential { .. } | SecretKind::Text => match raw.password {
+                Some(v) => v,
+                None => {
+                    return Err(invalid(
+                        what,
+                        route::SECRETS,
+                        "the secret has no Password field (is decryption disabled?)".to_owned(),
+                    ));
+                }
+            },
+        };
+        Ok(Secret {
+            title: raw.title,
+            folder_path: raw.folder_path,
+            kind: raw.kind,
+            value,
+            id: raw.id,
+            metadata: raw.metadata,
+        })
+    }
+
+    /// One API call with retries, plus one re-authentication on 401.
+    async fn call(&self, call: Call<'_>) -> Result<Vec<u8>, Error> {
+        let inner = &self.inner;
+        if inner.signed_out.load(Ordering::SeqCst) {
+            return Err(Error::SignedOut {
+                what: call.what.to_owned(),
+            });
+        }
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        match inner.transport.execute(&call).await {
+            Err(Error::Authentication {
+                status: Some(401), ..
+            }) => {
+                self.reauthenticate(epoch, call.what).await?;
+                inner.transport.execute(&call).await.map_err(|e| match e {
+                    Error::Authentication {
+                        what,
+                        route,
+                        status,
+                        detail,
+                    } => Error::Authentication {
+                        what,
+                        route,
+                        status,
+                        detail: Some(match detail {
+                            Some(d) => format!("still refused after re-authentication: {d}"),
+                            None => "still refused after re-authentication".to_owned(),
+                        }),
+                    },
+                    other => other,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Signs in again after a 401, once for all concurrent callers that saw the same session
+    /// expire (single flight: the first caller re-authenticates, the others wait and reuse it).
+    async fn reauthenticate(&self, seen_epoch: u64, what: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut state = inner.reauth.lock().await;
+        if state.epoch != seen_epoch {
+            return Ok(());
+        }
+        if state.failed == Some(seen_epoch) {
+            return Err(Error::Authentication {
+                what: what.to_owned(),
+                route: route::SIGN_IN,
+                status: None,
+                detail: Some("the session expired and re-authentication failed".to_owned()),
+            });
+        }
+        tracing::info!("Password Safe session expired (HTTP 401); signing in again");
+        match sign_in(&inner.transport, "re-authentication").await {
+            Ok(_) => {
+                state.epoch += 1;
+                inner.epoch.store(state.epoch, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                state.failed = Some(seen_epoch);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn invalid(what: &str, route: &'static str, reason: String) -> Error {
+    Error::InvalidResponse {
+        what: what.to_owned(),
+        route,
+        reason,
+    }
+}
+
+/// The entry whose title matches exactly, else case-insensitively.
+fn pick_by_title(list: Vec<RawSecret>, title: &str) -> Option<RawSecret> {
+    let exact = list.iter().position(|s| s.title == title);
+    let idx = exact.or_else(|| list.iter().position(|s| s.title.eq_ignore_ascii_case(title)))?;
+    list.into_iter().nth(idx)
+}
+
+async fn checkin_with(session: &Session, request_id: u64, what: &str) -> Result<(), Error> {
+    let call = Call::new(
+        Method::PUT,
+        route::CHECKIN,
+        format!("Requests/{request_id}/checkin"),
+        what,
+    )
+    .json(&json!({}));
+    session.call(call).await.map(|_| ())
+}
+
+async fn checkin(transport: &Transport, request_id: u64, what: &str, budget: Duration) -> Result<(), Error> {
+    let mut call = Call::new(
+        Method::PUT,
+        route::CHECKIN,
+        format!("Requests/{request_id}/checkin"),
+        what,
+    )
+    .json(&json!({}));
+    call.budget = Some(budget);
+    transport.execute(&call).await.map(|_| ())
+}
+
+async fn sign_out_call(transport: &Transport) -> Result<(), Error> {
+    let mut call = Call::new(
+        Method::POST,
+        route::SIGN_OUT,
+        "Auth/Signout".to_owned(),
+        "sign-out",
+    );
+    call.budget = Some(CLOSE_BUDGET);
+    match transport.execute(&call).await {
+        Ok(_)
+        | Err(Error::Authentication {
+            status: Some(401), ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Signs in over `transport` (token first in OAuth mode).
+async fn sign_in(transport: &Transport, what: &str) -> Result<SignedInUser, Error> {
+    let auth_header: SecretString = match &transport.shared.cfg.auth {
+        Auth::ApiKey { .. } => transport.shared.cfg.auth.ps_auth_header().unwrap_or_default(),
+        Auth::OAuth {
+            client_id,
+            client_secret,
+        } => {
+            let form = vec![
+                ("client_id", client_id.clone()),
+                ("client_secret", client_secret.expose_secret().to_owned()),
+                ("grant_type", "client_credentials".to_owned()),
+            ];
+            let mut call = Call::new(Method::POST, route::TOKEN, "Auth/connect/token".to_owned(), what);
+            call.body = Body::Form(form);
+            call.auth_route = true;
+            let reply = transport.execute(&call).await?;
+            let token = serde_json::from_slice::<Value>(&reply)
+                .ok()
+                .and_then(|v| v.get("access_token").and_then(Value::as_str).map(str::to_owned))
+                .ok_or_else(|| {
+                    invalid(
+                        what,
+                        route::TOKEN,
+                        "no access_token in the token response".to_owned(),
+                    )
+                })?;
+            format!("Bearer {token}").into()
+        }
+    };
+    let mut call = Call::new(Method::POST, route::SIGN_IN, "Auth/SignAppIn".to_owned(), what);
+    call.auth_route = true;
+    call.authorization = Some(auth_header);
+    call.body = Body::EmptyJson;
+    let reply = transport.execute(&call).await?;
+    Ok(serde_json::from_slice(&reply).unwrap_or_default())
+}
+
+enum Body {
+    None,
+    /// `Content-Type: application/json` with an empty body (SignAppIn).
+    EmptyJson,
+    Json(Vec<u8>),
+    Form(Vec<(&'static str, String)>),
+}
+
+/// One logical API call.
+struct Call<'a> {
+    method: Method,
+    route: &'static str,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Body,
+    what: &'a str,
+    authorization: Option<SecretString>,
+    /// Token and SignAppIn: every 4xx is an authentication failure, never re-authenticated.
+    auth_route: bool,
+    /// Credentials: never show the response body in errors.
+    sensitive: bool,
+    /// 409 is retried (POST Requests).
+    conflict_retryable: bool,
+    max_body: u64,
+    /// Overrides the retry budget.
+    budget: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, route: &'static str, path: String, what: &'a str) -> Call<'a> {
+        Call {
+            method,
+            route,
+            path,
+            query: Vec::new(),
+            body: Body::None,
+            what,
+            authorization: None,
+            auth_route: false,
+            sensitive: false,
+            conflict_retryable: false,
+            max_body: MAX_API_BODY,
+            budget: None,
+        }
+    }
+
+    fn get(route: &'static str, path: &str, what: &'a str) -> Call<'a> {
+        Call::new(Method::GET, route, path.to_owned(), what)
+    }
+
+    fn query(mut self, q: Vec<(&'static str, String)>) -> Self {
+        self.query = q;
+        self
+    }
+
+    fn json(mut self, v: &Value) -> Self {
+        self.body = Body::Json(serde_json::to_vec(v).unwrap_or_default());
+        self
+    }
+
+    fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+
+    fn conflict_retryable(mut self) -> Self {
+        self.conflict_retryable = true;
+        self
+    }
+}
+
+/// HTTP client + configuration + concurrency limit of one session.
+#[derive(Clone)]
+struct Transport {
+    http: reqwest::Client,
+    shared: Arc<Shared>,
+    limiter: Arc<Semaphore>,
+}
+
+enum AttemptError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+impl Transport {
+    fn new(shared: Arc<Shared>) -> Result<Transport, Error> {
+        let cfg = &shared.cfg;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(shared.tls.clone())
+            .cookie_store(true)
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .https_only(true)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ps-injector-passwordsafe/", env!("CARGO_PKG_VERSION")));
+        if cfg.resolver == Resolver::Builtin {
+            builder = builder.dns_resolver(crate::dns::reqwest_resolver());
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::invalid_input("HTTP client", chain_text(&e.without_url())))?;
+        let limiter = Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1)));
+        Ok(Transport {
+            http,
+            shared,
+            limiter,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.shared.base, path)
+    }
+
+    /// Sends `call`, retrying retryable failures within the budget. `Ok` only for 2xx.
+    async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, Error> {
+        let mut policy = self.shared.cfg.retry.clone();
+        if let Some(b) = call.budget {
+            policy.max_elapsed = policy.max_elapsed.min(b);
+        }
+        let mut backoff = Backoff::new(policy);
+        let start = Instant::now();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let t0 = Instant::now();
+            let result = {
+                let _permit = self.limiter.acquire().await.ok();
+                self.attempt(call).await
+            };
+            let elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let (class, retry_after, err) = match result {
+                Ok((status, retry_after, body)) => {
+                    tracing::debug!(method = %call.method, route = call.route, status, elapsed_ms, attempt = attempts, "Password Safe call");
+                    if (200..300).contains(&status) {
+                        return Ok(body);
+                    }
+                    let class = if call.auth_route && status != 408 && status != 429 && status < 500 {
+                        Class::Fatal
+                    } else {
+                        classify_status(status, call.conflict_retryable)
+                    };
+                    let ra = if status == 429 || status == 503 {
+                        retry_after
+                    } else {
+                        None
+                    };
+                    (class, ra, self.status_error(call, status, &body, attempts))
+                }
+                Err(AttemptError::TooLarge) => {
+                    return Err(invalid(
+                        call.what,
+                        call.route,
+                        format!("response larger than the limit of {} bytes", call.max_body),
+                    ));
+                }
+                Err(AttemptError::Transport(e)) => {
+                    let e = e.without_url();
+                    let detail = chain_text(&e);
+                    tracing::debug!(method = %call.method, route = call.route, error = %detail, elapsed_ms, attempt = attempts, "Password Safe call failed");
+                    let class = classify_transport(&e);
+                    let err = Error::Network {
+                        what: call.what.to_owned(),
+                        route: call.route,
+                        attempts,
+                        detail,
+                        source: e,
+                    };
+                    (class, None, err)
+                }
+            };
+            if class == Class::Retry
+                && let Some(delay) = backoff.next_delay(start.elapsed(), retry_after)
+            {
+                tracing::debug!(
+                    route = call.route,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// One HTTP exchange: status, `Retry-After`, body.
+    async fn attempt(&self, call: &Call<'_>) -> Result<(u16, Option<Duration>, Vec<u8>), AttemptError> {
+        let mut req = self.http.request(call.method.clone(), self.url(&call.path));
+        if !call.query.is_empty() {
+            req = req.query(&call.query);
+        }
+        if let Some(auth) = &call.authorization {
+            let mut value = header::HeaderValue::from_str(auth.expose_secret())
+                .unwrap_or_else(|_| header::HeaderValue::from_static("invalid"));
+            value.set_sensitive(true);
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        req = match &call.body {
+            Body::None => req,
+            Body::EmptyJson => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Vec::new()),
+            Body::Json(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(b.clone()),
+            Body::Form(f) => req.form(f),
+        };
+        let mut resp = req.send().await.map_err(AttemptError::Transport)?;
+        let status = resp.status().as_u16();
+        let retry_after = parse_retry_after(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if resp.content_length().is_some_and(|l| l > call.max_body) {
+            return Err(AttemptError::TooLarge);
+        }
+        let cap = resp.content_length().unwrap_or(0).min(call.max_body) as usize;
+        let mut body = Vec::with_capacity(cap);
+        while let Some(chunk) = resp.chunk().await.map_err(AttemptError::Transport)? {
+            if (body.len() + chunk.len()) as u64 > call.max_body {
+                return Err(AttemptError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, retry_after, body))
+    }
+
+    /// Maps a non-2xx answer to an error. Bodies are shown only where they cannot hold a value.
+    fn status_error(&self, call: &Call<'_>, status: u16, body: &[u8], attempts: u32) -> Error {
+        let what = call.what.to_owned();
+        let route = call.route;
+        let detail = if call.sensitive {
+            None
+        } else {
+            summarize_body(body)
+        };
+        match status {
+            401 => Error::Authentication {
+                what,
+                route,
+                status: Some(status),
+                detail,
+            },
+            400..=499 if call.auth_route && status != 408 && status != 429 => Error::Authentication {
+                what,
+                route,
+                status: Some(status),
+                detail,
+            },
+            403 => Error::Permission {
+                what,
+                route,
+                status,
+                detail,
+            },
+            404 => Error::NotFound {
+                what,
+                route,
+                reason: "HTTP 404".to_owned(),
+                detail,
+            },
+            409 => Error::Conflict {
+                what,
+                route,
+                attempts,
+                detail,
+            },
+            408 | 429 | 500..=599 => Error::Server {
+                what,
+                route,
+                status,
+                attempts,
+            },
+            _ => Error::Rejected {
+                what,
+                route,
+                status,
+                detail,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_validation() {
+        assert_eq!(
+            validate_base_url(" https://pws.example/BeyondTrust/api/public/v3/ ").unwrap(),
+            "https://pws.example/BeyondTrust/api/public/v3"
+        );
+        for bad in [
+            "http://pws.example/BeyondTrust/api/public/v3",
+            "pws.example",
+            "https://pws.example/x?y=1",
+            "https://user:pw@pws.example/x",
+            "",
+        ] {
+            assert!(validate_base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn raw(title: &str) -> RawSecret {
+        RawSecret {
+            id: "1".into(),
+            title: title.into(),
+            folder_path: "f".into(),
+            kind: SecretKind::Text,
+            password: None,
+            metadata: Value::Null,
+        }
+    }
+
+    #[test]
+    fn title_matching() {
+        assert_eq!(
+            pick_by_title(vec![raw("DB"), raw("db")], "db").unwrap().title,
+            "db"
+        );
+        assert_eq!(
+            pick_by_title(vec![raw("x"), raw("DB")], "db").unwrap().title,
+            "DB"
+        );
+        assert!(pick_by_title(vec![raw("other")], "db").is_none());
+        assert!(pick_by_title(vec![], "db").is_none());
+    }
+
+    #[test]
+    fn client_new_validates() {
+        let auth = Auth::ApiKey {
+            key: "K".into(),
+            runas: "u".into(),
+            password: None,
+        };
+        let mut cfg = ClientConfig::new("https://127.0.0.1:1/BeyondTrust/api/public/v3", auth);
+        cfg.tls.verify = false;
+        assert!(Client::new(cfg.clone()).is_ok());
+        let mut bad = cfg.clone();
+        bad.request.duration_minutes = 0;
+        assert!(Client::new(bad).is_err());
+        let mut bad = cfg.clone();
+        bad.request.reason = "x".repeat(1001);
+        assert!(Client::new(bad).is_err());
+        let mut bad = cfg;
+        bad.base_url = "http://x".into();
+        assert!(Client::new(bad).unwrap_err().to_string().contains("https"));
+    }
+}

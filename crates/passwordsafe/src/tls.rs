@@ -1,0 +1,215 @@
+//! The rustls configuration handed to reqwest: ring provider, TLS 1.2+, our own trust roots.
+//!
+//! System roots come from `rustls-native-certs` (the platform bundle: `SSL_CERT_FILE`,
+//! `SSL_CERT_DIR`, then the usual `/etc/ssl` locations). It is chosen over `webpki-roots` for
+//! size: reqwest's rustls support already links it, while `webpki-roots` would compile ~150
+//! trust anchors (a few hundred KiB) into the static agent. On a `FROM scratch` image, ship a CA
+//! bundle or use [`CaMode::Replace`] with the Password Safe CA; system roots are read only in
+//! [`CaMode::Add`].
+
+use std::sync::Arc;
+
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
+use secrecy::ExposeSecret;
+
+use crate::{
+    config::{CaMode, ClientIdentity, TlsOptions},
+    error::Error,
+};
+
+fn cfg_err(what: &str, reason: impl Into<String>) -> Error {
+    Error::invalid_input(what, reason)
+}
+
+/// Parses every certificate of a PEM bundle; at least one is required.
+pub(crate) fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let mut certs = Vec::new();
+    for (i, c) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        certs.push(c.map_err(|e| cfg_err(what, format!("PEM section {} is unreadable: {e}", i + 1)))?);
+    }
+    if certs.is_empty() {
+        return Err(cfg_err(what, "no CERTIFICATE section found"));
+    }
+    Ok(certs)
+}
+
+fn root_store(opts: &TlsOptions) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    match opts.ca_mode {
+        CaMode::Replace if opts.ca_bundle_pem.is_none() => {
+            return Err(cfg_err("CA bundle", "CA mode Replace needs a CA bundle"));
+        }
+        CaMode::Replace => {}
+        CaMode::Add => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "system CA store: unreadable entry");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system CA certificates loaded");
+        }
+    }
+    if let Some(pem) = &opts.ca_bundle_pem {
+        for (i, cert) in parse_certs(pem, "CA bundle")?.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                cfg_err(
+                    "CA bundle",
+                    format!("certificate {} is not a usable CA: {e}", i + 1),
+                )
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(cfg_err(
+            "TLS trust",
+            "no trusted CA certificates: the system has none and no CA bundle was given",
+        ));
+    }
+    Ok(roots)
+}
+
+fn identity(id: &ClientIdentity) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
+    let chain = parse_certs(&id.cert_pem, "client certificate")?;
+    let key_pem = id.key_pem.expose_secret();
+    if key_pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(cfg_err(
+            "client key",
+            "encrypted private keys are not supported; decrypt it first",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+        cfg_err(
+            "client key",
+            "no PKCS#8 (PRIVATE KEY), PKCS#1 (RSA PRIVATE KEY) or SEC1 (EC PRIVATE KEY) section found",
+        )
+    })?;
+    Ok((chain, key))
+}
+
+/// Builds the client TLS configuration.
+pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| cfg_err("TLS", e.to_string()))?;
+    let builder = if opts.verify {
+        builder.with_root_certificates(root_store(opts)?)
+    } else {
+        tracing::warn!(
+            "TLS certificate verification is DISABLED: the Password Safe server is not authenticated \
+             and credentials can be intercepted; set a CA bundle instead"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let mut config = match &opts.client_identity {
+        Some(id) => {
+            let (chain, key) = identity(id)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                cfg_err(
+                    "client certificate",
+                    format!("does not match its key or is unusable: {e}"),
+                )
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts any server certificate but still checks handshake signatures (so the connection is
+/// at least bound to the presented key).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_without_bundle_is_an_error() {
+        let opts = TlsOptions {
+            ca_mode: CaMode::Replace,
+            ..TlsOptions::default()
+        };
+        let e = client_config(&opts).unwrap_err().to_string();
+        assert!(e.contains("needs a CA bundle"), "{e}");
+    }
+
+    #[test]
+    fn garbage_bundle_is_an_error() {
+        let opts = TlsOptions {
+            ca_mode: CaMode::Replace,
+            ca_bundle_pem: Some(b"not a pem".to_vec()),
+            ..TlsOptions::default()
+        };
+        let e = client_config(&opts).unwrap_err().to_string();
+        assert!(e.contains("no CERTIFICATE section"), "{e}");
+    }
+
+    #[test]
+    fn verify_off_needs_no_roots() {
+        let opts = TlsOptions {
+            verify: false,
+            ca_mode: CaMode::Replace,
+            ..TlsOptions::default()
+        };
+        assert!(client_config(&opts).is_ok());
+    }
+
+    #[test]
+    fn bad_client_key_is_an_error_without_echo() {
+        let opts = TlsOptions {
+            verify: false,
+            client_identity: Some(ClientIdentity {
+                cert_pem: b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec(),
+                key_pem: b"SECRETSTUFF".to_vec().into(),
+            }),
+            ..TlsOptions::default()
+        };
+        let e = client_config(&opts).unwrap_err().to_string();
+        assert!(!e.contains("SECRETSTUFF"), "{e}");
+    }
+}
