@@ -1,1 +1,473 @@
-//! (to be written)
+//! The admission server: TLS on `--listen`, the admin port beside it, reloads and shutdown.
+//!
+//! - **Accept loop**: `TCP_NODELAY` on every socket; the TLS handshake is bounded by
+//!   [`Limits::handshake_timeout`]; then hyper HTTP/1.1 with keep-alive and a header-read
+//!   timeout (which also closes keep-alive connections idle for that long).
+//! - **Routes**: `POST /mutate` and `POST /` call [`admission::review`] inline (it takes
+//!   microseconds, no blocking pool). Other paths are 404; another method is 405. A
+//!   `Content-Type` that is present and not JSON is 400 (kube-apiserver always sends
+//!   `application/json`; a missing one is accepted). A body over [`Limits::max_body`] is 413
+//!   without reading it, and a body not complete within [`Limits::body_timeout`] is 408.
+//!   Nothing here answers 5xx.
+//! - **Observability**: one `admission` span per request (uid, namespace, name, outcome, mode,
+//!   duration_us); skips at debug, injections at info, denials and invalid requests at info with
+//!   the core's message (which names annotations, never values); metrics per request.
+//! - **Shutdown** ([`RunningServer::trigger_shutdown`], SIGTERM/SIGINT in `serve`): `/readyz`
+//!   turns 503 at once; the server keeps accepting and answering for [`ServerConfig::drain_delay`]
+//!   (kube-apiserver keeps using pooled connections until endpoints converge); then it stops
+//!   accepting, lets hyper finish requests in flight and close idle connections, waits up to
+//!   [`ServerConfig::shutdown_timeout`] for that, and stops the admin port last.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, field::Empty};
+
+use crate::{
+    admin::{self, AdminState, Readiness},
+    admission::{self, Outcome},
+    config::ConfigError,
+    metrics::Metrics,
+    reload::{self, SharedConfig},
+    tls::{self, CertResolver, TlsError},
+};
+
+/// Per-connection and per-request bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted request body. kube-apiserver caps objects at about 1.5 MiB in etcd, and
+    /// an AdmissionReview of a CREATE carries one object.
+    pub max_body: usize,
+    /// Time for a client to send a complete request head; also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// Time to complete a TLS handshake after the TCP accept.
+    pub handshake_timeout: Duration,
+    /// Time to receive the whole body once the head is in.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: 3 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything [`spawn`] needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Cluster configuration file; built-in defaults when `None`.
+    pub config: Option<PathBuf>,
+    pub limits: Limits,
+    /// How long to keep serving after the shutdown signal, with `/readyz` already 503.
+    pub drain_delay: Duration,
+    /// How long to wait for requests in flight once the listener is closed.
+    pub shutdown_timeout: Duration,
+    /// Poll interval of the certificate and configuration watchers.
+    pub reload_interval: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the addresses and the certificate files.
+    pub fn new(listen: SocketAddr, admin_listen: SocketAddr, tls_cert: PathBuf, tls_key: PathBuf) -> Self {
+        Self {
+            listen,
+            admin_listen,
+            tls_cert,
+            tls_key,
+            config: None,
+            limits: Limits::default(),
+            drain_delay: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            reload_interval: reload::DEFAULT_INTERVAL,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("serving certificate: {0}")]
+    Tls(#[from] TlsError),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared by every connection of one server.
+struct State {
+    config: SharedConfig,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+    config: SharedConfig,
+    resolver: Arc<CertResolver>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The bound TLS address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SharedConfig {
+        &self.config
+    }
+
+    /// The certificate resolver in use.
+    pub fn resolver(&self) -> &Arc<CertResolver> {
+        &self.resolver
+    }
+
+    /// Starts the shutdown sequence and returns at once.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until the server has stopped (after [`Self::trigger_shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Triggers the shutdown sequence and waits for it to finish.
+    pub async fn shutdown(self) {
+        self.trigger_shutdown();
+        self.wait().await;
+    }
+}
+
+/// Loads configuration and certificate, binds both ports, and serves in the background on the
+/// current tokio runtime. Errors out (before binding) on an unusable certificate or
+/// configuration, so a bad deployment fails at start-up.
+pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
+    let config: SharedConfig = Arc::new(ArcSwap::from_pointee(reload::load_config(cfg.config.as_deref())?));
+    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cfg.tls_cert, &cfg.tls_key)?));
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let admin_listener = bind(cfg.admin_listen).await?;
+    let listener = bind(cfg.listen).await?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.admin_listen,
+        source,
+    })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::default();
+    let mut watchers = vec![tls::watch(
+        cfg.tls_cert.clone(),
+        cfg.tls_key.clone(),
+        resolver.clone(),
+        metrics.clone(),
+        cfg.reload_interval,
+    )];
+    if let Some(path) = &cfg.config {
+        watchers.push(reload::watch_config(
+            path.clone(),
+            config.clone(),
+            metrics.clone(),
+            cfg.reload_interval,
+        ));
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
+    let (stop_accept_tx, stop_accept_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        },
+        stop_admin_rx,
+    ));
+    let state = Arc::new(State {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        limits: cfg.limits.clone(),
+    });
+    let accept_task = tokio::spawn(accept_loop(listener, acceptor, state, stop_accept_rx));
+    readiness.set(true);
+    tracing::info!(%addr, %admin_addr, "serving admission requests");
+
+    let task = tokio::spawn({
+        let readiness = readiness.clone();
+        let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
+        async move {
+            let mut shutdown_rx = shutdown_rx;
+            stopped(&mut shutdown_rx).await;
+            readiness.set(false);
+            tracing::info!(?drain_delay, "shutdown requested: not ready, draining");
+            tokio::time::sleep(drain_delay).await;
+            stop_accept_tx.send_replace(true);
+            match tokio::time::timeout(shutdown_timeout, accept_task).await {
+                Ok(_) => tracing::info!("connections closed"),
+                Err(_) => tracing::warn!(?shutdown_timeout, "connections still open at the shutdown deadline"),
+            }
+            for w in watchers {
+                w.abort();
+            }
+            stop_admin_tx.send_replace(true);
+            let _ = admin_task.await;
+            tracing::info!("stopped");
+        }
+    });
+
+    Ok(RunningServer {
+        addr,
+        admin_addr,
+        readiness,
+        metrics,
+        config,
+        resolver,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Accepts until `stop`, then waits for the connections to finish gracefully. The caller
+/// bounds that wait.
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        // Created here, before any shutdown signal, so every accepted connection is drained.
+        let watcher = graceful.watcher();
+        let (acceptor, state, builder) = (acceptor.clone(), state.clone(), builder.clone());
+        let span = tracing::debug_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                let tls = match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &state).await) }
+                });
+                if let Err(error) = watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+fn is_json(value: &HeaderValue) -> bool {
+    let Ok(v) = value.to_str() else { return false };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Answers one request on the TLS port.
+async fn handle<B>(req: Request<B>, state: &State) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let start = Instant::now();
+    if !matches!(req.uri().path(), "/mutate" | "/") {
+        return plain(StatusCode::NOT_FOUND, "not found: POST AdmissionReviews to /mutate\n");
+    }
+    if req.method() != Method::POST {
+        let mut rsp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
+        rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return rsp;
+    }
+    let rejected = |status, body, why: &'static str| {
+        tracing::info!(status = u16::from(status), "request rejected: {why}");
+        state
+            .metrics
+            .observe_admission(Outcome::Invalid.as_str(), None, start.elapsed());
+        plain(status, body)
+    };
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
+        && !is_json(ct)
+    {
+        return rejected(
+            StatusCode::BAD_REQUEST,
+            "unsupported content type: expected application/json\n",
+            "content type is not JSON",
+        );
+    }
+    let max = state.limits.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+            "declared body too large",
+        );
+    }
+    let body = match tokio::time::timeout(state.limits.body_timeout, Limited::new(req.into_body(), max).collect())
+        .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return rejected(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n", "body too large");
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "reading the request body failed");
+            return rejected(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body\n",
+                "body unreadable",
+            );
+        }
+        Err(_) => {
+            return rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+                "body timed out",
+            );
+        }
+    };
+
+    let span = tracing::info_span!(
+        "admission",
+        uid = Empty,
+        namespace = Empty,
+        name = Empty,
+        outcome = Empty,
+        mode = Empty,
+        duration_us = Empty,
+    );
+    let _entered = span.enter();
+    let config = state.config.load();
+    let result = admission::review(&body, &config);
+    drop(config);
+    let elapsed = start.elapsed();
+    let outcome = result.outcome.as_str();
+    span.record("uid", result.uid.as_str());
+    span.record("namespace", result.namespace.as_str());
+    span.record("name", result.name.as_str());
+    span.record("outcome", outcome);
+    if let Some(mode) = result.mode {
+        span.record("mode", mode);
+    }
+    span.record("duration_us", elapsed.as_micros() as u64);
+    let message = result.message.as_deref().unwrap_or("");
+    match result.outcome {
+        Outcome::Skipped | Outcome::AlreadyInjected => tracing::debug!("admitted unchanged"),
+        Outcome::Injected => tracing::info!("injected"),
+        Outcome::Denied => tracing::info!(message, "denied"),
+        Outcome::Invalid => tracing::info!(message, "invalid admission request"),
+    }
+    if !result.warnings.is_empty() {
+        tracing::info!(warnings = ?result.warnings, "admitted with warnings");
+    }
+    state.metrics.observe_admission(outcome, result.mode, elapsed);
+
+    let mut rsp = Response::new(Full::new(Bytes::from(result.body)));
+    *rsp.status_mut() = StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+    rsp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}

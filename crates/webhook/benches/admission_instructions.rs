@@ -1,0 +1,2 @@
+//! Instruction-count harness (see bench/webhook/README.md); filled in below.
+fn main() {}
