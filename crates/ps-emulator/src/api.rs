@@ -94,13 +94,32 @@ pub(crate) fn dispatch(route: Route, call: &Call<'_>) -> Resp {
         Route::Credentials => credentials(call),
         Route::Checkin => checkin(call),
     };
-    result.unwrap_or_else(|r| r)
+    result.unwrap_or_else(ApiErr::into_resp)
 }
 
-type Result<T> = std::result::Result<T, Resp>;
+/// A refused call: its status and error text (sent as a JSON string).
+pub(crate) struct ApiErr {
+    status: StatusCode,
+    msg: std::borrow::Cow<'static, str>,
+}
 
-fn bad_request(msg: &str) -> Resp {
-    json_string(StatusCode::BAD_REQUEST, msg)
+fn err(status: StatusCode, msg: impl Into<std::borrow::Cow<'static, str>>) -> ApiErr {
+    ApiErr {
+        status,
+        msg: msg.into(),
+    }
+}
+
+impl ApiErr {
+    fn into_resp(self) -> Resp {
+        json_string(self.status, &self.msg)
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiErr>;
+
+fn bad_request(msg: &str) -> ApiErr {
+    err(StatusCode::BAD_REQUEST, msg.to_string())
 }
 
 // ---------------------------------------------------------------- authentication
@@ -301,7 +320,7 @@ fn sign_app_in(call: &Call<'_>) -> Resp {
     r
 }
 
-fn session_id<'h>(headers: &'h HeaderMap) -> Option<&'h str> {
+fn session_id(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -318,7 +337,7 @@ fn sign_out(call: &Call<'_>) -> Resp {
 
 /// The principal of the call's session; 401 without a valid one. Touches the session.
 fn principal(call: &Call<'_>) -> Result<Arc<Principal>> {
-    let unauthorized = || json_string(StatusCode::UNAUTHORIZED, NOT_SIGNED_IN);
+    let unauthorized = || err(StatusCode::UNAUTHORIZED, NOT_SIGNED_IN);
     let id = session_id(call.headers).ok_or_else(unauthorized)?;
     let shared = call.shared;
     let now = shared.now_ms();
@@ -376,8 +395,8 @@ fn paging(call: &Call<'_>) -> Result<(usize, usize)> {
     Ok((num("limit", 1000)?, num("offset", 0)?))
 }
 
-fn forbidden_safe() -> Resp {
-    json_string(
+fn forbidden_safe() -> ApiErr {
+    err(
         StatusCode::FORBIDDEN,
         "4031 - Access denied: the user has no read access to this safe",
     )
@@ -482,7 +501,7 @@ fn readable_secret(call: &Call<'_>, p: &Principal) -> Result<usize> {
     let idx = *cat
         .secret_by_id
         .get(id)
-        .ok_or_else(|| json_string(StatusCode::NOT_FOUND, "Secret not found"))?;
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, "Secret not found"))?;
     if !can_read_safe(call.shared, p, cat.secrets[idx].safe) {
         return Err(forbidden_safe());
     }
@@ -602,7 +621,7 @@ fn folders(call: &Call<'_>) -> Result<Resp> {
 
 fn readable_folder(call: &Call<'_>, p: &Principal, kind: &str, safes_only: bool) -> Result<usize> {
     let cat = &call.shared.catalog;
-    let not_found = || json_string(StatusCode::NOT_FOUND, &format!("{kind} not found"));
+    let not_found = || err(StatusCode::NOT_FOUND, format!("{kind} not found"));
     let f = *cat
         .folder_by_id
         .get(call.id.unwrap_or_default())
@@ -655,8 +674,8 @@ fn safe_by_id(call: &Call<'_>) -> Result<Resp> {
 
 // ---------------------------------------------------------------- managed accounts
 
-fn no_requestor_role() -> Resp {
-    json_string(
+fn no_requestor_role() -> ApiErr {
+    err(
         StatusCode::FORBIDDEN,
         "4031 - The user does not have the Requestor role on this managed account",
     )
@@ -701,7 +720,7 @@ fn managed_accounts(call: &Call<'_>) -> Result<Resp> {
             .account_by_names
             .get(&(system.to_lowercase(), account.to_lowercase()))
             .filter(|i| p.in_any(&cat.accounts[**i].requestors))
-            .ok_or_else(|| json_string(StatusCode::NOT_FOUND, ACCOUNT_NOT_FOUND))?;
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, ACCOUNT_NOT_FOUND))?;
         return Ok(json_value(
             StatusCode::OK,
             &account_json(&cat.accounts[*idx], &accounts[*idx].last_change),
@@ -839,7 +858,7 @@ fn post_requests(call: &Call<'_>) -> Result<Resp> {
         .accounts
         .iter()
         .position(|a| i64::from(a.system_id) == system_id && i64::from(a.account_id) == account_id)
-        .ok_or_else(|| json_string(StatusCode::NOT_FOUND, ACCOUNT_NOT_FOUND))?;
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, ACCOUNT_NOT_FOUND))?;
     if !p.in_any(&cat.accounts[account].requestors) {
         return Err(no_requestor_role());
     }
@@ -858,7 +877,7 @@ fn post_requests(call: &Call<'_>) -> Result<Resp> {
                 return Ok(json_bytes(StatusCode::OK, requests.list[i].id.to_string()));
             }
             Conflict::Fail => {
-                return Err(json_string(
+                return Err(err(
                     StatusCode::CONFLICT,
                     "4091 - A request for this account already exists; use ConflictOption reuse or renew",
                 ));
@@ -949,7 +968,7 @@ fn get_requests(call: &Call<'_>) -> Result<Resp> {
 
 /// The caller's active request named by `{id}`.
 fn own_active_request(call: &Call<'_>, p: &Principal, requests: &Requests) -> Result<usize> {
-    let not_found = || json_string(StatusCode::NOT_FOUND, "Request not found");
+    let not_found = || err(StatusCode::NOT_FOUND, "Request not found");
     let id: u64 = call.id.unwrap_or_default().parse().map_err(|_| not_found())?;
     let i = requests
         .list
@@ -958,15 +977,15 @@ fn own_active_request(call: &Call<'_>, p: &Principal, requests: &Requests) -> Re
         .ok_or_else(not_found)?;
     let r = &requests.list[i];
     if r.owner != p.owner {
-        return Err(json_string(
+        return Err(err(
             StatusCode::FORBIDDEN,
             "4031 - The request belongs to another user",
         ));
     }
     if r.status != RequestStatus::Active {
-        return Err(json_string(
+        return Err(err(
             StatusCode::FORBIDDEN,
-            &format!("4034 - The request is not active ({})", r.status.api_name()),
+            format!("4034 - The request is not active ({})", r.status.api_name()),
         ));
     }
     Ok(i)

@@ -13,19 +13,34 @@ use crate::{
     util::iso_utc,
 };
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
-    json_value(status, &json!({ "error": msg.into() }))
+/// A refused operator call, answered as `{"error": "..."}`.
+struct OpErr {
+    status: StatusCode,
+    msg: String,
+}
+
+impl OpErr {
+    fn into_resp(self) -> Resp {
+        json_value(self.status, &json!({ "error": self.msg }))
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> OpErr {
+    OpErr {
+        status,
+        msg: msg.into(),
+    }
 }
 
 pub(crate) fn handle(shared: &Shared, method: &Method, lower_path: &str, body: &[u8]) -> Resp {
     match (method, lower_path.trim_end_matches('/')) {
         (&Method::GET, "/_emulator/state") => state(shared),
-        (&Method::POST, "/_emulator/faults") => faults(shared, body).unwrap_or_else(|r| r),
-        (&Method::PUT, "/_emulator/secret") => put_secret(shared, body).unwrap_or_else(|r| r),
+        (&Method::POST, "/_emulator/faults") => faults(shared, body).unwrap_or_else(OpErr::into_resp),
+        (&Method::PUT, "/_emulator/secret") => put_secret(shared, body).unwrap_or_else(OpErr::into_resp),
         (_, "/_emulator/state" | "/_emulator/faults" | "/_emulator/secret") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_resp()
         }
-        _ => error(StatusCode::NOT_FOUND, "unknown operator endpoint"),
+        _ => error(StatusCode::NOT_FOUND, "unknown operator endpoint").into_resp(),
     }
 }
 
@@ -129,7 +144,7 @@ struct FaultsBody {
     reset: bool,
 }
 
-fn route(key: &str) -> Result<Route, Resp> {
+fn route(key: &str) -> Result<Route, OpErr> {
     Route::from_key(key).ok_or_else(|| {
         let keys: Vec<&str> = Route::ALL.iter().map(|r| r.key()).collect();
         error(
@@ -139,7 +154,7 @@ fn route(key: &str) -> Result<Route, Resp> {
     })
 }
 
-fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, Resp> {
+fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     let b: FaultsBody = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid faults body: {e}")))?;
     // Validate everything before changing anything.
@@ -195,7 +210,7 @@ struct PutSecret {
     password: Option<String>,
 }
 
-fn put_secret(shared: &Shared, body: &[u8]) -> Result<Resp, Resp> {
+fn put_secret(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     let b: PutSecret = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     let cat = &shared.catalog;

@@ -153,7 +153,8 @@ async fn oauth_token_then_bearer_sign_in() {
 async fn oauth_failures() {
     let emu = start().await;
     let c = client(&emu);
-    let cases: [(&str, Vec<(&str, &str)>, &str); 5] = [
+    type Form<'a> = Vec<(&'a str, &'a str)>;
+    let cases: [(&str, Form<'_>, &str); 5] = [
         (
             "unknown client",
             vec![

@@ -1,0 +1,308 @@
+//! Operator endpoints: state, faults, secret and password updates.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn state_counts_calls_per_route_key() {
+    let emu = start().await;
+    let s = state(&emu).await;
+    assert_eq!(s["sessions_open"], 0);
+    assert_eq!(s["requests_open"], 0);
+    for key in [
+        "POST auth/connect/token",
+        "POST auth/signappin",
+        "POST auth/signout",
+        "GET secrets-safe/secrets",
+        "GET secrets-safe/secrets/{id}",
+        "GET secrets-safe/secrets/{id}/file/download",
+        "GET secrets-safe/folders",
+        "GET secrets-safe/safes",
+        "GET managedaccounts",
+        "POST requests",
+        "GET requests",
+        "GET credentials/{id}",
+        "PUT requests/{id}/checkin",
+    ] {
+        assert_eq!(s["calls"][key], 0, "contract route key {key}");
+    }
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    for _ in 0..3 {
+        get(&c, &emu, "Secrets-Safe/Secrets?path=team-a/db&title=password").await;
+    }
+    get(&c, &emu, "secrets-safe/secrets/abc").await;
+    get(&c, &emu, "Credentials/1").await;
+    c.put(url(&emu, "Requests/5/Checkin")).send().await.unwrap();
+    c.post(url(&emu, "Auth/Signout")).send().await.unwrap();
+    let s = state(&emu).await;
+    assert_eq!(s["calls"]["POST auth/signappin"], 1);
+    assert_eq!(s["calls"]["GET secrets-safe/secrets"], 3);
+    assert_eq!(s["calls"]["GET secrets-safe/secrets/{id}"], 1);
+    assert_eq!(s["calls"]["GET credentials/{id}"], 1);
+    assert_eq!(s["calls"]["PUT requests/{id}/checkin"], 1);
+    assert_eq!(s["calls"]["POST auth/signout"], 1);
+    assert_eq!(s["sessions_open"], 0);
+}
+
+#[tokio::test]
+async fn fail_the_next_n_calls_of_a_route() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let (status, f) = faults(
+        &emu,
+        json!({"fail": {"route": "GET secrets-safe/secrets", "status": 503, "count": 2}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        f["fail"]["GET secrets-safe/secrets"],
+        json!({"status": 503, "count": 2})
+    );
+    let path = "secrets-safe/secrets?path=team-a/db&title=password";
+    assert_eq!(
+        get(&c, &emu, path).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Other routes are unaffected.
+    assert_eq!(get(&c, &emu, "secrets-safe/safes").await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&c, &emu, path).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get(&c, &emu, path).await.status(), StatusCode::OK);
+    // Failed calls are counted too.
+    assert_eq!(state(&emu).await["calls"]["GET secrets-safe/secrets"], 3);
+
+    // A forced 401 on sign-in, several routes at once, keys in any case.
+    let (status, _) = faults(
+        &emu,
+        json!({"fail": [{"route": "post Auth/SignAppIn", "status": 401}, {"route": "GET managedaccounts", "status": 408, "count": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let r = sign_in_header(&c, &emu, &format!("PS-Auth key={KEY_A}; runas=svc-team-a;")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&c, &emu, "ManagedAccounts").await.status(),
+        StatusCode::REQUEST_TIMEOUT
+    );
+    sign_in(&c, &emu, "svc-team-a").await;
+}
+
+#[tokio::test]
+async fn drop_closes_the_connection_without_an_answer() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let (status, _) = faults(
+        &emu,
+        json!({"drop": {"route": "GET secrets-safe/secrets", "count": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let err = c
+        .get(url(&emu, "secrets-safe/secrets?path=team-a/db&title=password"))
+        .send()
+        .await;
+    assert!(err.is_err(), "the call must fail at the transport level");
+    // The next call works (on a new connection).
+    assert_eq!(
+        get(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn latency_is_added_and_cleared() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    faults(&emu, json!({"latency_ms": 150})).await;
+    let t = Instant::now();
+    assert_eq!(get(&c, &emu, "secrets-safe/safes").await.status(), StatusCode::OK);
+    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    // Operator endpoints are not delayed.
+    let t = Instant::now();
+    state(&emu).await;
+    assert!(t.elapsed() < Duration::from_millis(150));
+    faults(&emu, json!({"latency_ms": 0})).await;
+    let t = Instant::now();
+    get(&c, &emu, "secrets-safe/safes").await;
+    assert!(t.elapsed() < Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn expire_sessions_and_reset() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    faults(
+        &emu,
+        json!({"latency_ms": 10, "fail": {"route": "GET requests", "status": 500, "count": 5}}),
+    )
+    .await;
+    let (_, f) = faults(&emu, json!({"expire_sessions": true})).await;
+    assert_eq!(f["latency_ms"], 10, "a call replaces only what it names");
+    assert_eq!(state(&emu).await["sessions_open"], 0);
+    assert_eq!(
+        get(&c, &emu, "secrets-safe/safes").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, f) = faults(&emu, json!({"reset": true})).await;
+    assert_eq!(f, json!({"latency_ms": 0, "fail": {}, "drop": {}}));
+    sign_in(&c, &emu, "svc-team-a").await;
+    assert_eq!(get(&c, &emu, "Requests").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_fault_bodies_change_nothing() {
+    let emu = start().await;
+    for body in [
+        json!({"fail": {"route": "GET nowhere", "status": 500}}),
+        json!({"fail": {"route": "GET requests", "status": 99}}),
+        json!({"latency_ms": 5, "drop": {"route": "bogus"}}),
+        json!({"unknown": 1}),
+    ] {
+        let (status, v) = faults(&emu, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(v["error"].is_string());
+    }
+    let s = state(&emu).await;
+    assert_eq!(s["faults"], json!({"latency_ms": 0, "fail": {}, "drop": {}}));
+}
+
+#[tokio::test]
+async fn put_secret_changes_values_of_every_type() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let op = bare_client(&emu);
+    let put = |body: Value| {
+        let op = op.clone();
+        let u = format!("{}/_emulator/secret", emu.origin());
+        async move { op.put(u).json(&body).send().await.unwrap().status() }
+    };
+    let (_, before) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
+    assert_eq!(
+        put(json!({"path": "team-a/db", "title": "password", "value": "rotated-1"})).await,
+        StatusCode::OK
+    );
+    let (_, after) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
+    assert_value(after[0]["Password"].as_str(), "rotated-1", "rotated credential");
+    assert_ne!(before[0]["ModifiedOn"], after[0]["ModifiedOn"]);
+    assert_eq!(before[0]["CreatedOn"], after[0]["CreatedOn"]);
+
+    assert_eq!(
+        put(json!({"path": "TEAM-A/db", "title": "Config", "value": "a=2"})).await,
+        StatusCode::OK
+    );
+    let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=config").await;
+    assert_value(v[0]["Password"].as_str(), "a=2", "rotated text");
+
+    assert_eq!(
+        put(json!({"path": "team-a*db", "separator": "*", "title": "tls.crt", "value": "new-file"})).await,
+        StatusCode::OK
+    );
+    let id = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=tls.crt")
+        .await
+        .1[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = get(&c, &emu, &format!("secrets-safe/secrets/{id}/file/download"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_value(Some(&body), "new-file", "rotated file");
+
+    assert_eq!(
+        put(json!({"path": "team-a/db", "title": "nope", "value": "x"})).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        put(json!({"path": "team-z", "title": "password", "value": "x"})).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        put(json!({"path": "team-a/db", "value": "x"})).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        put(json!({"path": "team-a/db", "title": "password", "value": "x", "password": "y"})).await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn put_managed_account_password() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let op = bare_client(&emu);
+    let u = format!("{}/_emulator/secret", emu.origin());
+    let r = op
+        .put(&u)
+        .json(&json!({"system": "db-prod", "account": "svc_static", "password": "changed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, acct) = get_json(
+        &c,
+        &emu,
+        "ManagedAccounts?systemName=db-prod&accountName=svc_static",
+    )
+    .await;
+    let r = c
+        .post(url(&emu, "Requests"))
+        .json(&json!({"SystemID": acct["SystemId"], "AccountID": acct["AccountId"], "DurationMinutes": 1}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.text().await.unwrap();
+    let pw = get(&c, &emu, &format!("Credentials/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_value(
+        serde_json::from_str::<String>(&pw).ok().as_deref(),
+        "changed",
+        "operator-set password",
+    );
+    let r = op
+        .put(&u)
+        .json(&json!({"system": "db-prod", "account": "ghost", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unknown_operator_paths() {
+    let emu = start().await;
+    let op = bare_client(&emu);
+    let r = op
+        .get(format!("{}/_emulator/nothing", emu.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = op
+        .get(format!("{}/_emulator/faults", emu.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
