@@ -1,0 +1,564 @@
+//! From configuration to a generation: the [`Plan`] (unique references, each fetched once, and
+//! the outputs that use them) and [`assemble`] (fetched results → [`Tree`] + per-output
+//! [`Outcome`]s). Pure: no IO, no logging.
+
+use std::collections::BTreeMap;
+
+use inject_api::{AgentConfig, FileMode, Format, Render, layout};
+use passwordsafe::{AccountRef, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath};
+
+use crate::{
+    config::{EnvRef, References},
+    paths::{SafePath, split_api_folder},
+    render::{self, Fields, Templates},
+    value::Sensitive,
+    writer::{Entry, FileSpec, Tree},
+};
+
+/// Mode of `<root>/..data/.ps-env`: group-readable so an app container running as another
+/// user of the pod's `fsGroup` can run `ps-agent exec`.
+pub const ENV_FILE_MODE: u32 = 0o440;
+
+/// Which fetched reference an output uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefId {
+    Secret(usize),
+    Folder(usize),
+    Account(usize),
+}
+
+/// What an output writes.
+#[derive(Clone, Debug)]
+pub enum OutputKind {
+    /// A named output of `PS_AGENT_CONFIG` (`secrets`, `folders`, `accounts`).
+    Named { name: String, render: Render },
+    /// A BeyondTrust list entry: `<root>/<folder path>/<title>` or `<root>/<system>/<account>`.
+    BeyondTrust { mode: FileMode },
+    /// One variable of the env file.
+    Env { var: String, username: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub kind: OutputKind,
+    pub reference: RefId,
+    pub optional: bool,
+}
+
+/// Unique references and the outputs that use them.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub secrets: Vec<SecretPath>,
+    pub folders: Vec<FolderPath>,
+    pub accounts: Vec<AccountRef>,
+    pub outputs: Vec<Output>,
+}
+
+fn index_of<T: PartialEq + Clone>(list: &mut Vec<T>, item: &T) -> usize {
+    match list.iter().position(|x| x == item) {
+        Some(i) => i,
+        None => {
+            list.push(item.clone());
+            list.len() - 1
+        }
+    }
+}
+
+impl Plan {
+    pub fn new(config: &AgentConfig, refs: &References) -> Plan {
+        let mut p = Plan::default();
+        for (s, path) in config.secrets.iter().zip(&refs.secrets) {
+            let id = RefId::Secret(index_of(&mut p.secrets, path));
+            p.named(&s.name, &s.render, id);
+        }
+        for (f, path) in config.folders.iter().zip(&refs.folders) {
+            let id = RefId::Folder(index_of(&mut p.folders, path));
+            p.named(&f.name, &f.render, id);
+        }
+        for (a, acct) in config.accounts.iter().zip(&refs.accounts) {
+            let id = RefId::Account(index_of(&mut p.accounts, acct));
+            p.named(&a.name, &a.render, id);
+        }
+        let mode = config.beyondtrust.as_ref().map(|b| b.file_mode).unwrap_or_default();
+        let bt = |reference| Output { kind: OutputKind::BeyondTrust { mode }, reference, optional: false };
+        for s in &refs.bt_secrets {
+            let id = RefId::Secret(index_of(&mut p.secrets, s));
+            p.outputs.push(bt(id));
+        }
+        for f in &refs.bt_folders {
+            let id = RefId::Folder(index_of(&mut p.folders, f));
+            p.outputs.push(bt(id));
+        }
+        for a in &refs.bt_accounts {
+            let id = RefId::Account(index_of(&mut p.accounts, a));
+            p.outputs.push(bt(id));
+        }
+        for (v, r) in config.env.iter().zip(&refs.env) {
+            let (id, username) = match r {
+                EnvRef::Secret(s) => (RefId::Secret(index_of(&mut p.secrets, s)), false),
+                EnvRef::SecretUsername(s) => (RefId::Secret(index_of(&mut p.secrets, s)), true),
+                EnvRef::Account(a) => (RefId::Account(index_of(&mut p.accounts, a)), false),
+            };
+            p.outputs.push(Output {
+                kind: OutputKind::Env { var: v.name.clone(), username },
+                reference: id,
+                optional: v.optional,
+            });
+        }
+        p
+    }
+
+    fn named(&mut self, name: &str, render: &Render, reference: RefId) {
+        self.outputs.push(Output {
+            kind: OutputKind::Named { name: name.to_owned(), render: render.clone() },
+            reference,
+            optional: render.optional,
+        });
+    }
+
+    /// Number of distinct references (API lookups).
+    pub fn reference_count(&self) -> usize {
+        self.secrets.len() + self.folders.len() + self.accounts.len()
+    }
+
+    pub fn reference(&self, id: RefId) -> (&'static str, String) {
+        match id {
+            RefId::Secret(i) => ("secret", self.secrets[i].to_string()),
+            RefId::Folder(i) => ("folder", self.folders[i].to_string()),
+            RefId::Account(i) => ("account", self.accounts[i].to_string()),
+        }
+    }
+
+    /// How messages name output `i`: `output "db"`, `env DB_PASSWORD`, or for BeyondTrust list
+    /// entries the reference itself (`secret "team/db/password"`).
+    pub fn label(&self, i: usize) -> String {
+        let o = &self.outputs[i];
+        let (kind, reference) = self.reference(o.reference);
+        match &o.kind {
+            OutputKind::Named { name, .. } => format!("output {name:?}"),
+            OutputKind::Env { var, .. } => format!("env {var}"),
+            OutputKind::BeyondTrust { .. } => {
+                let kind = if kind == "account" { "managed account" } else { kind };
+                format!("{kind} {reference:?}")
+            }
+        }
+    }
+
+    /// The output's name in the result file: the output name, the env var, or the
+    /// BeyondTrust reference.
+    pub fn output_name(&self, i: usize) -> String {
+        match &self.outputs[i].kind {
+            OutputKind::Named { name, .. } => name.clone(),
+            OutputKind::Env { var, .. } => var.clone(),
+            OutputKind::BeyondTrust { .. } => self.reference(self.outputs[i].reference).1,
+        }
+    }
+}
+
+/// Results of one fetch, by reference; errors as text (they name the reference, never a value).
+#[derive(Debug, Default)]
+pub struct Results {
+    pub secrets: Vec<Result<Secret, String>>,
+    pub folders: Vec<Result<Vec<Secret>, String>>,
+    pub accounts: Vec<Result<ManagedCredential, String>>,
+}
+
+/// What became of one output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub index: usize,
+    pub optional: bool,
+    pub error: Option<String>,
+}
+
+/// A generation ready to commit (if `ok`).
+#[derive(Debug)]
+pub struct Assembled {
+    pub tree: Tree,
+    pub outcomes: Vec<Outcome>,
+    /// True when every required output made it into the tree.
+    pub ok: bool,
+}
+
+fn secret_fields(s: &Secret) -> Fields {
+    let mut f = Fields::new();
+    f.insert("value".into(), Sensitive::new(s.value.expose_bytes().to_vec()));
+    f.insert("title".into(), Sensitive::from(s.title.as_str()));
+    match &s.kind {
+        SecretKind::Credential { username } => {
+            f.insert("username".into(), Sensitive::from(username.as_str()));
+        }
+        SecretKind::File { file_name } => {
+            f.insert("fileName".into(), Sensitive::from(file_name.as_str()));
+        }
+        SecretKind::Text => {}
+    }
+    f
+}
+
+fn folder_fields(list: &[Secret]) -> Fields {
+    list.iter()
+        .map(|s| (s.title.clone(), Sensitive::new(s.value.expose_bytes().to_vec())))
+        .collect()
+}
+
+fn account_fields(a: &ManagedCredential) -> Fields {
+    let mut f = Fields::new();
+    f.insert("value".into(), Sensitive::new(a.password.expose_bytes().to_vec()));
+    f.insert("system".into(), Sensitive::from(a.system.as_str()));
+    f.insert("account".into(), Sensitive::from(a.account.as_str()));
+    f
+}
+
+/// The fields of a named output, or the fetch error.
+fn fields_of(results: &Results, id: RefId) -> Result<Fields, String> {
+    match id {
+        RefId::Secret(i) => results.secrets[i].as_ref().map(secret_fields).map_err(Clone::clone),
+        RefId::Folder(i) => results.folders[i].as_ref().map(|l| folder_fields(l)).map_err(Clone::clone),
+        RefId::Account(i) => results.accounts[i].as_ref().map(account_fields).map_err(Clone::clone),
+    }
+}
+
+fn spec(content: Sensitive, render: &Render) -> FileSpec {
+    FileSpec { content, mode: render.file_mode.bits(), uid: render.uid, gid: render.gid }
+}
+
+fn unsafe_path(e: crate::paths::UnsafePath) -> String {
+    format!("refusing to write outside the rules: {e}")
+}
+
+/// The path of a secret of a BeyondTrust folder entry: the configured folder, then any deeper
+/// folders the API reports for it, then the title.
+fn bt_folder_secret_path(folder: &FolderPath, s: &Secret) -> Result<SafePath, String> {
+    let mut comps: Vec<String> = folder.segments().to_vec();
+    let api = split_api_folder(&s.folder_path);
+    if api.len() > comps.len() && api.iter().zip(&comps).all(|(a, b)| a.eq_ignore_ascii_case(b)) {
+        comps.extend(api[comps.len()..].iter().cloned());
+    }
+    comps.push(s.title.clone());
+    SafePath::new(&comps).map_err(unsafe_path)
+}
+
+fn entries_of(
+    plan: &Plan,
+    results: &Results,
+    o: &Output,
+    fields: Option<&Fields>,
+    templates: &Templates,
+    all: &BTreeMap<String, Fields>,
+) -> Result<Vec<Entry>, String> {
+    match &o.kind {
+        OutputKind::Named { name, render } => {
+            let fields = fields.ok_or("no data")?;
+            let top = SafePath::new(&[name.as_str()]).map_err(unsafe_path)?;
+            if let (RefId::Folder(i), Format::Raw) = (o.reference, render.format) {
+                let list = results.folders[i].as_ref().map_err(Clone::clone)?;
+                let mut out = vec![Entry::Dir(top.clone(), render.uid, render.gid)];
+                for s in list {
+                    let path = top.join(&s.title).map_err(unsafe_path)?;
+                    out.push(Entry::File(path, spec(Sensitive::new(s.value.expose_bytes().to_vec()), render)));
+                }
+                return Ok(out);
+            }
+            let content = match render.format {
+                Format::Template => templates.render(name, fields, all),
+                f => render::render(f, fields),
+            }
+            .map_err(|e| e.to_string())?;
+            Ok(vec![Entry::File(top, spec(content, render))])
+        }
+        OutputKind::BeyondTrust { mode } => {
+            let file = |path: SafePath, value: &[u8]| {
+                Entry::File(path, FileSpec { content: Sensitive::new(value.to_vec()), mode: mode.bits(), uid: None, gid: None })
+            };
+            match o.reference {
+                RefId::Secret(i) => {
+                    let s = results.secrets[i].as_ref().map_err(Clone::clone)?;
+                    let p = &plan.secrets[i];
+                    let mut comps = p.folder().segments().to_vec();
+                    comps.push(p.title().to_owned());
+                    let path = SafePath::new(&comps).map_err(unsafe_path)?;
+                    Ok(vec![file(path, s.value.expose_bytes())])
+                }
+                RefId::Folder(i) => {
+                    let list = results.folders[i].as_ref().map_err(Clone::clone)?;
+                    list.iter()
+                        .map(|s| Ok(file(bt_folder_secret_path(&plan.folders[i], s)?, s.value.expose_bytes())))
+                        .collect()
+                }
+                RefId::Account(i) => {
+                    let a = results.accounts[i].as_ref().map_err(Clone::clone)?;
+                    let acct = &plan.accounts[i];
+                    let path = SafePath::new(&[acct.system(), acct.account()]).map_err(unsafe_path)?;
+                    Ok(vec![file(path, a.password.expose_bytes())])
+                }
+            }
+        }
+        OutputKind::Env { .. } => Ok(vec![]),
+    }
+}
+
+/// The value of an env output.
+fn env_value(results: &Results, o: &Output) -> Result<String, String> {
+    let (var, username) = match &o.kind {
+        OutputKind::Env { var, username } => (var, *username),
+        _ => return Err("not an env output".into()),
+    };
+    let bytes: Vec<u8> = match o.reference {
+        RefId::Secret(i) => {
+            let s = results.secrets[i].as_ref().map_err(Clone::clone)?;
+            if username {
+                match &s.kind {
+                    SecretKind::Credential { username } => username.as_bytes().to_vec(),
+                    _ => return Err(format!("{var}: the secret is not a credential secret, it has no username")),
+                }
+            } else {
+                s.value.expose_bytes().to_vec()
+            }
+        }
+        RefId::Account(i) => results.accounts[i].as_ref().map_err(Clone::clone)?.password.expose_bytes().to_vec(),
+        RefId::Folder(_) => return Err("a folder cannot be an environment variable".into()),
+    };
+    let s = String::from_utf8(bytes).map_err(|_| "the value is not UTF-8 text, so it cannot be an environment variable".to_owned())?;
+    if s.contains('\0') {
+        return Err("the value contains NUL, which an environment variable cannot hold".into());
+    }
+    Ok(s)
+}
+
+/// Builds the generation. Outputs in `skip` are failed with the given reason (used to retry a
+/// commit without an optional output whose write failed).
+pub fn assemble(
+    plan: &Plan,
+    results: &Results,
+    templates: &Templates,
+    skip: &BTreeMap<usize, String>,
+) -> Assembled {
+    let mut outcomes: Vec<Outcome> = plan
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(index, o)| Outcome { index, optional: o.optional, error: skip.get(&index).cloned() })
+        .collect();
+    // Fields of every named output, for templates (`secrets.<name>`).
+    let mut fields: Vec<Option<Fields>> = Vec::with_capacity(plan.outputs.len());
+    let mut all = BTreeMap::new();
+    for (i, o) in plan.outputs.iter().enumerate() {
+        let f = match &o.kind {
+            OutputKind::Named { name, .. } if outcomes[i].error.is_none() => match fields_of(results, o.reference) {
+                Ok(f) => {
+                    all.insert(name.clone(), f.clone());
+                    Some(f)
+                }
+                Err(e) => {
+                    outcomes[i].error = Some(e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        fields.push(f);
+    }
+    let mut tree = Tree::new();
+    let mut env = serde_json::Map::new();
+    for (i, o) in plan.outputs.iter().enumerate() {
+        if outcomes[i].error.is_some() {
+            continue;
+        }
+        if let OutputKind::Env { var, .. } = &o.kind {
+            match env_value(results, o) {
+                Ok(v) => {
+                    env.insert(var.clone(), v.into());
+                }
+                Err(e) => outcomes[i].error = Some(e),
+            }
+            continue;
+        }
+        let added = entries_of(plan, results, o, fields[i].as_ref(), templates, &all)
+            .and_then(|entries| tree.add_output(&plan.label(i), entries));
+        if let Err(e) = added {
+            outcomes[i].error = Some(e);
+        }
+    }
+    if plan.outputs.iter().any(|o| matches!(o.kind, OutputKind::Env { .. })) {
+        let json = serde_json::to_vec(&serde_json::Value::Object(env)).unwrap_or_default();
+        tree.add_agent_file(
+            layout::ENV_FILE,
+            FileSpec { content: Sensitive::new(json), mode: ENV_FILE_MODE, uid: None, gid: None },
+        );
+    }
+    let ok = outcomes.iter().all(|o| o.optional || o.error.is_none());
+    Assembled { tree, outcomes, ok }
+}
+
+#[cfg(test)]
+mod tests {
+    use inject_api::AgentConfig;
+    use passwordsafe::SecretValue;
+
+    use super::*;
+    use crate::config::{self, Tuning};
+
+    fn secret(folder: &str, title: &str, kind: SecretKind, value: &str) -> Secret {
+        Secret {
+            title: title.into(),
+            folder_path: folder.into(),
+            kind,
+            value: SecretValue::new(value.as_bytes().to_vec()),
+            id: "00000000-0000-0000-0000-000000000000".into(),
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    fn cred(folder: &str, title: &str, user: &str, value: &str) -> Secret {
+        secret(folder, title, SecretKind::Credential { username: user.into() }, value)
+    }
+
+    fn settings(json: &str) -> config::Settings {
+        let env: BTreeMap<String, String> = [
+            ("PS_AGENT_CONFIG".to_owned(), json.to_owned()),
+            ("PS_API_KEY".to_owned(), "K;runas=u;".to_owned()),
+        ]
+        .into();
+        config::load(&env, &Tuning::default()).unwrap()
+    }
+
+    fn plan_of(s: &config::Settings) -> Plan {
+        Plan::new(&s.config, &s.refs)
+    }
+
+    #[test]
+    fn references_are_fetched_once() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "secrets":[{"name":"a","path":"t/db"},{"name":"b","path":"t/db","format":"json"}],
+            "beyondtrust":{"secrets":["t/db","t/other"]},
+            "env":[{"name":"P","from":{"secret":"t/db"}},{"name":"U","from":{"secretUsername":"t/db"}}]}"#,
+        );
+        let p = plan_of(&s);
+        assert_eq!(p.secrets.len(), 2);
+        assert_eq!(p.outputs.len(), 6);
+        assert_eq!(p.reference_count(), 2);
+        assert_eq!(p.label(0), "output \"a\"");
+        assert_eq!(p.label(2), "secret \"t/db\"");
+        assert_eq!(p.label(4), "env P");
+        let _: &AgentConfig = &s.config;
+    }
+
+    #[test]
+    fn assemble_fails_closed_and_keeps_optional_out() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "secrets":[{"name":"a","path":"t/db"},{"name":"opt","path":"t/missing","optional":true}],
+            "env":[{"name":"P","from":{"secret":"t/db"}},{"name":"Q","from":{"secret":"t/missing"},"optional":true}]}"#,
+        );
+        let p = plan_of(&s);
+        let results = Results {
+            secrets: vec![Ok(cred("t", "db", "admin", "pw")), Err("secret \"t/missing\": not found".into())],
+            ..Results::default()
+        };
+        let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
+        assert!(a.ok);
+        assert_eq!(a.tree.file_count(), 2, "a and .ps-env");
+        assert!(a.outcomes[1].error.as_deref().unwrap().contains("not found"));
+        // The same with the missing one required: not ok.
+        let s2 = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "secrets":[{"name":"a","path":"t/db"},{"name":"req","path":"t/missing"}]}"#,
+        );
+        let a = assemble(&plan_of(&s2), &results, &s2.templates, &BTreeMap::new());
+        assert!(!a.ok);
+    }
+
+    #[test]
+    fn hostile_titles_fail_the_folder_output() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "folders":[{"name":"all","path":"t"}],"beyondtrust":{"folders":["t"]}}"#,
+        );
+        let p = plan_of(&s);
+        for bad in ["../../etc/x", "a\\b", "x\0y", "line\nbreak", "..data", ".."] {
+            let results = Results {
+                folders: vec![Ok(vec![cred("t", "fine", "u", "v"), cred("t", bad, "u", "v")])],
+                ..Results::default()
+            };
+            let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
+            assert!(!a.ok, "{bad:?}");
+            for o in &a.outcomes {
+                let e = o.error.as_deref().unwrap_or_else(|| panic!("{bad:?} accepted"));
+                assert!(e.contains("cannot be a file or directory name"), "{e}");
+            }
+            assert_eq!(a.tree.file_count(), 0, "{bad:?}: nothing of the folder is written");
+        }
+    }
+
+    #[test]
+    fn beyondtrust_layout_and_api_subfolders() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "beyondtrust":{"secrets":["Team/db/pw"],"folders":["team"],"accounts":["sys/acct"]}}"#,
+        );
+        let p = plan_of(&s);
+        let results = Results {
+            secrets: vec![Ok(cred("TEAM/DB", "pw", "u", "v1"))],
+            folders: vec![Ok(vec![secret("team\\sub", "f", SecretKind::Text, "v2"), secret("team", "g", SecretKind::Text, "v3")])],
+            accounts: vec![Ok(ManagedCredential {
+                system: "sys".into(),
+                account: "acct".into(),
+                password: SecretValue::new(b"v4".to_vec()),
+            })],
+        };
+        let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
+        assert!(a.ok, "{:?}", a.outcomes);
+        assert_eq!(a.tree.file_count(), 4);
+        let mut names: Vec<&str> = a.tree.top_names().collect();
+        names.sort();
+        assert_eq!(names, ["Team", "sys", "team"]);
+    }
+
+    #[test]
+    fn env_values_must_be_text() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "env":[{"name":"U","from":{"secretUsername":"t/text"}},{"name":"B","from":{"secret":"t/bin"}}]}"#,
+        );
+        let p = plan_of(&s);
+        let mut bin = secret("t", "bin", SecretKind::Text, "");
+        bin.value = SecretValue::new(vec![0xff, 0]);
+        let results = Results {
+            secrets: vec![Ok(secret("t", "text", SecretKind::Text, "x")), Ok(bin)],
+            ..Results::default()
+        };
+        let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
+        assert!(!a.ok);
+        assert!(a.outcomes[0].error.as_deref().unwrap().contains("no username"));
+        assert!(a.outcomes[1].error.as_deref().unwrap().contains("not UTF-8"));
+    }
+
+    #[test]
+    fn templates_see_all_named_outputs() {
+        let s = settings(
+            r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
+            "secrets":[{"name":"db","path":"t/db"},
+                       {"name":"cfg","path":"t/db","format":"template","template":"{{ secret.username }}:{{ secrets.db.value }}@{{ secrets.acct.system }}"}],
+            "accounts":[{"name":"acct","account":"sys/a"}]}"#,
+        );
+        let p = plan_of(&s);
+        let results = Results {
+            secrets: vec![Ok(cred("t", "db", "admin", "pw"))],
+            accounts: vec![Ok(ManagedCredential {
+                system: "sys".into(),
+                account: "a".into(),
+                password: SecretValue::new(b"x".to_vec()),
+            })],
+            ..Results::default()
+        };
+        let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
+        assert!(a.ok, "{:?}", a.outcomes);
+        let mut skip = BTreeMap::new();
+        skip.insert(2, "write failed".to_owned());
+        let a = assemble(&p, &results, &s.templates, &skip);
+        assert!(!a.ok);
+        assert!(a.outcomes[1].error.as_deref().unwrap().contains("undefined"), "template lost secrets.acct");
+    }
+}
