@@ -22,7 +22,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "ps-webhook", version, about = "Password Safe secrets injector for Kubernetes pods")]
+#[command(
+    name = "ps-webhook",
+    version,
+    about = "Password Safe secrets injector for Kubernetes pods"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -258,7 +262,9 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
         injected.output
     };
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(out.as_bytes()).context("cannot write to standard output")?;
+    stdout
+        .write_all(out.as_bytes())
+        .context("cannot write to standard output")?;
     stdout.flush().context("cannot write to standard output")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -293,7 +299,9 @@ mod tests {
                 if matches!(id, "help" | "version") {
                     continue;
                 }
-                let env = arg.get_env().unwrap_or_else(|| panic!("{} --{id} has no env var", sub.get_name()));
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("{} --{id} has no env var", sub.get_name()));
                 assert!(env.to_string_lossy().starts_with("PS_WEBHOOK_"), "{env:?}");
             }
         }

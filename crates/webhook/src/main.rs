@@ -6,7 +6,10 @@ use clap::Parser;
 use ps_webhook::args::Args;
 
 fn main() -> ExitCode {
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("ps-webhook: a rustls crypto provider was already installed");
         return ExitCode::from(2);
     }

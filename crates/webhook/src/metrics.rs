@@ -123,7 +123,9 @@ impl Metrics {
     }
 
     pub fn certificate_reload(&self, ok: bool) {
-        self.certificate_reloads.get_or_create(&ResultLabels::of(ok)).inc();
+        self.certificate_reloads
+            .get_or_create(&ResultLabels::of(ok))
+            .inc();
     }
 
     /// Current value of `config_reloads_total{result}`.
@@ -133,7 +135,9 @@ impl Metrics {
 
     /// Current value of `certificate_reloads_total{result}`.
     pub fn certificate_reloads(&self, ok: bool) -> u64 {
-        self.certificate_reloads.get_or_create(&ResultLabels::of(ok)).get()
+        self.certificate_reloads
+            .get_or_create(&ResultLabels::of(ok))
+            .get()
     }
 
     /// Current value of `admissions_total{outcome,mode}`.

@@ -153,7 +153,12 @@ pub fn reload_config(path: &Path, store: &ArcSwap<Config>, metrics: &Metrics) ->
 }
 
 /// Watches the configuration file and reloads it into `store` on every settled change.
-pub fn watch_config(path: PathBuf, store: SharedConfig, metrics: Arc<Metrics>, interval: Duration) -> JoinHandle<()> {
+pub fn watch_config(
+    path: PathBuf,
+    store: SharedConfig,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) -> JoinHandle<()> {
     let detector = ChangeDetector::new(vec![path.clone()]);
     spawn_watch(detector, interval, move || {
         let _ = reload_config(&path, &store, &metrics);

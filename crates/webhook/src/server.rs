@@ -193,7 +193,10 @@ impl RunningServer {
 /// configuration, so a bad deployment fails at start-up.
 pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(reload::load_config(cfg.config.as_deref())?));
-    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cfg.tls_cert, &cfg.tls_key)?));
+    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(
+        &cfg.tls_cert,
+        &cfg.tls_key,
+    )?));
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -261,7 +264,10 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
             stop_accept_tx.send_replace(true);
             match tokio::time::timeout(shutdown_timeout, accept_task).await {
                 Ok(_) => tracing::info!("connections closed"),
-                Err(_) => tracing::warn!(?shutdown_timeout, "connections still open at the shutdown deadline"),
+                Err(_) => tracing::warn!(
+                    ?shutdown_timeout,
+                    "connections still open at the shutdown deadline"
+                ),
             }
             for w in watchers {
                 w.abort();
@@ -286,7 +292,12 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
 
 /// Accepts until `stop`, then waits for the connections to finish gracefully. The caller
 /// bounds that wait.
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -315,22 +326,26 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<St
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
-                let tls = match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                };
+                let tls =
+                    match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
                 let service = service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(req, &state).await) }
                 });
-                if let Err(error) = watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await {
+                if let Err(error) = watcher
+                    .watch(builder.serve_connection(TokioIo::new(tls), service))
+                    .await
+                {
                     tracing::debug!(%error, "connection ended with an error");
                 }
             }
@@ -370,11 +385,15 @@ where
 {
     let start = Instant::now();
     if !matches!(req.uri().path(), "/mutate" | "/") {
-        return plain(StatusCode::NOT_FOUND, "not found: POST AdmissionReviews to /mutate\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: POST AdmissionReviews to /mutate\n",
+        );
     }
     if req.method() != Method::POST {
         let mut rsp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
-        rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        rsp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return rsp;
     }
     let rejected = |status, body, why: &'static str| {
@@ -406,12 +425,19 @@ where
             "declared body too large",
         );
     }
-    let body = match tokio::time::timeout(state.limits.body_timeout, Limited::new(req.into_body(), max).collect())
-        .await
+    let body = match tokio::time::timeout(
+        state.limits.body_timeout,
+        Limited::new(req.into_body(), max).collect(),
+    )
+    .await
     {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            return rejected(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n", "body too large");
+            return rejected(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n",
+                "body too large",
+            );
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "reading the request body failed");

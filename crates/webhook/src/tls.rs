@@ -222,7 +222,9 @@ pub fn generate(ca_name: &str, names: &[&str]) -> Result<GeneratedCert, rcgen::E
 
     let leaf_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
     params.not_before = (now - Duration::from_secs(3600)).into();
     params.not_after = (now + Duration::from_secs(86_400)).into();
     let cert = params.signed_by(&leaf_key, &issuer)?;
@@ -256,8 +258,11 @@ mod tests {
 
     #[test]
     fn missing_files_name_the_path() {
-        let err = load_certified_key(Path::new("/nonexistent/tls.crt"), Path::new("/nonexistent/tls.key"))
-            .unwrap_err();
+        let err = load_certified_key(
+            Path::new("/nonexistent/tls.crt"),
+            Path::new("/nonexistent/tls.key"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
     }
 }
