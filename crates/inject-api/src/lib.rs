@@ -2,9 +2,10 @@
 //! the environment variables, volume and files they share, and the rules for names that become
 //! files. No IO.
 //!
-//! Annotation keys and their parsing live in [`annotations`] (added by the webhook work).
+//! Annotation keys and their parsing live in [`annotations`].
 
 pub mod agent_config;
+pub mod annotations;
 pub mod names;
 
 pub use agent_config::{
