@@ -513,6 +513,16 @@ impl Session {
             });
         }
         tracing::info!("Password Safe session expired (HTTP 401); signing in again");
+        // Release the old session in case the server still holds it (one attempt, result
+        // ignored: normally it is already gone).
+        let mut close = Call::new(
+            Method::POST,
+            route::SIGN_OUT,
+            "Auth/Signout".to_owned(),
+            "sign-out before re-authentication",
+        );
+        close.budget = Some(Duration::ZERO);
+        let _ = inner.transport.execute(&close).await;
         match sign_in(&inner.transport, "re-authentication").await {
             Ok(_) => {
                 state.epoch += 1;

@@ -30,11 +30,33 @@ pub(crate) fn classify_status(status: u16, conflict_retryable: bool) -> Class {
 /// (connect, TLS handshake, timeouts, resets, truncated bodies). Builder errors, bad URLs and
 /// redirect loops are not.
 pub(crate) fn classify_transport(err: &reqwest::Error) -> Class {
-    if err.is_builder() || err.is_redirect() {
+    if err.is_builder() || err.is_redirect() || is_tls_failure(err) {
         Class::Fatal
     } else {
         Class::Retry
     }
+}
+
+/// Whether a TLS error (untrusted or invalid certificate, refused client certificate, protocol
+/// mismatch) is in the chain: retrying cannot fix those.
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error::source() skips the error it wraps (and TLS errors arrive as io::Errors
+        // nested in io::Errors); look inside explicitly.
+        let mut io = e.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Parses `Retry-After` given in seconds (the HTTP-date form is ignored: servers that throttle

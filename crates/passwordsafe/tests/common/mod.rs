@@ -1,0 +1,251 @@
+//! Shared set-up: a seed, the emulator on 127.0.0.1 over real TLS, client configurations that
+//! trust only the emulator's CA, and operator helpers.
+//!
+//! The seed's values are fake; assertions on them still go through [`assert_value`], which never
+//! prints a value.
+
+#![allow(dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use passwordsafe::{Auth, CaMode, ClientConfig, RetryPolicy, SecretValue};
+use ps_emulator::{Emulator, Options, Seed};
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+
+pub const KEY: &str = "key-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const OTHER_KEY: &str = "key-other-0123456789";
+pub const CLIENT_ID: &str = "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33";
+pub const CLIENT_SECRET: &str = "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
+pub const USER_PWD: &str = "Pw-user]odd[chars=x";
+
+pub const SEED: &str = r#"
+users:
+  - name: svc-a
+    groups: [team-a]
+  - name: svc-pwd
+    password: "Pw-user]odd[chars=x"
+    groups: [team-a]
+  - name: svc-b
+    groups: [team-b]
+api_keys:
+  - key: "key-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    users: [svc-a, svc-pwd, svc-b]
+  - key: "key-other-0123456789"
+    users: [svc-b]
+oauth_clients:
+  - client_id: "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33"
+    client_secret: "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e"
+    user: app-a
+    groups: [team-a]
+safes:
+  - name: team-a
+    readers: [team-a]
+    secrets:
+      - {title: top, type: text, text: "top-level-text"}
+    folders:
+      - name: db
+        secrets:
+          - {title: password, type: credential, username: admin, password: "cr3d-Value!\"q", description: "db admin"}
+          - {title: config, type: text, text: "a=1\nb=2\n"}
+          - {title: tls.crt, type: file, file_name: tls.crt, content: "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n"}
+        folders:
+          - name: replica
+            secrets:
+              - {title: password, type: credential, username: ro, password: "replica-value"}
+      - name: many
+        secrets:
+          - {title: s00, type: text, text: "v00"}
+          - {title: s01, type: text, text: "v01"}
+          - {title: s02, type: text, text: "v02"}
+          - {title: s03, type: text, text: "v03"}
+          - {title: s04, type: text, text: "v04"}
+          - {title: s05, type: text, text: "v05"}
+          - {title: s06, type: text, text: "v06"}
+          - {title: s07, type: text, text: "v07"}
+          - {title: s08, type: text, text: "v08"}
+          - {title: s09, type: text, text: "v09"}
+          - {title: s10, type: text, text: "v10"}
+          - {title: s11, type: text, text: "v11"}
+          - {title: s12, type: text, text: "v12"}
+          - {title: s13, type: text, text: "v13"}
+          - {title: s14, type: text, text: "v14"}
+          - {title: s15, type: text, text: "v15"}
+          - {title: s16, type: text, text: "v16"}
+          - {title: s17, type: text, text: "v17"}
+          - {title: s18, type: text, text: "v18"}
+          - {title: s19, type: text, text: "v19"}
+      - name: a/b
+        secrets:
+          - {title: slashed, type: text, text: "inside a/b"}
+      - name: empty
+  - name: team-b
+    readers: [team-b]
+    folders:
+      - name: db
+        secrets:
+          - {title: password, type: credential, username: admin, password: "b-value"}
+managed_accounts:
+  - system: db-prod
+    account: svc_app
+    password: "managed-1"
+    requestors: [team-a]
+  - system: db-prod
+    account: svc_rotating
+    password: "rotating-1"
+    requestors: [team-a]
+    rotate_on_checkin: true
+  - system: db-b
+    account: svc_b
+    password: "b-account"
+    requestors: [team-b]
+"#;
+
+pub async fn start() -> Emulator {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(opts: Options) -> Emulator {
+    let seed = Seed::from_yaml_str(SEED).expect("test seed is valid");
+    ps_emulator::start(seed, opts).await.expect("emulator starts")
+}
+
+pub fn api_key(runas: &str) -> Auth {
+    let password = (runas == "svc-pwd").then(|| USER_PWD.into());
+    Auth::ApiKey {
+        key: KEY.into(),
+        runas: runas.into(),
+        password,
+    }
+}
+
+pub fn oauth() -> Auth {
+    Auth::OAuth {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+    }
+}
+
+/// Fast retries (the tests never wait long) and trust in the emulator's CA only.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(5),
+        multiplier: 2.0,
+        max_interval: Duration::from_millis(40),
+        max_elapsed: Duration::from_secs(5),
+    }
+}
+
+pub fn config(emu: &Emulator, auth: Auth) -> ClientConfig {
+    let mut cfg = ClientConfig::new(emu.base_url(), auth);
+    cfg.tls.ca_bundle_pem = Some(emu.ca_pem().as_bytes().to_vec());
+    cfg.tls.ca_mode = CaMode::Replace;
+    cfg.retry = fast_retry();
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg
+}
+
+pub fn client(emu: &Emulator, auth: Auth) -> passwordsafe::Client {
+    passwordsafe::Client::new(config(emu, auth)).expect("client config is valid")
+}
+
+/// A plain HTTP client for the operator endpoints, trusting the emulator's CA (built with an
+/// explicit ring provider, so no process-wide provider is installed by the tests).
+fn operator_client(emu: &Emulator) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA usable");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("operator client")
+}
+
+pub async fn state(emu: &Emulator) -> Value {
+    let r = operator_client(emu)
+        .get(format!("{}/_emulator/state", emu.origin()))
+        .send()
+        .await
+        .expect("state answers");
+    assert!(r.status().is_success(), "state: {}", r.status());
+    r.json().await.expect("state JSON")
+}
+
+/// The number of calls of a route key seen by the emulator.
+pub async fn calls(emu: &Emulator, route: &str) -> u64 {
+    state(emu).await["calls"][route].as_u64().unwrap_or(0)
+}
+
+pub async fn faults(emu: &Emulator, body: Value) {
+    let r = operator_client(emu)
+        .post(format!("{}/_emulator/faults", emu.origin()))
+        .json(&body)
+        .send()
+        .await
+        .expect("faults answers");
+    assert!(
+        r.status().is_success(),
+        "faults refused: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+pub async fn put_secret(emu: &Emulator, body: Value) {
+    let r = operator_client(emu)
+        .put(format!("{}/_emulator/secret", emu.origin()))
+        .json(&body)
+        .send()
+        .await
+        .expect("secret answers");
+    assert!(r.status().is_success(), "secret change refused: {}", r.status());
+}
+
+/// Asserts that no session and no request is left open.
+pub async fn assert_closed(emu: &Emulator) {
+    let s = state(emu).await;
+    assert_eq!(s["sessions_open"], 0, "sessions left open");
+    assert_eq!(s["requests_open"], 0, "requests left open");
+}
+
+/// Compares a secret value with the expected one without ever printing either.
+#[track_caller]
+pub fn assert_value(actual: &SecretValue, expected: &str, what: &str) {
+    assert!(
+        actual.expose_bytes() == expected.as_bytes(),
+        "{what}: value differs from the expected one ({} vs {} bytes; values not shown)",
+        actual.len(),
+        expected.len()
+    );
+}
+
+/// Asserts that a text (error message, debug output) contains none of the seeded values or
+/// credentials.
+#[track_caller]
+pub fn assert_no_values(text: &str) {
+    for v in [
+        "cr3d-Value",
+        "top-level-text",
+        "replica-value",
+        "b-value",
+        "managed-1",
+        "rotating-1",
+        "b-account",
+        KEY,
+        OTHER_KEY,
+        CLIENT_SECRET,
+        USER_PWD,
+        "FAKE",
+    ] {
+        assert!(
+            !text.contains(v),
+            "a seeded value or credential appears in output (not shown)"
+        );
+    }
+}

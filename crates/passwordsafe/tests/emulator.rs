@@ -1,0 +1,609 @@
+//! The client against `ps-emulator` over real TLS on 127.0.0.1: authentication, Secrets Safe,
+//! managed accounts, sessions, re-authentication, retries and concurrency.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use passwordsafe::{
+    AccountRef, ApiVersion, Auth, Client, Error, FolderPath, RetryPolicy, SecretKind, SecretPath,
+    validate_secret_paths,
+};
+use serde_json::json;
+
+fn sp(s: &str) -> SecretPath {
+    s.parse().expect("valid secret path")
+}
+
+#[tokio::test]
+async fn api_key_reads_credential_text_and_file_secrets() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.expect("sign-in");
+    assert_eq!(session.user().user_name.as_deref(), Some("svc-a"));
+
+    let cred = session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("credential");
+    assert_value(&cred.value, "cr3d-Value!\"q", "credential");
+    assert_eq!(
+        cred.kind,
+        SecretKind::Credential {
+            username: "admin".into()
+        }
+    );
+    assert_eq!(cred.title, "password");
+    assert_eq!(cred.folder_path, "team-a/db", "backslashes normalized");
+    assert!(
+        cred.metadata.get("Password").is_none(),
+        "metadata without Password"
+    );
+    assert_eq!(cred.metadata["Description"], "db admin");
+    assert!(!cred.id.is_empty());
+    assert_no_values(&format!("{cred:?}"));
+    assert_no_values(&cred.metadata.to_string());
+
+    let text = session.secret(&sp("team-a/db/config")).await.expect("text");
+    assert_eq!(text.kind, SecretKind::Text);
+    assert_value(&text.value, "a=1\nb=2\n", "text");
+
+    let file = session.secret(&sp("team-a/db/tls.crt")).await.expect("file");
+    assert_eq!(
+        file.kind,
+        SecretKind::File {
+            file_name: "tls.crt".into()
+        }
+    );
+    assert_value(
+        &file.value,
+        "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n",
+        "file",
+    );
+    assert_eq!(
+        calls(&emu, "GET secrets-safe/secrets/{id}/file/download").await,
+        1
+    );
+
+    // Titles and paths match case-insensitively on the server; whitespace is trimmed.
+    let top = session
+        .secret(&sp(" TEAM-A / Top "))
+        .await
+        .expect("top-level secret");
+    assert_value(&top.value, "top-level-text", "top");
+
+    session.sign_out().await.expect("sign-out");
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn oauth_and_password_and_beyondtrust_key_sign_in() {
+    let emu = start().await;
+    for auth in [
+        oauth(),
+        api_key("svc-pwd"),
+        Auth::from_beyondtrust_key(&format!(" {KEY} ; RunAs=\"svc-pwd\"; pwd=[{USER_PWD}]"))
+            .expect("key string"),
+    ] {
+        let session = client(&emu, auth).sign_in().await.expect("sign-in");
+        let s = session.secret(&sp("team-a/db/password")).await.expect("secret");
+        assert_value(&s.value, "cr3d-Value!\"q", "credential");
+        session.sign_out().await.expect("sign-out");
+    }
+    assert_eq!(calls(&emu, "POST auth/connect/token").await, 1);
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn bad_credentials_are_authentication_errors() {
+    let emu = start().await;
+    let cases = [
+        (
+            "wrong key",
+            Auth::ApiKey {
+                key: "key-wrong".into(),
+                runas: "svc-a".into(),
+                password: None,
+            },
+        ),
+        (
+            "wrong runas",
+            Auth::ApiKey {
+                key: KEY.into(),
+                runas: "nobody".into(),
+                password: None,
+            },
+        ),
+        (
+            "missing pwd",
+            Auth::ApiKey {
+                key: KEY.into(),
+                runas: "svc-pwd".into(),
+                password: None,
+            },
+        ),
+        (
+            "wrong pwd",
+            Auth::ApiKey {
+                key: KEY.into(),
+                runas: "svc-pwd".into(),
+                password: Some("nope".into()),
+            },
+        ),
+        (
+            "key not for user",
+            Auth::ApiKey {
+                key: OTHER_KEY.into(),
+                runas: "svc-a".into(),
+                password: None,
+            },
+        ),
+        (
+            "wrong client secret",
+            Auth::OAuth {
+                client_id: CLIENT_ID.into(),
+                client_secret: "wrong".into(),
+            },
+        ),
+        (
+            "unknown client",
+            Auth::OAuth {
+                client_id: "00000000-0000-0000-0000-000000000000".into(),
+                client_secret: "x".into(),
+            },
+        ),
+    ];
+    for (name, auth) in cases {
+        let err = client(&emu, auth).sign_in().await.expect_err(name);
+        assert!(matches!(err, Error::Authentication { .. }), "{name}: {err}");
+        assert!(err.to_string().contains("authentication failed"), "{name}: {err}");
+        assert_no_values(&err.to_string());
+        assert_no_values(&format!("{err:?}"));
+    }
+    // Not retried: one call each.
+    assert_eq!(calls(&emu, "POST auth/signappin").await, 5);
+    assert_eq!(calls(&emu, "POST auth/connect/token").await, 2);
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn not_found_and_permission_errors_name_what_failed() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+
+    let err = session.secret(&sp("team-a/db/missing")).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("\"team-a/db/missing\""), "{err}");
+
+    let err = session.secret(&sp("no-such-safe/x")).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+    let err = session
+        .folder(&"team-a/empty".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("folder \"team-a/empty\""), "{err}");
+
+    let err = session.secret(&sp("team-b/db/password")).await.unwrap_err();
+    assert!(matches!(err, Error::Permission { status: 403, .. }), "{err}");
+    assert!(err.to_string().contains("secret \"team-b/db/password\""), "{err}");
+    assert_no_values(&err.to_string());
+
+    let acct: AccountRef = "db-prod/nobody".parse().unwrap();
+    let err = session.managed_account(&acct).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains("managed account \"db-prod/nobody\""),
+        "{err}"
+    );
+
+    // Permission errors are final: one call each.
+    let before = calls(&emu, "POST requests").await;
+    let err = session
+        .managed_account(&"db-b/svc_b".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Permission { .. } | Error::NotFound { .. }),
+        "{err}"
+    );
+    assert!(calls(&emu, "POST requests").await - before <= 1);
+
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn folder_listing_downloads_files_and_reads_both_shapes() {
+    let emu = start().await;
+    for version in [
+        None,
+        Some(ApiVersion::V3_0),
+        Some(ApiVersion::V3_1),
+        Some(ApiVersion::V3_2),
+    ] {
+        let mut cfg = config(&emu, api_key("svc-a"));
+        cfg.api_version = version;
+        let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+        let folder: FolderPath = "team-a/db".parse().unwrap();
+        let mut secrets = session.folder(&folder).await.expect("folder");
+        secrets.sort_by(|a, b| a.title.cmp(&b.title));
+        let titles: Vec<&str> = secrets.iter().map(|s| s.title.as_str()).collect();
+        assert_eq!(titles, ["config", "password", "tls.crt"], "{version:?}");
+        assert!(secrets.iter().all(|s| s.folder_path == "team-a/db"));
+        assert_value(&secrets[0].value, "a=1\nb=2\n", "config");
+        assert_value(&secrets[1].value, "cr3d-Value!\"q", "password");
+        assert_value(
+            &secrets[2].value,
+            "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n",
+            "file",
+        );
+
+        let nested = session
+            .secret(&sp("team-a/db/replica/password"))
+            .await
+            .expect("nested");
+        assert_eq!(nested.folder_path, "team-a/db/replica");
+        assert_value(&nested.value, "replica-value", "nested");
+        session.sign_out().await.unwrap();
+    }
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn separator_other_than_slash() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let path = SecretPath::parse_with_separator("team-a*a/b*slashed", '*').unwrap();
+    let s = session.secret(&path).await.expect("secret in a folder named a/b");
+    assert_value(&s.value, "inside a/b", "slashed");
+    let folder = FolderPath::parse_with_separator("team-a*a/b", '*').unwrap();
+    assert_eq!(session.folder(&folder).await.expect("folder a/b").len(), 1);
+    session.sign_out().await.unwrap();
+}
+
+#[tokio::test]
+async fn managed_account_is_requested_read_and_checked_in() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let acct: AccountRef = "db-prod/svc_app".parse().unwrap();
+    let cred = session.managed_account(&acct).await.expect("managed account");
+    assert_eq!(
+        (cred.system.as_str(), cred.account.as_str()),
+        ("db-prod", "svc_app")
+    );
+    assert_value(&cred.password, "managed-1", "managed password");
+    assert_no_values(&format!("{cred:?}"));
+    assert_eq!(state(&emu).await["requests_open"], 0, "checked in");
+    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1);
+
+    // A rotating account: checking in rotates it, so the next release differs.
+    let rot: AccountRef = "db-prod/svc_rotating".parse().unwrap();
+    let first = session.managed_account(&rot).await.unwrap();
+    assert_value(&first.password, "rotating-1", "first release");
+    let second = session.managed_account(&rot).await.unwrap();
+    assert!(
+        second.password.expose_bytes() != first.password.expose_bytes(),
+        "rotated on check-in"
+    );
+
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn managed_account_is_checked_in_when_credentials_fail() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(
+        &emu,
+        json!({"fail": {"route": "GET credentials/{id}", "status": 403, "count": 1}}),
+    )
+    .await;
+    let err = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Permission { .. }), "{err}");
+    assert_eq!(calls(&emu, "GET credentials/{id}").await, 1, "403 not retried");
+    assert_eq!(
+        state(&emu).await["requests_open"],
+        0,
+        "checked in despite the failure"
+    );
+
+    // A Credentials body that is not a JSON string is an error (never an empty password) and
+    // the request is still checked in.
+    faults(
+        &emu,
+        json!({"fail": {"route": "GET credentials/{id}", "status": 200, "count": 1}}),
+    )
+    .await;
+    let err = session.managed_account(&"db-prod/svc_app".parse().unwrap()).await;
+    if let Err(err) = &err {
+        assert!(matches!(err, Error::InvalidResponse { .. }), "{err}");
+    }
+    assert_eq!(state(&emu).await["requests_open"], 0);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn failed_checkin_is_retried_at_sign_out() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(
+        &emu,
+        json!({"fail": {"route": "PUT requests/{id}/checkin", "status": 403, "count": 1}}),
+    )
+    .await;
+    let cred = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .expect("password kept");
+    assert_value(&cred.password, "managed-1", "managed password");
+    assert_eq!(state(&emu).await["requests_open"], 1, "check-in failed");
+    session.sign_out().await.expect("sign-out checks in");
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn expired_session_reauthenticates_once_for_concurrent_calls() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    session.secret(&sp("team-a/db/password")).await.unwrap();
+    faults(&emu, json!({"expire_sessions": true})).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = session.clone();
+        tasks.push(tokio::spawn(async move {
+            s.secret(&sp(&format!("team-a/many/s{i:02}"))).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let secret = t.await.unwrap().expect("read after re-authentication");
+        assert_value(&secret.value, &format!("v{i:02}"), "many");
+    }
+    assert_eq!(
+        calls(&emu, "POST auth/signappin").await,
+        2,
+        "one sign-in plus one re-authentication"
+    );
+
+    // A session that stays refused after re-authentication is an authentication error, not a loop.
+    faults(
+        &emu,
+        json!({"fail": {"route": "GET secrets-safe/secrets", "status": 401, "count": 2}}),
+    )
+    .await;
+    let err = session.secret(&sp("team-a/db/password")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Authentication {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("after re-authentication"), "{err}");
+    assert_eq!(calls(&emu, "POST auth/signappin").await, 3);
+
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_within_budget() {
+    let emu = start().await;
+    let session = client(&emu, oauth()).sign_in().await.unwrap();
+    let route = "GET secrets-safe/secrets";
+
+    faults(&emu, json!({"fail": {"route": route, "status": 503, "count": 2}})).await;
+    session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("succeeds after two 503");
+    assert_eq!(calls(&emu, route).await, 3);
+
+    faults(&emu, json!({"fail": [{"route": route, "status": 429, "count": 1}, {"route": "GET secrets-safe/secrets/{id}/file/download", "status": 500, "count": 1}]})).await;
+    session
+        .secret(&sp("team-a/db/tls.crt"))
+        .await
+        .expect("succeeds after 429 and 500");
+    assert_eq!(calls(&emu, route).await, 5);
+
+    faults(&emu, json!({"fail": {"route": route, "status": 408, "count": 1}})).await;
+    session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("succeeds after 408");
+    assert_eq!(calls(&emu, route).await, 7);
+
+    faults(&emu, json!({"drop": {"route": route, "count": 2}})).await;
+    session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("succeeds after dropped connections");
+
+    // Sign-in itself is retried too.
+    faults(
+        &emu,
+        json!({"fail": {"route": "POST auth/signappin", "status": 502, "count": 1}}),
+    )
+    .await;
+    client(&emu, oauth())
+        .sign_in()
+        .await
+        .expect("sign-in after 502")
+        .sign_out()
+        .await
+        .unwrap();
+
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn final_statuses_are_not_retried() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let route = "GET secrets-safe/secrets";
+    for (status, check) in [
+        (
+            403u16,
+            (|e: &Error| matches!(e, Error::Permission { .. })) as fn(&Error) -> bool,
+        ),
+        (404, |e| matches!(e, Error::NotFound { .. })),
+        (400, |e| matches!(e, Error::Rejected { status: 400, .. })),
+        (409, |e| matches!(e, Error::Conflict { attempts: 1, .. })),
+    ] {
+        let before = calls(&emu, route).await;
+        faults(
+            &emu,
+            json!({"fail": {"route": route, "status": status, "count": 1}}),
+        )
+        .await;
+        let err = session.secret(&sp("team-a/db/password")).await.unwrap_err();
+        assert!(check(&err), "{status}: {err}");
+        assert_eq!(
+            calls(&emu, route).await - before,
+            1,
+            "{status} must not be retried"
+        );
+        assert_no_values(&err.to_string());
+    }
+    session.sign_out().await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_budget_reports_the_last_failure() {
+    let emu = start().await;
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry = RetryPolicy {
+        max_elapsed: Duration::from_millis(300),
+        ..fast_retry()
+    };
+    let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    let route = "GET secrets-safe/secrets";
+    faults(
+        &emu,
+        json!({"fail": {"route": route, "status": 503, "count": 100000}}),
+    )
+    .await;
+    let err = session.secret(&sp("team-a/db/password")).await.unwrap_err();
+    let Error::Server {
+        status: 503,
+        attempts,
+        ..
+    } = &err
+    else {
+        panic!("unexpected error: {err}")
+    };
+    assert!(*attempts > 1, "retried before giving up");
+    assert_eq!(calls(&emu, route).await, u64::from(*attempts));
+    assert!(err.to_string().contains("secret \"team-a/db/password\""), "{err}");
+    assert!(err.is_transient());
+    faults(&emu, json!({"reset": true})).await;
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn conflicts_on_requests_are_retried() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(
+        &emu,
+        json!({"fail": {"route": "POST requests", "status": 409, "count": 2}}),
+    )
+    .await;
+    let cred = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .expect("after two 409");
+    assert_value(&cred.password, "managed-1", "managed");
+    assert_eq!(calls(&emu, "POST requests").await, 3);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn many_secrets_concurrently_over_one_session() {
+    let emu = start().await;
+    faults(&emu, json!({"latency_ms": 20})).await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let list: Vec<String> = (0..20).map(|i| format!("team-a/many/s{i:02}")).collect();
+    let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+    let paths = validate_secret_paths(&refs).expect("valid");
+    let tasks: Vec<_> = paths
+        .into_iter()
+        .map(|p| {
+            let s = session.clone();
+            tokio::spawn(async move { s.secret(&p).await })
+        })
+        .collect();
+    let mut acct_tasks = Vec::new();
+    for _ in 0..3 {
+        let s = session.clone();
+        acct_tasks.push(tokio::spawn(async move {
+            s.managed_account(&"db-prod/svc_app".parse().unwrap()).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_value(
+            &t.await.unwrap().expect("secret").value,
+            &format!("v{i:02}"),
+            "many",
+        );
+    }
+    for t in acct_tasks {
+        assert_value(
+            &t.await.unwrap().expect("account").password,
+            "managed-1",
+            "managed",
+        );
+    }
+    let st = state(&emu).await;
+    assert_eq!(st["sessions_open"], 1, "one session for everything");
+    assert_eq!(st["calls"]["POST auth/signappin"], 1);
+    assert_eq!(st["calls"]["GET secrets-safe/secrets"], 20);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn sign_out_is_idempotent_and_final() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let other = session.clone();
+    session.sign_out().await.unwrap();
+    let err = other.secret(&sp("team-a/db/password")).await.unwrap_err();
+    assert!(matches!(err, Error::SignedOut { .. }), "{err}");
+    other.sign_out().await.expect("second sign-out is a no-op");
+    assert_eq!(calls(&emu, "POST auth/signout").await, 1);
+
+    // Sign-out after the server dropped the session is not an error.
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(&emu, json!({"expire_sessions": true})).await;
+    session.sign_out().await.expect("sign-out of an expired session");
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn dropped_session_is_signed_out_in_the_background() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    session.secret(&sp("team-a/db/password")).await.unwrap();
+    drop(session);
+    for _ in 0..200 {
+        if state(&emu).await["sessions_open"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the dropped session was not signed out");
+}
