@@ -7,7 +7,8 @@
 #
 # A script that sources this must call cp_down on every exit path (trap cp_down EXIT); `start`
 # does that. As a second line of defence both processes run with a parent-death signal, so they
-# stop when the shell that started them dies, even by SIGKILL.
+# are killed (SIGKILL: the state is throwaway) when the shell that started them dies, even by
+# SIGKILL; only the temp dir is left behind then.
 #
 # After cp_up these are set (and exported):
 #   KUBECONFIG        admin kubeconfig (client certificate in group system:masters, data inlined)
@@ -134,7 +135,7 @@ _cp_start_etcd() {
     local client peer
     client=$(_cp_free_port) && peer=$(_cp_free_port) || return 1
     CP_ETCD_URL="http://127.0.0.1:$client"
-    setpriv --pdeathsig TERM -- "$ETCD" --name=e2e --data-dir="$CP_DIR/etcd" \
+    setpriv --pdeathsig KILL -- "$ETCD" --name=e2e --data-dir="$CP_DIR/etcd" \
         --listen-client-urls="$CP_ETCD_URL" --advertise-client-urls="$CP_ETCD_URL" \
         --listen-peer-urls="http://127.0.0.1:$peer" --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
         --initial-cluster="e2e=http://127.0.0.1:$peer" --unsafe-no-fsync --log-level=warn \
@@ -148,7 +149,7 @@ _cp_start_apiserver() {
     port=$(_cp_free_port) || return 1
     CP_SERVER="https://127.0.0.1:$port"
     local pki="$CP_DIR/pki"
-    setpriv --pdeathsig TERM -- "$KUBE_APISERVER" \
+    setpriv --pdeathsig KILL -- "$KUBE_APISERVER" \
         --etcd-servers="$CP_ETCD_URL" \
         --bind-address=127.0.0.1 --secure-port="$port" --advertise-address=127.0.0.1 \
         --tls-cert-file="$pki/serving.crt" --tls-private-key-file="$pki/serving.key" \
