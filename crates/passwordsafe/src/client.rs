@@ -10,7 +10,7 @@ use std::{
 };
 
 use reqwest::{Method, header};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretString, zeroize::Zeroize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -229,11 +229,12 @@ impl Session {
             ("title", path.title().to_owned()),
         ];
         self.add_version(&mut query);
-        let reply = self
+        let mut reply = self
             .call(Call::get(route::SECRETS, "secrets-safe/secrets", &what).query(query))
             .await?;
-        let (list, _) =
-            decode_secret_list(&reply).map_err(|reason| invalid(&what, route::SECRETS, reason))?;
+        let decoded = decode_secret_list(&reply);
+        reply.zeroize();
+        let (list, _) = decoded.map_err(|reason| invalid(&what, route::SECRETS, reason))?;
         let chosen = pick_by_title(list, path.title()).ok_or_else(|| Error::NotFound {
             what: what.clone(),
             route: route::SECRETS,
@@ -258,15 +259,21 @@ impl Session {
                 query.push(("offset", raws.len().to_string()));
             }
             self.add_version(&mut query);
-            let reply = self
+            let mut reply = self
                 .call(Call::get(route::SECRETS, "secrets-safe/secrets", &what).query(query))
                 .await?;
-            let (page, total) =
-                decode_secret_list(&reply).map_err(|reason| invalid(&what, route::SECRETS, reason))?;
-            let got = page.len();
-            raws.extend(page);
+            let decoded = decode_secret_list(&reply);
+            reply.zeroize();
+            let (page, total) = decoded.map_err(|reason| invalid(&what, route::SECRETS, reason))?;
+            let before = raws.len();
+            for s in page {
+                // A server that ignores `offset` would repeat itself: keep each Id once.
+                if !raws.iter().any(|r| r.id == s.id) {
+                    raws.push(s);
+                }
+            }
             match total {
-                Some(total) if got > 0 && (raws.len() as u64) < total => continue,
+                Some(total) if raws.len() > before && (raws.len() as u64) < total => continue,
                 _ => break,
             }
         }
@@ -357,8 +364,10 @@ impl Session {
         )
         .sensitive();
         let password = match self.call(cred_call).await {
-            Ok(body) => {
-                decode_credentials(&body).map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
+            Ok(mut body) => {
+                let decoded = decode_credentials(&body);
+                body.zeroize();
+                decoded.map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
             }
             Err(e) => Err(e),
         };
@@ -918,6 +927,13 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_are_shareable() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Session>();
+        shareable::<Client>();
+    }
 
     #[test]
     fn base_url_validation() {

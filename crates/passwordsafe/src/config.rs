@@ -341,7 +341,8 @@ impl Default for TlsOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CaMode {
     /// System roots (the platform bundle: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or the usual
-    /// `/etc/ssl` files) plus the bundle.
+    /// `/etc/ssl` files) plus the bundle. With a bundle, the system store is read only when a
+    /// server certificate does not chain to the bundle.
     #[default]
     Add,
     /// Only the bundle (required in this mode); system roots are not read.

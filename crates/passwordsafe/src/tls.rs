@@ -4,14 +4,18 @@
 //! `SSL_CERT_DIR`, then the usual `/etc/ssl` locations). It is chosen over `webpki-roots` for
 //! size: reqwest's rustls support already links it, while `webpki-roots` would compile ~150
 //! trust anchors (a few hundred KiB) into the static agent. On a `FROM scratch` image, ship a CA
-//! bundle or use [`CaMode::Replace`] with the Password Safe CA; system roots are read only in
-//! [`CaMode::Add`].
+//! bundle or use [`CaMode::Replace`] with the Password Safe CA. System roots are read only in
+//! [`CaMode::Add`], and when a bundle is given only if a server's certificate does not chain to
+//! it (reading the system store costs milliseconds, a large part of the agent's start budget).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
     crypto::CryptoProvider,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
@@ -38,39 +42,127 @@ pub(crate) fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'
     Ok(certs)
 }
 
-fn root_store(opts: &TlsOptions) -> Result<RootCertStore, Error> {
+fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
-    match opts.ca_mode {
-        CaMode::Replace if opts.ca_bundle_pem.is_none() => {
-            return Err(cfg_err("CA bundle", "CA mode Replace needs a CA bundle"));
-        }
-        CaMode::Replace => {}
-        CaMode::Add => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "system CA store: unreadable entry");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(found.certs);
-            tracing::debug!(added, ignored, "system CA certificates loaded");
-        }
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "system CA store: unreadable entry");
     }
-    if let Some(pem) = &opts.ca_bundle_pem {
-        for (i, cert) in parse_certs(pem, "CA bundle")?.into_iter().enumerate() {
-            roots.add(cert).map_err(|e| {
-                cfg_err(
-                    "CA bundle",
-                    format!("certificate {} is not a usable CA: {e}", i + 1),
-                )
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(cfg_err(
-            "TLS trust",
-            "no trusted CA certificates: the system has none and no CA bundle was given",
-        ));
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, ignored, "system CA certificates loaded");
+    roots
+}
+
+fn bundle_roots(pem: &[u8]) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in parse_certs(pem, "CA bundle")?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            cfg_err(
+                "CA bundle",
+                format!("certificate {} is not a usable CA: {e}", i + 1),
+            )
+        })?;
     }
     Ok(roots)
+}
+
+fn webpki(roots: RootCertStore, provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, Error> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| cfg_err("TLS trust", e.to_string()))
+}
+
+/// The server certificate verifier for `opts` (verification on).
+///
+/// - `Replace`: the bundle only.
+/// - `Add` without a bundle: the system roots, read now (so a system without any is reported by
+///   [`crate::Client::new`]).
+/// - `Add` with a bundle: the bundle first; the system roots are read only if a server is not
+///   signed by the bundle (the usual case, an internal CA, never pays for reading the system
+///   store: several milliseconds of a short-lived agent's start).
+fn verifier(opts: &TlsOptions, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    match (opts.ca_mode, &opts.ca_bundle_pem) {
+        (CaMode::Replace, None) => Err(cfg_err("CA bundle", "CA mode Replace needs a CA bundle")),
+        (CaMode::Replace, Some(pem)) => Ok(webpki(bundle_roots(pem)?, provider)?),
+        (CaMode::Add, None) => {
+            let roots = system_roots();
+            if roots.is_empty() {
+                return Err(cfg_err(
+                    "TLS trust",
+                    "no trusted CA certificates: the system has none and no CA bundle was given",
+                ));
+            }
+            Ok(webpki(roots, provider)?)
+        }
+        (CaMode::Add, Some(pem)) => {
+            let bundle = bundle_roots(pem)?;
+            Ok(Arc::new(BundleThenSystem {
+                bundle: webpki(bundle.clone(), provider)?,
+                bundle_roots: bundle,
+                combined: OnceLock::new(),
+                provider: provider.clone(),
+            }))
+        }
+    }
+}
+
+/// Verifies against the bundle, then (lazily built) system roots plus bundle.
+#[derive(Debug)]
+struct BundleThenSystem {
+    bundle: Arc<WebPkiServerVerifier>,
+    bundle_roots: RootCertStore,
+    combined: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for BundleThenSystem {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .bundle
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {}
+            other => return other,
+        }
+        let combined = self.combined.get_or_init(|| {
+            let mut roots = system_roots();
+            roots.roots.extend(self.bundle_roots.roots.iter().cloned());
+            webpki(roots, &self.provider).map_err(|e| e.to_string())
+        });
+        match combined {
+            Ok(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            Err(e) => Err(rustls::Error::General(e.clone())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bundle.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bundle.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bundle.supported_verify_schemes()
+    }
 }
 
 fn identity(id: &ClientIdentity) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
@@ -98,7 +190,9 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| cfg_err("TLS", e.to_string()))?;
     let builder = if opts.verify {
-        builder.with_root_certificates(root_store(opts)?)
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier(opts, &provider)?)
     } else {
         tracing::warn!(
             "TLS certificate verification is DISABLED: the Password Safe server is not authenticated \
