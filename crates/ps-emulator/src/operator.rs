@@ -141,6 +141,8 @@ struct FaultsBody {
     #[serde(default)]
     expire_sessions: bool,
     #[serde(default)]
+    expire_requests: bool,
+    #[serde(default)]
     reset: bool,
 }
 
@@ -194,6 +196,17 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     }
     if b.expire_sessions {
         write(&shared.sessions).clear();
+    }
+    if b.expire_requests {
+        // As if every open request had reached the end of its DurationMinutes.
+        let mut requests = lock(&shared.requests);
+        let now = std::time::Instant::now();
+        for r in requests.list.iter_mut() {
+            if r.status == RequestStatus::Active {
+                r.expires = now;
+            }
+        }
+        sweep_requests(shared, &mut requests);
     }
     Ok(json_value(StatusCode::OK, &faults_json(shared)))
 }

@@ -283,19 +283,19 @@ async fn cookie_plus_authorization_header_works_like_the_python_library() {
 #[tokio::test]
 async fn sessions_expire_after_the_idle_time_and_calls_keep_them_alive() {
     let emu = start_with(Options {
-        session_idle: Duration::from_millis(800),
+        session_idle: Duration::from_millis(1500),
         ..Options::default()
     })
     .await;
     let c = client(&emu);
     sign_in(&c, &emu, "svc-team-a").await;
-    // Calls every 400 ms keep it alive well past 800 ms.
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    // Calls every 300 ms keep it alive well past the 1.5 s idle limit.
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(get(&c, &emu, "secrets-safe/safes").await.status(), StatusCode::OK);
     }
     assert_eq!(state(&emu).await["sessions_open"], 1);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(state(&emu).await["sessions_open"], 0);
     assert_eq!(
         get(&c, &emu, "secrets-safe/safes").await.status(),

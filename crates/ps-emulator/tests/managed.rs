@@ -375,3 +375,27 @@ async fn checkin_with_a_reason_and_with_no_body() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn expired_requests_are_closed_and_rotate() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let (_, acct) = lookup(&c, &emu, "db-prod", "svc_app").await;
+    let (status, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(state(&emu).await["requests_open"], 1);
+    let (status, _) = faults(&emu, json!({"expire_requests": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state(&emu).await["requests_open"], 0);
+    assert_eq!(credentials(&c, &emu, &id).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(checkin(&c, &emu, &id).await, StatusCode::FORBIDDEN);
+    let (_, list) = get_json(&c, &emu, "Requests").await;
+    assert_eq!(list[0]["Status"], "Expired");
+    // No conflict any more, and the rotating account has a new password.
+    let (status, id2) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, body) = credentials(&c, &emu, &id2).await;
+    let pw: String = serde_json::from_str(&body).unwrap();
+    assert!(pw != "initial-1" && !pw.is_empty(), "rotated at expiry");
+}
