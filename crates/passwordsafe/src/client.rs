@@ -117,9 +117,10 @@ impl Client {
                 transport,
                 user,
                 epoch: AtomicU64::new(0),
+                reauth_attempts: AtomicU64::new(0),
                 reauth: tokio::sync::Mutex::new(ReauthState {
                     epoch: 0,
-                    failed: None,
+                    attempts: 0,
                 }),
                 signed_out: AtomicBool::new(false),
                 open_requests: Mutex::new(BTreeSet::new()),
@@ -175,6 +176,8 @@ struct SessionInner {
     user: SignedInUser,
     /// Bumped after each successful re-authentication.
     epoch: AtomicU64,
+    /// Mirrors `ReauthState::attempts` for lock-free reads.
+    reauth_attempts: AtomicU64,
     reauth: tokio::sync::Mutex<ReauthState>,
     signed_out: AtomicBool,
     /// Managed-account requests not yet checked in.
@@ -182,9 +185,10 @@ struct SessionInner {
 }
 
 struct ReauthState {
+    /// Successful re-authentications.
     epoch: u64,
-    /// The epoch whose re-authentication failed: later callers fail at once.
-    failed: Option<u64>,
+    /// Re-authentication attempts, successful or not.
+    attempts: u64,
 }
 
 impl Drop for SessionInner {
@@ -478,11 +482,12 @@ impl Session {
             });
         }
         let epoch = inner.epoch.load(Ordering::SeqCst);
+        let attempts = inner.reauth_attempts.load(Ordering::SeqCst);
         match inner.transport.execute(&call).await {
             Err(Error::Authentication {
                 status: Some(401), ..
             }) => {
-                self.reauthenticate(epoch, call.what).await?;
+                self.reauthenticate(epoch, attempts, call.what).await?;
                 inner.transport.execute(&call).await.map_err(|e| match e {
                     Error::Authentication {
                         what,
@@ -506,14 +511,16 @@ impl Session {
     }
 
     /// Signs in again after a 401, once for all concurrent callers that saw the same session
-    /// expire (single flight: the first caller re-authenticates, the others wait and reuse it).
-    async fn reauthenticate(&self, seen_epoch: u64, what: &str) -> Result<(), Error> {
+    /// expire (single flight: the first caller re-authenticates, the others wait for it). Callers
+    /// whose request was sent before an attempt that failed share that failure; a later call
+    /// (for example the next refresh after an outage) tries again.
+    async fn reauthenticate(&self, seen_epoch: u64, seen_attempts: u64, what: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let mut state = inner.reauth.lock().await;
         if state.epoch != seen_epoch {
             return Ok(());
         }
-        if state.failed == Some(seen_epoch) {
+        if state.attempts != seen_attempts {
             return Err(Error::Authentication {
                 what: what.to_owned(),
                 route: route::SIGN_IN,
@@ -521,6 +528,8 @@ impl Session {
                 detail: Some("the session expired and re-authentication failed".to_owned()),
             });
         }
+        state.attempts += 1;
+        inner.reauth_attempts.store(state.attempts, Ordering::SeqCst);
         tracing::info!("Password Safe session expired (HTTP 401); signing in again");
         // Release the old session in case the server still holds it (one attempt, result
         // ignored: normally it is already gone).
@@ -538,10 +547,7 @@ impl Session {
                 inner.epoch.store(state.epoch, Ordering::SeqCst);
                 Ok(())
             }
-            Err(e) => {
-                state.failed = Some(seen_epoch);
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }

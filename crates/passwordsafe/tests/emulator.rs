@@ -397,6 +397,28 @@ async fn expired_session_reauthenticates_once_for_concurrent_calls() {
 }
 
 #[tokio::test]
+async fn failed_reauthentication_is_tried_again_by_later_calls() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(
+        &emu,
+        json!({"expire_sessions": true, "fail": {"route": "POST auth/signappin", "status": 401, "count": 1}}),
+    )
+    .await;
+    let err = session.secret(&sp("team-a/db/password")).await.unwrap_err();
+    assert!(matches!(err, Error::Authentication { .. }), "{err}");
+    // The outage is over: the next call (say, the next refresh) signs in again and succeeds.
+    let s = session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("recovered");
+    assert_value(&s.value, "cr3d-Value!\"q", "credential");
+    assert_eq!(calls(&emu, "POST auth/signappin").await, 3);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
 async fn retryable_failures_are_retried_within_budget() {
     let emu = start().await;
     let session = client(&emu, oauth()).sign_in().await.unwrap();
