@@ -51,6 +51,7 @@ fn review(uid: &str, annotations: Value) -> Vec<u8> {
                 "kind": "Pod",
                 "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
                 "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
                     "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]
                 }
             },
@@ -333,14 +334,11 @@ async fn admission_round_trip_injects_and_skips() {
     assert_eq!(rsp.status(), 200);
 
     let m = h.server().metrics();
-    assert_eq!(
-        m.admissions("injected", Some("init"))
-            + m.admissions("injected", Some("init-sidecar"))
-            + m.admissions("injected", Some("native-sidecar"))
-            + m.admissions("injected", Some("sidecar"))
-            + m.admissions("injected", Some("init+sidecar")),
-        1
-    );
+    let injected: u64 = ["init", "sidecar", "native-sidecar", "init+sidecar"]
+        .into_iter()
+        .map(|mode| m.admissions("injected", Some(mode)))
+        .sum();
+    assert_eq!(injected, 1);
     assert_eq!(m.admissions("skipped", None), 2);
     h.shutdown().await;
 }
@@ -535,9 +533,13 @@ async fn certificate_rotation_keeps_connections() {
     h.shutdown().await;
 }
 
-const CONFIG_V1: &str = "agent:\n  image: registry.example.com/ps-agent:1.0.0\n";
-const CONFIG_V2: &str = "agent:\n  image: registry.example.com/ps-agent:2.0.0\n";
-const CONFIG_BAD: &str = "agent:\n  image: registry.example.com/ps-agent:3.0.0\nbogusSetting: true\n";
+const CONFIG_V1: &str = "passwordSafe:\n  url: https://ps.example.com/BeyondTrust/api/public/v3\n\
+                         agent:\n  image: registry.example.com/ps-agent:1.0.0\n";
+const CONFIG_V2: &str = "passwordSafe:\n  url: https://ps.example.com/BeyondTrust/api/public/v3\n\
+                         agent:\n  image: registry.example.com/ps-agent:2.0.0\n";
+/// Unknown fields are refused, so this valid-looking change is rejected as a whole.
+const CONFIG_BAD: &str = "passwordSafe:\n  url: https://ps.example.com/BeyondTrust/api/public/v3\n\
+                          agent:\n  image: registry.example.com/ps-agent:3.0.0\nbogusSetting: true\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_reload() {

@@ -1,0 +1,19 @@
+-- wrk script: POST the AdmissionReview in $BODY to the webhook, over keep-alive connections.
+-- Counts non-200 answers and prints them at the end (bench/webhook/load fails on any).
+local path = os.getenv("BODY") or error("BODY must name the request body file")
+local f = assert(io.open(path, "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+
+local bad = 0
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("non-200 responses: %d\n", bad))
+  io.write(string.format("latency p50 %.3f ms, p90 %.3f ms, p99 %.3f ms\n",
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
+end
