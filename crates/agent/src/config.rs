@@ -15,8 +15,8 @@ use inject_api::{
     AgentConfig, BeyondTrustLists, ChangeSignal, Format, PasswordSafe, Refresh, ValueRef, env as vars, names,
 };
 use passwordsafe::{
-    AccountRef, ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, FolderPath, RequestOptions, RetryPolicy,
-    SecretPath, TlsOptions,
+    AccountRef, ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, FolderPath, RequestOptions,
+    RetryPolicy, SecretPath, TlsOptions,
 };
 
 use crate::render::Templates;
@@ -107,7 +107,10 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { retry_budget: Duration::from_secs(60), request_timeout: Duration::from_secs(30) }
+        Tuning {
+            retry_budget: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -214,7 +217,10 @@ pub fn load(env: &dyn Env, tuning: &Tuning) -> Result<Settings, ConfigError> {
     client.api_version = api_version;
     client.tls = tls;
     client.request_timeout = tuning.request_timeout;
-    client.retry = RetryPolicy { max_elapsed: tuning.retry_budget, ..RetryPolicy::default() };
+    client.retry = RetryPolicy {
+        max_elapsed: tuning.retry_budget,
+        ..RetryPolicy::default()
+    };
     let r = &config.password_safe.request;
     client.request = RequestOptions {
         duration_minutes: r.duration_minutes,
@@ -227,7 +233,15 @@ pub fn load(env: &dyn Env, tuning: &Tuning) -> Result<Settings, ConfigError> {
     if r.reason.chars().count() > 1000 {
         return err("PS_AGENT_CONFIG passwordSafe.request.reason: at most 1000 characters");
     }
-    Ok(Settings { origin, config, refs, client, templates, default_mode, warnings })
+    Ok(Settings {
+        origin,
+        config,
+        refs,
+        client,
+        templates,
+        default_mode,
+        warnings,
+    })
 }
 
 /// Credentials of way (a).
@@ -252,7 +266,11 @@ fn ps_auth(env: &dyn Env) -> Result<Auth, ConfigError> {
                         vars::RUNAS
                     ));
                 }
-                Ok(Auth::ApiKey { key: key.into(), runas, password: password.map(Into::into) })
+                Ok(Auth::ApiKey {
+                    key: key.into(),
+                    runas,
+                    password: password.map(Into::into),
+                })
             } else {
                 let auth = Auth::from_beyondtrust_key(&key).map_err(|e| {
                     ConfigError(format!(
@@ -263,25 +281,50 @@ fn ps_auth(env: &dyn Env) -> Result<Auth, ConfigError> {
                     ))
                 })?;
                 match (auth, password) {
-                    (Auth::ApiKey { password: Some(_), .. }, Some(_)) => err(format!(
+                    (
+                        Auth::ApiKey {
+                            password: Some(_), ..
+                        },
+                        Some(_),
+                    ) => err(format!(
                         "{} holds pwd=[...] and {} is set as well: give the password in one place",
                         vars::API_KEY,
                         vars::RUNAS_PASSWORD
                     )),
-                    (Auth::ApiKey { key, runas, password: None }, Some(p)) => {
-                        Ok(Auth::ApiKey { key, runas, password: Some(p.into()) })
-                    }
+                    (
+                        Auth::ApiKey {
+                            key,
+                            runas,
+                            password: None,
+                        },
+                        Some(p),
+                    ) => Ok(Auth::ApiKey {
+                        key,
+                        runas,
+                        password: Some(p.into()),
+                    }),
                     (auth, _) => Ok(auth),
                 }
             }
         }
         (None, Some(client_id)) => match client_secret {
-            Some(secret) => Ok(Auth::OAuth { client_id, client_secret: secret.into() }),
-            None => err(format!("{} is set but {} is not", vars::CLIENT_ID, vars::CLIENT_SECRET)),
+            Some(secret) => Ok(Auth::OAuth {
+                client_id,
+                client_secret: secret.into(),
+            }),
+            None => err(format!(
+                "{} is set but {} is not",
+                vars::CLIENT_ID,
+                vars::CLIENT_SECRET
+            )),
         },
         (None, None) => {
             if client_secret.is_some() {
-                err(format!("{} is set but {} is not", vars::CLIENT_SECRET, vars::CLIENT_ID))
+                err(format!(
+                    "{} is set but {} is not",
+                    vars::CLIENT_SECRET,
+                    vars::CLIENT_ID
+                ))
             } else {
                 err(format!(
                     "no credentials: set {} (with {} or ;runas=USER; in the key) or {} and {}",
@@ -299,10 +342,7 @@ fn read_file(what: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| ConfigError(format!("{what}: cannot read {path}: {e}")))
 }
 
-fn pem_bundle(
-    env: &dyn Env,
-    config_file: Option<(&str, &str)>,
-) -> Result<Option<Vec<u8>>, ConfigError> {
+fn pem_bundle(env: &dyn Env, config_file: Option<(&str, &str)>) -> Result<Option<Vec<u8>>, ConfigError> {
     let mut bundle = Vec::new();
     if let Some((field, path)) = config_file {
         bundle.extend(read_file(field, path)?);
@@ -315,8 +355,17 @@ fn pem_bundle(
     Ok((!bundle.is_empty()).then_some(bundle))
 }
 
-fn agent_config_tls(env: &dyn Env, ps: &PasswordSafe, _warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {
-    let ca = pem_bundle(env, ps.ca_file.as_deref().map(|p| ("PS_AGENT_CONFIG passwordSafe.caFile", p)))?;
+fn agent_config_tls(
+    env: &dyn Env,
+    ps: &PasswordSafe,
+    _warnings: &mut Vec<String>,
+) -> Result<TlsOptions, ConfigError> {
+    let ca = pem_bundle(
+        env,
+        ps.ca_file
+            .as_deref()
+            .map(|p| ("PS_AGENT_CONFIG passwordSafe.caFile", p)),
+    )?;
     if ps.ca_only && ca.is_none() {
         return err("PS_AGENT_CONFIG passwordSafe.caOnly: needs passwordSafe.caFile or PS_CA_FILE");
     }
@@ -327,9 +376,7 @@ fn agent_config_tls(env: &dyn Env, ps: &PasswordSafe, _warnings: &mut Vec<String
             key_pem: read_file("PS_AGENT_CONFIG passwordSafe.clientKeyFile", k)?.into(),
         }),
         _ => {
-            return err(
-                "PS_AGENT_CONFIG passwordSafe.clientCertFile and clientKeyFile: set both or neither",
-            );
+            return err("PS_AGENT_CONFIG passwordSafe.clientCertFile and clientKeyFile: set both or neither");
         }
     };
     Ok(TlsOptions {
@@ -342,7 +389,11 @@ fn agent_config_tls(env: &dyn Env, ps: &PasswordSafe, _warnings: &mut Vec<String
 
 /// Splits a BeyondTrust list: comma separated, whitespace trimmed, empty entries ignored.
 pub fn split_list(v: &str) -> Vec<String> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Way (b): BeyondTrust's variables onto an [`AgentConfig`].
@@ -360,11 +411,19 @@ fn bt_env(
     let client_id = nonblank(env, "CLIENT_ID")?;
     let client_secret = env.var("CLIENT_SECRET")?.filter(|s| !s.is_empty());
     let auth = match (key, client_id) {
-        (Some(_), Some(_)) => return err("BT_API_KEY and CLIENT_ID are both set: choose one authentication method"),
-        (Some(key), None) => Auth::from_beyondtrust_key(&key)
-            .map_err(|e| ConfigError(format!("BT_API_KEY: {e} (expected KEY;runas=USER; or KEY;runas=USER;pwd=[PASSWORD];)")))?,
+        (Some(_), Some(_)) => {
+            return err("BT_API_KEY and CLIENT_ID are both set: choose one authentication method");
+        }
+        (Some(key), None) => Auth::from_beyondtrust_key(&key).map_err(|e| {
+            ConfigError(format!(
+                "BT_API_KEY: {e} (expected KEY;runas=USER; or KEY;runas=USER;pwd=[PASSWORD];)"
+            ))
+        })?,
         (None, Some(id)) => match client_secret {
-            Some(secret) => Auth::OAuth { client_id: id.trim().to_owned(), client_secret: secret.into() },
+            Some(secret) => Auth::OAuth {
+                client_id: id.trim().to_owned(),
+                client_secret: secret.into(),
+            },
             None => return err("CLIENT_SECRET is not set (CLIENT_ID is)"),
         },
         (None, None) if client_secret.is_some() => return err("CLIENT_ID is not set (CLIENT_SECRET is)"),
@@ -412,15 +471,24 @@ fn bt_env(
         None => None,
         Some(v) => {
             let minutes: f64 = v.trim().parse().map_err(|_| {
-                ConfigError("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES must be a number of minutes, e.g. 5".into())
+                ConfigError(
+                    "POLLING_WAIT_BETWEEN_REQUESTS_MINUTES must be a number of minutes, e.g. 5".into(),
+                )
             })?;
             if !(minutes.is_finite() && minutes > 0.0 && minutes <= 525_600.0) {
                 return err("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES must be more than 0");
             }
-            Some(Refresh { interval_seconds: ((minutes * 60.0).ceil() as u64).max(1), ..Refresh::default() })
+            Some(Refresh {
+                interval_seconds: ((minutes * 60.0).ceil() as u64).max(1),
+                ..Refresh::default()
+            })
         }
     };
-    let default_mode = if refresh.is_some() { DefaultMode::Watch } else { DefaultMode::Fetch };
+    let default_mode = if refresh.is_some() {
+        DefaultMode::Watch
+    } else {
+        DefaultMode::Fetch
+    };
     let config = AgentConfig {
         version: AgentConfig::VERSION,
         password_safe: PasswordSafe {
@@ -444,19 +512,29 @@ fn bt_env(
         readiness: Default::default(),
     };
     config.validate().map_err(|e| ConfigError(e.to_string()))?;
-    let tls = TlsOptions { ca_bundle_pem: ca, ca_mode: CaMode::Add, verify, client_identity: identity };
+    let tls = TlsOptions {
+        ca_bundle_pem: ca,
+        ca_mode: CaMode::Add,
+        verify,
+        client_identity: identity,
+    };
     Ok((Origin::BeyondTrust, config, auth, tls, default_mode))
 }
 
 /// `BT_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate chain and the private key
 /// (unencrypted). PKCS#12 (`.pfx`/`.p12`, what BeyondInsight hands out) is refused with the
 /// openssl command that converts it.
-fn bt_client_certificate(env: &dyn Env, warnings: &mut Vec<String>) -> Result<Option<ClientIdentity>, ConfigError> {
+fn bt_client_certificate(
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ClientIdentity>, ConfigError> {
     let Some(path) = nonblank(env, "BT_CLIENT_CERTIFICATE_PATH")? else {
         return Ok(None);
     };
     let bytes = read_file("BT_CLIENT_CERTIFICATE_PATH", &path)?;
-    let text = std::str::from_utf8(&bytes).ok().filter(|t| t.contains("-----BEGIN"));
+    let text = std::str::from_utf8(&bytes)
+        .ok()
+        .filter(|t| t.contains("-----BEGIN"));
     let Some(text) = text else {
         return err(format!(
             "BT_CLIENT_CERTIFICATE_PATH: {path} is not PEM (a PKCS#12 .pfx/.p12 file?). ps-agent reads PEM only; \
@@ -465,7 +543,9 @@ fn bt_client_certificate(env: &dyn Env, warnings: &mut Vec<String>) -> Result<Op
         ));
     };
     if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return err(format!("BT_CLIENT_CERTIFICATE_PATH: {path} has no CERTIFICATE block"));
+        return err(format!(
+            "BT_CLIENT_CERTIFICATE_PATH: {path} has no CERTIFICATE block"
+        ));
     }
     if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
         return err(format!(
@@ -478,10 +558,16 @@ fn bt_client_certificate(env: &dyn Env, warnings: &mut Vec<String>) -> Result<Op
             "BT_CLIENT_CERTIFICATE_PATH: {path} has no PRIVATE KEY block; put the certificate and its key in one PEM file"
         ));
     }
-    if env.var("BT_CLIENT_CERTIFICATE_PASSWORD")?.is_some_and(|p| !p.is_empty()) {
+    if env
+        .var("BT_CLIENT_CERTIFICATE_PASSWORD")?
+        .is_some_and(|p| !p.is_empty())
+    {
         warnings.push("BT_CLIENT_CERTIFICATE_PASSWORD is ignored: the PEM key is not encrypted".into());
     }
-    Ok(Some(ClientIdentity { cert_pem: bytes.clone(), key_pem: bytes.into() }))
+    Ok(Some(ClientIdentity {
+        cert_pem: bytes.clone(),
+        key_pem: bytes.into(),
+    }))
 }
 
 fn parse_err(field: &str, input: &str, e: impl std::fmt::Display) -> ConfigError {
@@ -494,21 +580,31 @@ fn references(config: &AgentConfig, origin: Origin) -> Result<References, Config
     for s in &config.secrets {
         match s.path.parse::<SecretPath>() {
             Ok(p) => r.secrets.push(p),
-            Err(e) => problems.push(parse_err(&format!("PS_AGENT_CONFIG secrets[{}].path", s.name), &s.path, e)),
+            Err(e) => problems.push(parse_err(
+                &format!("PS_AGENT_CONFIG secrets[{}].path", s.name),
+                &s.path,
+                e,
+            )),
         }
     }
     for f in &config.folders {
         match f.path.parse::<FolderPath>() {
             Ok(p) => r.folders.push(p),
-            Err(e) => problems.push(parse_err(&format!("PS_AGENT_CONFIG folders[{}].path", f.name), &f.path, e)),
+            Err(e) => problems.push(parse_err(
+                &format!("PS_AGENT_CONFIG folders[{}].path", f.name),
+                &f.path,
+                e,
+            )),
         }
     }
     for a in &config.accounts {
         match a.account.parse::<AccountRef>() {
             Ok(p) => r.accounts.push(p),
-            Err(e) => {
-                problems.push(parse_err(&format!("PS_AGENT_CONFIG accounts[{}].account", a.name), &a.account, e))
-            }
+            Err(e) => problems.push(parse_err(
+                &format!("PS_AGENT_CONFIG accounts[{}].account", a.name),
+                &a.account,
+                e,
+            )),
         }
     }
     if let Some(bt) = &config.beyondtrust {
@@ -546,8 +642,14 @@ fn references(config: &AgentConfig, origin: Origin) -> Result<References, Config
         let field = format!("PS_AGENT_CONFIG env[{}].from", v.name);
         let parsed = match &v.from {
             ValueRef::Secret(p) => p.parse().map(EnvRef::Secret).map_err(|e| parse_err(&field, p, e)),
-            ValueRef::SecretUsername(p) => p.parse().map(EnvRef::SecretUsername).map_err(|e| parse_err(&field, p, e)),
-            ValueRef::Account(p) => p.parse().map(EnvRef::Account).map_err(|e| parse_err(&field, p, e)),
+            ValueRef::SecretUsername(p) => p
+                .parse()
+                .map(EnvRef::SecretUsername)
+                .map_err(|e| parse_err(&field, p, e)),
+            ValueRef::Account(p) => p
+                .parse()
+                .map(EnvRef::Account)
+                .map_err(|e| parse_err(&field, p, e)),
         };
         match parsed {
             Ok(e) => r.env.push(e),
@@ -558,16 +660,22 @@ fn references(config: &AgentConfig, origin: Origin) -> Result<References, Config
         && config.folders.is_empty()
         && config.accounts.is_empty()
         && config.env.is_empty()
-        && config.beyondtrust.as_ref().is_none_or(|b| b.secrets.is_empty() && b.folders.is_empty() && b.accounts.is_empty())
+        && config
+            .beyondtrust
+            .as_ref()
+            .is_none_or(|b| b.secrets.is_empty() && b.folders.is_empty() && b.accounts.is_empty())
     {
         problems.push(ConfigError(
-            "PS_AGENT_CONFIG: no secrets, folders, accounts, beyondtrust lists or env: nothing to fetch".into(),
+            "PS_AGENT_CONFIG: no secrets, folders, accounts, beyondtrust lists or env: nothing to fetch"
+                .into(),
         ));
     }
     if problems.is_empty() {
         Ok(r)
     } else {
-        Err(ConfigError(problems.into_iter().map(|p| p.0).collect::<Vec<_>>().join("; ")))
+        Err(ConfigError(
+            problems.into_iter().map(|p| p.0).collect::<Vec<_>>().join("; "),
+        ))
     }
 }
 
@@ -608,23 +716,29 @@ fn check_extras(config: &AgentConfig) -> Result<(), ConfigError> {
             names::validate_output_name(name)
                 .map_err(|e| ConfigError(format!("PS_AGENT_CONFIG signal.file: {e}")))?;
             if taken(name) {
-                return err(format!("PS_AGENT_CONFIG signal.file: {name:?} is also an output name"));
+                return err(format!(
+                    "PS_AGENT_CONFIG signal.file: {name:?} is also an output name"
+                ));
             }
         }
-        Some(ChangeSignal::Process { process, .. }) => {
-            if process.is_empty() || process.contains('/') || process.contains('\0') {
-                return err("PS_AGENT_CONFIG signal.process.process: must be a command name (as in /proc/PID/comm)");
-            }
+        Some(ChangeSignal::Process { process, .. })
+            if process.is_empty() || process.contains('/') || process.contains('\0') =>
+        {
+            return err(
+                "PS_AGENT_CONFIG signal.process.process: must be a command name (as in /proc/PID/comm)",
+            );
         }
         Some(ChangeSignal::Http { port, path }) => {
             if *port == 0 {
                 return err("PS_AGENT_CONFIG signal.http.port: must not be 0");
             }
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return err("PS_AGENT_CONFIG signal.http.path: must start with '/' and contain no spaces or control characters");
+                return err(
+                    "PS_AGENT_CONFIG signal.http.path: must start with '/' and contain no spaces or control characters",
+                );
             }
         }
-        None => {}
+        Some(ChangeSignal::Process { .. }) | None => {}
     }
     if config.readiness.http_port == Some(0) {
         return err("PS_AGENT_CONFIG readiness.httpPort: must not be 0");
@@ -651,7 +765,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn load_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -725,7 +842,10 @@ mod tests {
 
     #[test]
     fn beyondtrust_errors_name_the_variable() {
-        let base = [("BT_API_URL", "https://ps/BeyondTrust/api/public/v3"), ("SECRETS_LIST", "a/b")];
+        let base = [
+            ("BT_API_URL", "https://ps/BeyondTrust/api/public/v3"),
+            ("SECRETS_LIST", "a/b"),
+        ];
         let with = |extra: &[(&str, &str)]| {
             let mut v: Vec<(&str, &str)> = base.to_vec();
             v.extend_from_slice(extra);
@@ -735,19 +855,36 @@ mod tests {
         assert!(with(&[("CLIENT_ID", "x")]).contains("CLIENT_SECRET is not set"));
         assert!(with(&[("CLIENT_SECRET", "x")]).contains("CLIENT_ID is not set"));
         assert!(with(&[("BT_API_KEY", "SEKRIT")]).starts_with("BT_API_KEY: "));
-        assert!(!with(&[("BT_API_KEY", "SEKRIT")]).contains("SEKRIT"), "no key in messages");
+        assert!(
+            !with(&[("BT_API_KEY", "SEKRIT")]).contains("SEKRIT"),
+            "no key in messages"
+        );
         assert!(with(&[("BT_API_KEY", "K;runas=u;"), ("CLIENT_ID", "c")]).contains("both set"));
         let e = with(&[("BT_API_KEY", "K;runas=u;"), ("BT_VERIFY_CA", "maybe")]);
         assert!(e.contains("BT_VERIFY_CA"), "{e}");
-        let e = with(&[("BT_API_KEY", "K;runas=u;"), ("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES", "soon")]);
+        let e = with(&[
+            ("BT_API_KEY", "K;runas=u;"),
+            ("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES", "soon"),
+        ]);
         assert!(e.contains("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES"), "{e}");
-        let e = with(&[("BT_API_KEY", "K;runas=u;"), ("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES", "0")]);
+        let e = with(&[
+            ("BT_API_KEY", "K;runas=u;"),
+            ("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES", "0"),
+        ]);
         assert!(e.contains("POLLING_WAIT_BETWEEN_REQUESTS_MINUTES"), "{e}");
         let e = with(&[("BT_API_KEY", "K;runas=u;"), ("BT_API_VERSION", "4.0")]);
         assert!(e.starts_with("BT_API_VERSION"), "{e}");
-        let e = msg(&[("BT_API_URL", "http://ps/x"), ("SECRETS_LIST", "a/b"), ("BT_API_KEY", "K;runas=u;")]);
+        let e = msg(&[
+            ("BT_API_URL", "http://ps/x"),
+            ("SECRETS_LIST", "a/b"),
+            ("BT_API_KEY", "K;runas=u;"),
+        ]);
         assert!(e.contains("BT_API_URL must start with https://"), "{e}");
-        let e = msg(&[("BT_API_URL", "https://ps/x"), ("BT_API_KEY", "K;runas=u;"), ("SECRETS_LIST", " , ")]);
+        let e = msg(&[
+            ("BT_API_URL", "https://ps/x"),
+            ("BT_API_KEY", "K;runas=u;"),
+            ("SECRETS_LIST", " , "),
+        ]);
         assert!(e.contains("all empty"), "{e}");
         let e = msg(&[
             ("BT_API_URL", "https://ps/x"),
@@ -779,22 +916,57 @@ mod tests {
 
     #[test]
     fn agent_config_with_each_credential_form() {
-        let s = load_env(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K"), ("PS_RUNAS", "svc"), ("PS_RUNAS_PASSWORD", "pw")])
-            .unwrap();
+        let s = load_env(&[
+            ("PS_AGENT_CONFIG", CFG),
+            ("PS_API_KEY", "K"),
+            ("PS_RUNAS", "svc"),
+            ("PS_RUNAS_PASSWORD", "pw"),
+        ])
+        .unwrap();
         assert!(matches!(&s.client.auth, Auth::ApiKey { runas, password: Some(_), .. } if runas == "svc"));
         let s = load_env(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K;runas=svc;pwd=[p];")]).unwrap();
         assert!(matches!(&s.client.auth, Auth::ApiKey { runas, password: Some(_), .. } if runas == "svc"));
-        let s = load_env(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K;runas=svc;"), ("PS_RUNAS_PASSWORD", "p")]).unwrap();
-        assert!(matches!(&s.client.auth, Auth::ApiKey { password: Some(_), .. }));
-        let s = load_env(&[("PS_AGENT_CONFIG", CFG), ("PS_CLIENT_ID", "id"), ("PS_CLIENT_SECRET", "s")]).unwrap();
+        let s = load_env(&[
+            ("PS_AGENT_CONFIG", CFG),
+            ("PS_API_KEY", "K;runas=svc;"),
+            ("PS_RUNAS_PASSWORD", "p"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            &s.client.auth,
+            Auth::ApiKey {
+                password: Some(_),
+                ..
+            }
+        ));
+        let s = load_env(&[
+            ("PS_AGENT_CONFIG", CFG),
+            ("PS_CLIENT_ID", "id"),
+            ("PS_CLIENT_SECRET", "s"),
+        ])
+        .unwrap();
         assert!(matches!(&s.client.auth, Auth::OAuth { .. }));
         assert_eq!(s.origin, Origin::AgentConfig);
         assert_eq!(s.refs.secrets[0].to_string(), "team/db/password");
 
         assert!(msg(&[("PS_AGENT_CONFIG", CFG)]).contains("no credentials"));
         assert!(msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K")]).starts_with("PS_API_KEY"));
-        assert!(msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K;runas=a;"), ("PS_RUNAS", "b")]).contains("one place"));
-        assert!(msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K"), ("PS_CLIENT_ID", "c")]).contains("both set"));
+        assert!(
+            msg(&[
+                ("PS_AGENT_CONFIG", CFG),
+                ("PS_API_KEY", "K;runas=a;"),
+                ("PS_RUNAS", "b")
+            ])
+            .contains("one place")
+        );
+        assert!(
+            msg(&[
+                ("PS_AGENT_CONFIG", CFG),
+                ("PS_API_KEY", "K"),
+                ("PS_CLIENT_ID", "c")
+            ])
+            .contains("both set")
+        );
         assert!(msg(&[("PS_AGENT_CONFIG", CFG), ("PS_CLIENT_ID", "c")]).contains("PS_CLIENT_SECRET"));
     }
 
@@ -810,7 +982,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.origin, Origin::AgentConfig);
         assert_eq!(s.config.root, "/tmp/override");
-        assert!(s.warnings[0].contains("BT_API_URL, SECRETS_LIST"), "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("BT_API_URL, SECRETS_LIST"),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]
@@ -828,13 +1004,27 @@ mod tests {
         assert!(e.contains("refresh.intervalSeconds"), "{e}");
         let e = bad(&CFG.replace(r#""root""#, r#""signal":{"file":"db"},"root""#));
         assert!(e.contains("signal.file"), "{e}");
-        let e = bad(&CFG.replace(r#""root""#, r#""env":[{"name":"X","from":{"account":"nosep"}}],"root""#));
+        let e = bad(&CFG.replace(
+            r#""root""#,
+            r#""env":[{"name":"X","from":{"account":"nosep"}}],"root""#,
+        ));
         assert!(e.contains("env[X].from"), "{e}");
         let e = bad(&CFG.replace(r#""root""#, r#""passwordSafe2":1,"root""#));
         assert!(e.contains("passwordSafe2"), "{e}");
-        let e = msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K;runas=u;"), ("PS_CA_FILE", "/nonexistent/ca.pem")]);
-        assert!(e.starts_with("PS_CA_FILE: cannot read /nonexistent/ca.pem"), "{e}");
-        let e = msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K;runas=u;"), ("PS_AGENT_ROOT", "rel")]);
+        let e = msg(&[
+            ("PS_AGENT_CONFIG", CFG),
+            ("PS_API_KEY", "K;runas=u;"),
+            ("PS_CA_FILE", "/nonexistent/ca.pem"),
+        ]);
+        assert!(
+            e.starts_with("PS_CA_FILE: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = msg(&[
+            ("PS_AGENT_CONFIG", CFG),
+            ("PS_API_KEY", "K;runas=u;"),
+            ("PS_AGENT_ROOT", "rel"),
+        ]);
         assert!(e.contains("PS_AGENT_ROOT"), "{e}");
     }
 }

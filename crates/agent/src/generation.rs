@@ -79,8 +79,16 @@ impl Plan {
             let id = RefId::Account(index_of(&mut p.accounts, acct));
             p.named(&a.name, &a.render, id);
         }
-        let mode = config.beyondtrust.as_ref().map(|b| b.file_mode).unwrap_or_default();
-        let bt = |reference| Output { kind: OutputKind::BeyondTrust { mode }, reference, optional: false };
+        let mode = config
+            .beyondtrust
+            .as_ref()
+            .map(|b| b.file_mode)
+            .unwrap_or_default();
+        let bt = |reference| Output {
+            kind: OutputKind::BeyondTrust { mode },
+            reference,
+            optional: false,
+        };
         for s in &refs.bt_secrets {
             let id = RefId::Secret(index_of(&mut p.secrets, s));
             p.outputs.push(bt(id));
@@ -100,7 +108,10 @@ impl Plan {
                 EnvRef::Account(a) => (RefId::Account(index_of(&mut p.accounts, a)), false),
             };
             p.outputs.push(Output {
-                kind: OutputKind::Env { var: v.name.clone(), username },
+                kind: OutputKind::Env {
+                    var: v.name.clone(),
+                    username,
+                },
                 reference: id,
                 optional: v.optional,
             });
@@ -110,7 +121,10 @@ impl Plan {
 
     fn named(&mut self, name: &str, render: &Render, reference: RefId) {
         self.outputs.push(Output {
-            kind: OutputKind::Named { name: name.to_owned(), render: render.clone() },
+            kind: OutputKind::Named {
+                name: name.to_owned(),
+                render: render.clone(),
+            },
             reference,
             optional: render.optional,
         });
@@ -138,7 +152,11 @@ impl Plan {
             OutputKind::Named { name, .. } => format!("output {name:?}"),
             OutputKind::Env { var, .. } => format!("env {var}"),
             OutputKind::BeyondTrust { .. } => {
-                let kind = if kind == "account" { "managed account" } else { kind };
+                let kind = if kind == "account" {
+                    "managed account"
+                } else {
+                    kind
+                };
                 format!("{kind} {reference:?}")
             }
         }
@@ -213,14 +231,28 @@ fn account_fields(a: &ManagedCredential) -> Fields {
 /// The fields of a named output, or the fetch error.
 fn fields_of(results: &Results, id: RefId) -> Result<Fields, String> {
     match id {
-        RefId::Secret(i) => results.secrets[i].as_ref().map(secret_fields).map_err(Clone::clone),
-        RefId::Folder(i) => results.folders[i].as_ref().map(|l| folder_fields(l)).map_err(Clone::clone),
-        RefId::Account(i) => results.accounts[i].as_ref().map(account_fields).map_err(Clone::clone),
+        RefId::Secret(i) => results.secrets[i]
+            .as_ref()
+            .map(secret_fields)
+            .map_err(Clone::clone),
+        RefId::Folder(i) => results.folders[i]
+            .as_ref()
+            .map(|l| folder_fields(l))
+            .map_err(Clone::clone),
+        RefId::Account(i) => results.accounts[i]
+            .as_ref()
+            .map(account_fields)
+            .map_err(Clone::clone),
     }
 }
 
 fn spec(content: Sensitive, render: &Render) -> FileSpec {
-    FileSpec { content, mode: render.file_mode.bits(), uid: render.uid, gid: render.gid }
+    FileSpec {
+        content,
+        mode: render.file_mode.bits(),
+        uid: render.uid,
+        gid: render.gid,
+    }
 }
 
 fn unsafe_path(e: crate::paths::UnsafePath) -> String {
@@ -256,7 +288,10 @@ fn entries_of(
                 let mut out = vec![Entry::Dir(top.clone(), render.uid, render.gid)];
                 for s in list {
                     let path = top.join(&s.title).map_err(unsafe_path)?;
-                    out.push(Entry::File(path, spec(Sensitive::new(s.value.expose_bytes().to_vec()), render)));
+                    out.push(Entry::File(
+                        path,
+                        spec(Sensitive::new(s.value.expose_bytes().to_vec()), render),
+                    ));
                 }
                 return Ok(out);
             }
@@ -269,7 +304,15 @@ fn entries_of(
         }
         OutputKind::BeyondTrust { mode } => {
             let file = |path: SafePath, value: &[u8]| {
-                Entry::File(path, FileSpec { content: Sensitive::new(value.to_vec()), mode: mode.bits(), uid: None, gid: None })
+                Entry::File(
+                    path,
+                    FileSpec {
+                        content: Sensitive::new(value.to_vec()),
+                        mode: mode.bits(),
+                        uid: None,
+                        gid: None,
+                    },
+                )
             };
             match o.reference {
                 RefId::Secret(i) => {
@@ -283,7 +326,12 @@ fn entries_of(
                 RefId::Folder(i) => {
                     let list = results.folders[i].as_ref().map_err(Clone::clone)?;
                     list.iter()
-                        .map(|s| Ok(file(bt_folder_secret_path(&plan.folders[i], s)?, s.value.expose_bytes())))
+                        .map(|s| {
+                            Ok(file(
+                                bt_folder_secret_path(&plan.folders[i], s)?,
+                                s.value.expose_bytes(),
+                            ))
+                        })
                         .collect()
                 }
                 RefId::Account(i) => {
@@ -310,16 +358,26 @@ fn env_value(results: &Results, o: &Output) -> Result<String, String> {
             if username {
                 match &s.kind {
                     SecretKind::Credential { username } => username.as_bytes().to_vec(),
-                    _ => return Err(format!("{var}: the secret is not a credential secret, it has no username")),
+                    _ => {
+                        return Err(format!(
+                            "{var}: the secret is not a credential secret, it has no username"
+                        ));
+                    }
                 }
             } else {
                 s.value.expose_bytes().to_vec()
             }
         }
-        RefId::Account(i) => results.accounts[i].as_ref().map_err(Clone::clone)?.password.expose_bytes().to_vec(),
+        RefId::Account(i) => results.accounts[i]
+            .as_ref()
+            .map_err(Clone::clone)?
+            .password
+            .expose_bytes()
+            .to_vec(),
         RefId::Folder(_) => return Err("a folder cannot be an environment variable".into()),
     };
-    let s = String::from_utf8(bytes).map_err(|_| "the value is not UTF-8 text, so it cannot be an environment variable".to_owned())?;
+    let s = String::from_utf8(bytes)
+        .map_err(|_| "the value is not UTF-8 text, so it cannot be an environment variable".to_owned())?;
     if s.contains('\0') {
         return Err("the value contains NUL, which an environment variable cannot hold".into());
     }
@@ -338,23 +396,29 @@ pub fn assemble(
         .outputs
         .iter()
         .enumerate()
-        .map(|(index, o)| Outcome { index, optional: o.optional, error: skip.get(&index).cloned() })
+        .map(|(index, o)| Outcome {
+            index,
+            optional: o.optional,
+            error: skip.get(&index).cloned(),
+        })
         .collect();
     // Fields of every named output, for templates (`secrets.<name>`).
     let mut fields: Vec<Option<Fields>> = Vec::with_capacity(plan.outputs.len());
     let mut all = BTreeMap::new();
     for (i, o) in plan.outputs.iter().enumerate() {
         let f = match &o.kind {
-            OutputKind::Named { name, .. } if outcomes[i].error.is_none() => match fields_of(results, o.reference) {
-                Ok(f) => {
-                    all.insert(name.clone(), f.clone());
-                    Some(f)
+            OutputKind::Named { name, .. } if outcomes[i].error.is_none() => {
+                match fields_of(results, o.reference) {
+                    Ok(f) => {
+                        all.insert(name.clone(), f.clone());
+                        Some(f)
+                    }
+                    Err(e) => {
+                        outcomes[i].error = Some(e);
+                        None
+                    }
                 }
-                Err(e) => {
-                    outcomes[i].error = Some(e);
-                    None
-                }
-            },
+            }
             _ => None,
         };
         fields.push(f);
@@ -380,11 +444,20 @@ pub fn assemble(
             outcomes[i].error = Some(e);
         }
     }
-    if plan.outputs.iter().any(|o| matches!(o.kind, OutputKind::Env { .. })) {
+    if plan
+        .outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::Env { .. }))
+    {
         let json = serde_json::to_vec(&serde_json::Value::Object(env)).unwrap_or_default();
         tree.add_agent_file(
             layout::ENV_FILE,
-            FileSpec { content: Sensitive::new(json), mode: ENV_FILE_MODE, uid: None, gid: None },
+            FileSpec {
+                content: Sensitive::new(json),
+                mode: ENV_FILE_MODE,
+                uid: None,
+                gid: None,
+            },
         );
     }
     let ok = outcomes.iter().all(|o| o.optional || o.error.is_none());
@@ -411,7 +484,14 @@ mod tests {
     }
 
     fn cred(folder: &str, title: &str, user: &str, value: &str) -> Secret {
-        secret(folder, title, SecretKind::Credential { username: user.into() }, value)
+        secret(
+            folder,
+            title,
+            SecretKind::Credential {
+                username: user.into(),
+            },
+            value,
+        )
     }
 
     fn settings(json: &str) -> config::Settings {
@@ -454,7 +534,10 @@ mod tests {
         );
         let p = plan_of(&s);
         let results = Results {
-            secrets: vec![Ok(cred("t", "db", "admin", "pw")), Err("secret \"t/missing\": not found".into())],
+            secrets: vec![
+                Ok(cred("t", "db", "admin", "pw")),
+                Err("secret \"t/missing\": not found".into()),
+            ],
             ..Results::default()
         };
         let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
@@ -488,7 +571,11 @@ mod tests {
                 let e = o.error.as_deref().unwrap_or_else(|| panic!("{bad:?} accepted"));
                 assert!(e.contains("cannot be a file or directory name"), "{e}");
             }
-            assert_eq!(a.tree.file_count(), 0, "{bad:?}: nothing of the folder is written");
+            assert_eq!(
+                a.tree.file_count(),
+                0,
+                "{bad:?}: nothing of the folder is written"
+            );
         }
     }
 
@@ -501,7 +588,10 @@ mod tests {
         let p = plan_of(&s);
         let results = Results {
             secrets: vec![Ok(cred("TEAM/DB", "pw", "u", "v1"))],
-            folders: vec![Ok(vec![secret("team\\sub", "f", SecretKind::Text, "v2"), secret("team", "g", SecretKind::Text, "v3")])],
+            folders: vec![Ok(vec![
+                secret("team\\sub", "f", SecretKind::Text, "v2"),
+                secret("team", "g", SecretKind::Text, "v3"),
+            ])],
             accounts: vec![Ok(ManagedCredential {
                 system: "sys".into(),
                 account: "acct".into(),
@@ -559,6 +649,9 @@ mod tests {
         skip.insert(2, "write failed".to_owned());
         let a = assemble(&p, &results, &s.templates, &skip);
         assert!(!a.ok);
-        assert!(a.outcomes[1].error.as_deref().unwrap().contains("undefined"), "template lost secrets.acct");
+        assert!(
+            a.outcomes[1].error.as_deref().unwrap().contains("undefined"),
+            "template lost secrets.acct"
+        );
     }
 }

@@ -37,7 +37,11 @@ pub mod exit {
 
 /// Command line. Every flag has an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "ps-agent", version, about = "Password Safe secrets into the pod: fetch, watch, exec")]
+#[command(
+    name = "ps-agent",
+    version,
+    about = "Password Safe secrets into the pod: fetch, watch, exec"
+)]
 pub struct Cli {
     /// Total time one Password Safe call may take, retries included (seconds).
     #[arg(long, env = "PS_RETRY_BUDGET_SECONDS", default_value_t = 60, global = true)]
@@ -65,7 +69,12 @@ pub enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<OsString>,
     },
     /// Copy this binary to DIR/ps-agent (mode 0555), atomically.
@@ -128,11 +137,15 @@ fn dispatch(cli: Cli) -> Result<(), AgentError> {
         request_timeout: Duration::from_secs(cli.request_timeout_seconds.max(1)),
     };
     match cli.command {
-        Some(Command::Exec { env_file, root, command }) => exec::exec(env_file, root, command),
+        Some(Command::Exec {
+            env_file,
+            root,
+            command,
+        }) => exec::exec(env_file, root, command),
         Some(Command::CopySelf { dir }) => exec::copy_self(&dir),
         Some(Command::Ready { root }) => exec::ready(&root),
-        Some(Command::Fetch) => with_settings(&tuning, |s| run::fetch(s)),
-        Some(Command::Watch) => with_settings(&tuning, |s| run::watch(s)),
+        Some(Command::Fetch) => with_settings(&tuning, run::fetch),
+        Some(Command::Watch) => with_settings(&tuning, run::watch),
         None => with_settings(&tuning, |s| match s.default_mode {
             config::DefaultMode::Fetch => run::fetch(s),
             config::DefaultMode::Watch => run::watch(s),

@@ -59,14 +59,22 @@ fn ours(target: &str) -> bool {
 
 impl StderrLogger {
     fn wants(&self, meta: &Metadata<'_>) -> bool {
-        let max = if ours(meta.target()) { self.level } else { Level::WARN };
+        let max = if ours(meta.target()) {
+            self.level
+        } else {
+            Level::WARN
+        };
         *meta.level() <= max
     }
 }
 
 impl Subscriber for StderrLogger {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        if self.wants(meta) { Interest::always() } else { Interest::never() }
+        if self.wants(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
     }
 
     fn enabled(&self, meta: &Metadata<'_>) -> bool {
@@ -74,7 +82,9 @@ impl Subscriber for StderrLogger {
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::from_level(self.level.max(Level::WARN)))
+        Some(tracing::level_filters::LevelFilter::from_level(
+            self.level.max(Level::WARN),
+        ))
     }
 
     fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
@@ -115,20 +125,24 @@ impl Visit for Collect {
         if field.name() == "message" {
             self.message = value.to_owned();
         } else {
-            self.fields.push((field.name(), FieldValue::Str(value.to_owned())));
+            self.fields
+                .push((field.name(), FieldValue::Str(value.to_owned())));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.push((field.name(), FieldValue::Num(value.to_string())));
+        self.fields
+            .push((field.name(), FieldValue::Num(value.to_string())));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.push((field.name(), FieldValue::Num(value.to_string())));
+        self.fields
+            .push((field.name(), FieldValue::Num(value.to_string())));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.push((field.name(), FieldValue::Num(format!("{value:.3}"))));
+        self.fields
+            .push((field.name(), FieldValue::Num(format!("{value:.3}"))));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -207,7 +221,11 @@ fn needs_quotes(s: &str) -> bool {
 
 /// Installs the logger for the whole process. Later calls do nothing.
 pub fn init(format: LogFormat, level: Level) {
-    let logger = StderrLogger { format, level, next_id: AtomicU64::new(1) };
+    let logger = StderrLogger {
+        format,
+        level,
+        next_id: AtomicU64::new(1),
+    };
     let _ = tracing::subscriber::set_global_default(logger);
 }
 
@@ -217,7 +235,10 @@ pub fn timestamp_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let (y, mo, d, h, mi, s) = civil(now.as_secs());
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", now.subsec_millis())
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
 }
 
 /// Seconds since the Unix epoch to UTC (year, month, day, hour, minute, second), after
@@ -234,7 +255,14 @@ pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -257,7 +285,10 @@ mod tests {
             ("err", FieldValue::Str("a b\nc".into())),
         ];
         let plain = format_line(LogFormat::Plain, Level::INFO, "ps_agent::run", "summary", &fields);
-        assert!(plain.ends_with("INFO  summary refs=5 mode=fetch err=\"a b\\nc\"\n"), "{plain}");
+        assert!(
+            plain.ends_with("INFO  summary refs=5 mode=fetch err=\"a b\\nc\"\n"),
+            "{plain}"
+        );
         let json = format_line(LogFormat::Json, Level::WARN, "hyper", "m\nx", &fields);
         assert_eq!(json.matches('\n').count(), 1);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -48,15 +48,21 @@ fn signal_processes(name: &str, sig: UnixSignal) -> Result<String, String> {
     let mut errors = Vec::new();
     let dir = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid as u32 == me {
             continue;
         }
-        let Ok(comm) = std::fs::read(entry.path().join("comm")) else { continue };
+        let Ok(comm) = std::fs::read(entry.path().join("comm")) else {
+            continue;
+        };
         if comm.strip_suffix(b"\n").unwrap_or(&comm) != want {
             continue;
         }
-        let Some(pid) = rustix::process::Pid::from_raw(pid) else { continue };
+        let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+            continue;
+        };
         match rustix::process::kill_process(pid, signal_number(sig)) {
             Ok(()) => sent += 1,
             Err(e) => errors.push(format!("pid {}: {e}", pid.as_raw_nonzero())),
@@ -158,12 +164,18 @@ mod tests {
     async fn readiness_answers() {
         let ready = Arc::new(AtomicBool::new(false));
         // Bind on an ephemeral port by asking the OS first.
-        let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         tokio::spawn(serve_readiness(port, ready.clone()));
         let get = |path: &'static str| async move {
             for _ in 0..50 {
                 if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .await
+                        .unwrap();
                     let mut out = String::new();
                     s.read_to_string(&mut out).await.unwrap();
                     return out;

@@ -86,7 +86,11 @@ pub struct UnsafePath {
 
 impl fmt::Display for UnsafePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} cannot be a file or directory name: {}", self.component, self.reason)
+        write!(
+            f,
+            "{:?} cannot be a file or directory name: {}",
+            self.component, self.reason
+        )
     }
 }
 
@@ -159,7 +163,9 @@ mod tests {
 
     #[test]
     fn good_components() {
-        for ok in ["db", "password", "tls.crt", "a b", "ümlaut", ".env", "x..y", "a=b#c"] {
+        for ok in [
+            "db", "password", "tls.crt", "a b", "ümlaut", ".env", "x..y", "a=b#c",
+        ] {
             assert_eq!(check_component(ok, false), Ok(()), "{ok:?}");
         }
         for ok in ["db", "x..y", "SIPGE_DES"] {
@@ -188,14 +194,21 @@ mod tests {
         for (bad, why) in cases {
             assert_eq!(check_component(bad, false).as_ref(), Err(why), "{bad:?}");
         }
-        assert_eq!(check_component(&"x".repeat(256), false), Err(ComponentError::TooLong));
+        assert_eq!(
+            check_component(&"x".repeat(256), false),
+            Err(ComponentError::TooLong)
+        );
         assert_eq!(check_component(&"x".repeat(255), false), Ok(()));
     }
 
     #[test]
     fn top_level_dot_is_reserved() {
         for bad in [".ps-ready", ".ps-result.json", ".ps-bin", ".hidden"] {
-            assert_eq!(check_component(bad, true), Err(ComponentError::TopLevelDot), "{bad}");
+            assert_eq!(
+                check_component(bad, true),
+                Err(ComponentError::TopLevelDot),
+                "{bad}"
+            );
             assert_eq!(check_component(bad, false), Ok(()), "{bad}");
         }
     }
@@ -207,7 +220,11 @@ mod tests {
         assert_eq!(p.top(), "team");
         assert!(p.join(".env").is_ok());
         let e = p.join("..").unwrap_err();
-        assert!(e.to_string().contains("\"..\" cannot be a file or directory name"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"..\" cannot be a file or directory name"),
+            "{e}"
+        );
         let e = SafePath::new(&["team", "a\nb"]).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -24,9 +24,13 @@ pub type Fields = BTreeMap<String, Sensitive>;
 pub enum RenderError {
     #[error("the value of field {0:?} is not UTF-8 text; only format raw can write binary values")]
     NotUtf8(String),
-    #[error("{0:?} is not a valid environment variable name for format dotenv (expected [A-Za-z_][A-Za-z0-9_]*)")]
+    #[error(
+        "{0:?} is not a valid environment variable name for format dotenv (expected [A-Za-z_][A-Za-z0-9_]*)"
+    )]
     BadEnvKey(String),
-    #[error("the value of field {0:?} contains the control character U+{1:04X}, which format dotenv cannot carry")]
+    #[error(
+        "the value of field {0:?} contains the control character U+{1:04X}, which format dotenv cannot carry"
+    )]
     DotenvControl(String, u32),
     #[error("there is no field \"value\" to write in format raw")]
     NoValue,
@@ -202,7 +206,10 @@ fn dotenv(fields: &Fields) -> Result<Sensitive, RenderError> {
             return Err(RenderError::BadEnvKey(k.clone()));
         }
         let s = text(k, v)?;
-        if let Some(c) = s.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        if let Some(c) = s
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
             return Err(RenderError::DotenvControl(k.clone(), c as u32));
         }
         out.push_str(k);
@@ -274,7 +281,10 @@ mod tests {
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), Sensitive::from(*v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Sensitive::from(*v)))
+            .collect()
     }
 
     fn out(s: Sensitive) -> String {
@@ -284,13 +294,19 @@ mod tests {
     /// Compares without printing the (test) values on failure beyond what is needed.
     fn check(format: Format, input: &[(&str, &str)], expected: &str) {
         let got = out(render(format, &fields(input)).unwrap());
-        assert!(got == expected, "{format} rendering differs:\n got: {got:?}\nwant: {expected:?}");
+        assert!(
+            got == expected,
+            "{format} rendering differs:\n got: {got:?}\nwant: {expected:?}"
+        );
     }
 
     #[test]
     fn raw_is_the_value() {
         check(Format::Raw, &[("value", "a\nb"), ("title", "t")], "a\nb");
-        assert_eq!(render(Format::Raw, &fields(&[("x", "y")])), Err(RenderError::NoValue));
+        assert_eq!(
+            render(Format::Raw, &fields(&[("x", "y")])),
+            Err(RenderError::NoValue)
+        );
         let bin: Fields = [("value".to_owned(), Sensitive::new(vec![0, 255, 1]))].into();
         assert_eq!(render(Format::Raw, &bin).unwrap().expose(), &[0, 255, 1]);
     }
@@ -302,8 +318,12 @@ mod tests {
             &[("value", "p\"w\n\\"), ("username", "u")],
             "{\n  \"username\": \"u\",\n  \"value\": \"p\\\"w\\n\\\\\"\n}\n",
         );
-        let v: serde_json::Value =
-            serde_json::from_slice(render(Format::Json, &fields(&[("a", "\u{1}é")])).unwrap().expose()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            render(Format::Json, &fields(&[("a", "\u{1}é")]))
+                .unwrap()
+                .expose(),
+        )
+        .unwrap();
         assert_eq!(v["a"], "\u{1}é");
     }
 
@@ -324,9 +344,17 @@ mod tests {
 
     #[test]
     fn dotenv_quoting() {
-        check(Format::Dotenv, &[("A", "plain $HOME #x =y \"q\"")], "A='plain $HOME #x =y \"q\"'\n");
+        check(
+            Format::Dotenv,
+            &[("A", "plain $HOME #x =y \"q\"")],
+            "A='plain $HOME #x =y \"q\"'\n",
+        );
         check(Format::Dotenv, &[("A", "it's")], "A=\"it's\"\n");
-        check(Format::Dotenv, &[("A", "l1\nl2 $x `c` \\ \"q\"\r\t")], "A=\"l1\\nl2 \\$x \\`c\\` \\\\ \\\"q\\\"\\r\\t\"\n");
+        check(
+            Format::Dotenv,
+            &[("A", "l1\nl2 $x `c` \\ \"q\"\r\t")],
+            "A=\"l1\\nl2 \\$x \\`c\\` \\\\ \\\"q\\\"\\r\\t\"\n",
+        );
         check(Format::Dotenv, &[("A", "")], "A=''\n");
     }
 
@@ -362,8 +390,11 @@ mod tests {
     #[test]
     fn templates_combine_outputs_and_are_strict() {
         let mut t = Templates::new();
-        t.add("cfg", "user={{ secret.username }}\npw={{ secrets.db.value }}{{ secrets[\"api-key\"].value }}\n")
-            .unwrap();
+        t.add(
+            "cfg",
+            "user={{ secret.username }}\npw={{ secrets.db.value }}{{ secrets[\"api-key\"].value }}\n",
+        )
+        .unwrap();
         t.add("bad", "{{ secret.nope }}").unwrap();
         t.add("html", "{{ secret.value }}").unwrap();
         let mine = fields(&[("username", "u"), ("value", "pw1")]);
@@ -376,7 +407,10 @@ mod tests {
         let e = t.render("bad", &mine, &all).unwrap_err().to_string();
         assert!(e.starts_with("template: undefined value"), "{e}");
         assert!(e.contains("line 1"), "{e}");
-        assert_eq!(out(t.render("html", &fields(&[("value", "<&>")]), &all).unwrap()), "<&>");
+        assert_eq!(
+            out(t.render("html", &fields(&[("value", "<&>")]), &all).unwrap()),
+            "<&>"
+        );
         let e = t.add("syntax", "line1\n{{ secret.value ").unwrap_err();
         assert!(e.starts_with("syntax error"), "{e}");
         assert!(e.contains("line 2"), "{e}");

@@ -91,7 +91,13 @@ impl Agent {
             tracing::error!("{msg}");
             AgentError::Failed(msg)
         })?;
-        Ok(Agent { settings, plan, root, client, started })
+        Ok(Agent {
+            settings,
+            plan,
+            root,
+            client,
+            started,
+        })
     }
 
     async fn fetch_all(&self, session: &Session) -> (Results, bool) {
@@ -114,7 +120,11 @@ impl Agent {
     }
 
     /// Assembles and commits, retrying without an optional output whose write failed.
-    fn write(&self, results: &Results, last: &mut Option<[u8; 32]>) -> (Assembled, Option<String>, Option<Committed>, bool) {
+    fn write(
+        &self,
+        results: &Results,
+        last: &mut Option<[u8; 32]>,
+    ) -> (Assembled, Option<String>, Option<Committed>, bool) {
         let mut skip: BTreeMap<usize, String> = BTreeMap::new();
         loop {
             let mut a = assemble(&self.plan, results, &self.settings.templates, &skip);
@@ -131,10 +141,9 @@ impl Agent {
                     return (a, None, Some(c), false);
                 }
                 Err(e) => {
-                    let index = e
-                        .output
-                        .as_deref()
-                        .and_then(|label| (0..self.plan.outputs.len()).find(|&i| self.plan.label(i) == label));
+                    let index = e.output.as_deref().and_then(|label| {
+                        (0..self.plan.outputs.len()).find(|&i| self.plan.label(i) == label)
+                    });
                     match index {
                         Some(i) if !e.switched && self.plan.outputs[i].optional && !skip.contains_key(&i) => {
                             skip.insert(i, e.to_string());
@@ -198,7 +207,11 @@ impl Agent {
             .outputs
             .iter()
             .enumerate()
-            .map(|(index, o)| Outcome { index, optional: o.optional, error: Some(msg.to_owned()) })
+            .map(|(index, o)| Outcome {
+                index,
+                optional: o.optional,
+                error: Some(msg.to_owned()),
+            })
             .collect()
     }
 
@@ -207,7 +220,11 @@ impl Agent {
         for o in &r.outcomes {
             let Some(err) = &o.error else { continue };
             let label = self.plan.label(o.index);
-            let line = if err.starts_with(&label) { err.clone() } else { format!("{label}: {err}") };
+            let line = if err.starts_with(&label) {
+                err.clone()
+            } else {
+                format!("{label}: {err}")
+            };
             if o.optional {
                 tracing::warn!("optional {line} (skipped)");
             } else if r.run_error.as_deref() != Some(err.as_str()) {
@@ -217,11 +234,23 @@ impl Agent {
         if let Some(e) = &r.run_error {
             tracing::error!("{e}");
         }
-        let failed = r.outcomes.iter().filter(|o| o.error.is_some() && !o.optional).count();
-        let skipped = r.outcomes.iter().filter(|o| o.error.is_some() && o.optional).count();
+        let failed = r
+            .outcomes
+            .iter()
+            .filter(|o| o.error.is_some() && !o.optional)
+            .count();
+        let skipped = r
+            .outcomes
+            .iter()
+            .filter(|o| o.error.is_some() && o.optional)
+            .count();
         let written = r.outcomes.len() - failed - skipped;
         let files = r.committed.as_ref().map_or(0, |c| c.files);
-        let generation = r.committed.as_ref().map(|c| c.generation.clone()).or_else(|| self.root.current());
+        let generation = r
+            .committed
+            .as_ref()
+            .map(|c| c.generation.clone())
+            .or_else(|| self.root.current());
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
         let ok = r.ok();
         let errors: Vec<String> = r
@@ -287,15 +316,22 @@ impl Agent {
         if let Err(e) = self.root.write_meta(layout::RESULT_FILE, &bytes) {
             tracing::warn!("cannot write the result file: {e}");
         }
-        if ready && let Some(g) = generation {
-            if let Err(e) = self.root.write_meta(layout::READY_FILE, format!("{g}\n").as_bytes()) {
-                tracing::warn!("cannot write the ready file: {e}");
-            }
+        if ready
+            && let Some(g) = generation
+            && let Err(e) = self
+                .root
+                .write_meta(layout::READY_FILE, format!("{g}\n").as_bytes())
+        {
+            tracing::warn!("cannot write the ready file: {e}");
         }
     }
 
     fn failure_text(&self, r: &Report) -> String {
-        let n = r.outcomes.iter().filter(|o| o.error.is_some() && !o.optional).count();
+        let n = r
+            .outcomes
+            .iter()
+            .filter(|o| o.error.is_some() && !o.optional)
+            .count();
         match &r.run_error {
             Some(e) => e.clone(),
             None => format!("{n} required output(s) failed"),
@@ -317,7 +353,11 @@ pub fn fetch(settings: Settings) -> Result<(), AgentError> {
         }
         let ok = report.ok();
         agent.report(Mode::Fetch, &report, ok);
-        if ok { Ok(()) } else { Err(AgentError::Failed(agent.failure_text(&report))) }
+        if ok {
+            Ok(())
+        } else {
+            Err(AgentError::Failed(agent.failure_text(&report)))
+        }
     })
 }
 
@@ -392,7 +432,11 @@ pub fn watch(settings: Settings) -> Result<(), AgentError> {
             if stopping {
                 break;
             }
-            let wait = if failures == 0 { jittered(interval, jitter) } else { backoff(failures, interval) };
+            let wait = if failures == 0 {
+                jittered(interval, jitter)
+            } else {
+                backoff(failures, interval)
+            };
             tracing::debug!(wait_ms = wait.as_millis() as u64, "next refresh");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -418,12 +462,21 @@ mod tests {
     fn jitter_and_backoff_bounds() {
         for _ in 0..200 {
             let j = jittered(Duration::from_secs(100), 10);
-            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
             assert!(jittered(Duration::from_secs(1), 100) >= Duration::from_secs(1));
             let b = backoff(1, Duration::from_secs(300));
-            assert!(b >= Duration::from_millis(500) && b <= Duration::from_secs(1), "{b:?}");
+            assert!(
+                b >= Duration::from_millis(500) && b <= Duration::from_secs(1),
+                "{b:?}"
+            );
             let b = backoff(30, Duration::from_secs(60));
-            assert!(b >= Duration::from_secs(30) && b <= Duration::from_secs(60), "{b:?}");
+            assert!(
+                b >= Duration::from_secs(30) && b <= Duration::from_secs(60),
+                "{b:?}"
+            );
         }
     }
 }

@@ -48,8 +48,16 @@ pub struct FileSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Node {
-    File { spec: FileSpec, owner: Arc<str> },
-    Dir { children: BTreeMap<String, Node>, uid: Option<u32>, gid: Option<u32>, owner: Arc<str> },
+    File {
+        spec: FileSpec,
+        owner: Arc<str>,
+    },
+    Dir {
+        children: BTreeMap<String, Node>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        owner: Arc<str>,
+    },
 }
 
 /// The content of one generation: files and directories with modes and owners, each tagged with
@@ -72,7 +80,9 @@ impl Tree {
         for e in entries {
             match e {
                 Entry::File(path, spec) => insert(&mut next, path.components(), Some(spec), None, &owner)?,
-                Entry::Dir(path, uid, gid) => insert(&mut next, path.components(), None, Some((uid, gid)), &owner)?,
+                Entry::Dir(path, uid, gid) => {
+                    insert(&mut next, path.components(), None, Some((uid, gid)), &owner)?
+                }
             }
         }
         self.top = next;
@@ -82,12 +92,21 @@ impl Tree {
     /// Adds one of the agent's own files inside the generation (such as `.ps-env`); the name is
     /// a constant of the agent, not checked against the path rule.
     pub fn add_agent_file(&mut self, name: &str, spec: FileSpec) {
-        self.top.insert(name.to_owned(), Node::File { spec, owner: Arc::from("agent") });
+        self.top.insert(
+            name.to_owned(),
+            Node::File {
+                spec,
+                owner: Arc::from("agent"),
+            },
+        );
     }
 
     /// Names directly under the root that users see (links through `..data`).
     pub fn top_names(&self) -> impl Iterator<Item = &str> {
-        self.top.keys().map(String::as_str).filter(|n| !n.starts_with('.'))
+        self.top
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with('.'))
     }
 
     pub fn owner_of_top(&self, name: &str) -> Option<&str> {
@@ -124,7 +143,9 @@ impl Tree {
                         ctx.update(&(spec.content.len() as u64).to_le_bytes());
                         ctx.update(spec.content.expose());
                     }
-                    Node::Dir { children, uid, gid, .. } => {
+                    Node::Dir {
+                        children, uid, gid, ..
+                    } => {
                         ctx.update(b"D");
                         ctx.update(&opt(*uid));
                         ctx.update(&opt(*gid));
@@ -169,24 +190,39 @@ fn insert(
     if rest.is_empty() {
         return match (map.get_mut(first), file, dir) {
             (None, Some(spec), _) => {
-                map.insert(first.clone(), Node::File { spec, owner: owner.clone() });
+                map.insert(
+                    first.clone(),
+                    Node::File {
+                        spec,
+                        owner: owner.clone(),
+                    },
+                );
                 Ok(())
             }
             (None, None, Some((uid, gid))) => {
                 map.insert(
                     first.clone(),
-                    Node::Dir { children: BTreeMap::new(), uid, gid, owner: owner.clone() },
+                    Node::Dir {
+                        children: BTreeMap::new(),
+                        uid,
+                        gid,
+                        owner: owner.clone(),
+                    },
                 );
                 Ok(())
             }
             (Some(Node::File { spec: existing, .. }), Some(spec), _) if *existing == spec => Ok(()),
-            (Some(Node::Dir { uid, gid, .. }), None, Some(want)) if (*uid, *gid) == want || want == (None, None) => {
+            (Some(Node::Dir { uid, gid, .. }), None, Some(want))
+                if (*uid, *gid) == want || want == (None, None) =>
+            {
                 Ok(())
             }
-            (Some(Node::File { owner: other, .. }), ..) | (Some(Node::Dir { owner: other, .. }), ..) => Err(format!(
-                "{first:?} is also written by {}, with different content",
-                describe_owner(other, owner)
-            )),
+            (Some(Node::File { owner: other, .. }), ..) | (Some(Node::Dir { owner: other, .. }), ..) => {
+                Err(format!(
+                    "{first:?} is also written by {}, with different content",
+                    describe_owner(other, owner)
+                ))
+            }
             (None, None, None) => Err("nothing to add".into()),
         };
     }
@@ -206,7 +242,11 @@ fn insert(
 }
 
 fn describe_owner(other: &Arc<str>, me: &Arc<str>) -> String {
-    if other == me { "this output".to_owned() } else { format!("output {other}") }
+    if other == me {
+        "this output".to_owned()
+    } else {
+        format!("output {other}")
+    }
 }
 
 /// A failed write. `output` names the output whose entry failed, when it is one output's.
@@ -225,7 +265,14 @@ pub struct WriteError {
 
 impl WriteError {
     fn new(op: &'static str, path: &Path, source: io::Error) -> WriteError {
-        WriteError { output: None, op, path: path.display().to_string(), hint: "", switched: false, source }
+        WriteError {
+            output: None,
+            op,
+            path: path.display().to_string(),
+            hint: "",
+            switched: false,
+            source,
+        }
     }
 
     fn owned_by(mut self, owner: &str) -> WriteError {
@@ -289,7 +336,10 @@ impl Root {
                 let mut e = WriteError::new(
                     "link",
                     &p,
-                    io::Error::new(io::ErrorKind::AlreadyExists, "a directory not made by the agent is in the way"),
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a directory not made by the agent is in the way",
+                    ),
                 );
                 e.hint = " (remove it from the volume)";
                 return Err(e.owned_by(tree.owner_of_top(name).unwrap_or("agent")));
@@ -325,13 +375,19 @@ impl Root {
             let _ = fs::remove_dir_all(&gen_dir);
             return Err(e);
         }
-        let after = self.relink(tree).and_then(|()| self.remove_stale(Some(&generation)));
+        let after = self
+            .relink(tree)
+            .and_then(|()| self.remove_stale(Some(&generation)));
         let after = after.and_then(|()| sync_dir(&self.dir));
         if let Err(mut e) = after {
             e.switched = true;
             return Err(e);
         }
-        Ok(Committed { generation, files: tree.file_count(), replaced: previous.is_some() })
+        Ok(Committed {
+            generation,
+            files: tree.file_count(),
+            replaced: previous.is_some(),
+        })
     }
 
     /// Makes `<root>/<name>` a link to `..data/<name>` for every top-level name, and removes
@@ -349,7 +405,9 @@ impl Root {
                 .map_err(|e| WriteError::new("create the link", &tmp, e))?;
             if let Err(e) = fs::rename(&tmp, &link) {
                 let _ = fs::remove_file(&tmp);
-                return Err(WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name).unwrap_or("agent")));
+                return Err(
+                    WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name).unwrap_or("agent"))
+                );
             }
         }
         let entries = fs::read_dir(&self.dir).map_err(|e| WriteError::new("list", &self.dir, e))?;
@@ -379,7 +437,11 @@ impl Root {
             }
             let p = entry.path();
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            let r = if is_dir { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            let r = if is_dir {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
             match r {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -423,7 +485,12 @@ fn write_dir(dir: &Path, entries: &BTreeMap<String, Node>) -> Result<(), WriteEr
         let p = dir.join(name);
         match node {
             Node::File { spec, owner } => write_file(&p, spec).map_err(|e| e.owned_by(owner))?,
-            Node::Dir { children, uid, gid, owner } => {
+            Node::Dir {
+                children,
+                uid,
+                gid,
+                owner,
+            } => {
                 DirBuilder::new()
                     .mode(DIR_MODE)
                     .create(&p)
@@ -435,7 +502,8 @@ fn write_dir(dir: &Path, entries: &BTreeMap<String, Node>) -> Result<(), WriteEr
                     chown(&d, &p, *uid, *gid).map_err(|e| e.owned_by(owner))?;
                 }
                 write_dir(&p, children)?;
-                d.sync_all().map_err(|e| WriteError::new("sync", &p, e).owned_by(owner))?;
+                d.sync_all()
+                    .map_err(|e| WriteError::new("sync", &p, e).owned_by(owner))?;
             }
         }
     }
@@ -463,7 +531,8 @@ fn chown(f: &File, p: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), W
             (Some(_), None) => "set the uid of",
             _ => "set the gid of",
         };
-        e.hint = " (setting uid/gid needs the agent to run as root or with CAP_CHOWN, or as that user and group)";
+        e.hint =
+            " (setting uid/gid needs the agent to run as root or with CAP_CHOWN, or as that user and group)";
         e
     })
 }
@@ -501,7 +570,12 @@ mod tests {
     use super::*;
 
     fn spec(v: &str, mode: u32) -> FileSpec {
-        FileSpec { content: Sensitive::from(v), mode, uid: None, gid: None }
+        FileSpec {
+            content: Sensitive::from(v),
+            mode,
+            uid: None,
+            gid: None,
+        }
     }
 
     fn file(path: &[&str], v: &str) -> Entry {
@@ -513,8 +587,10 @@ mod tests {
     }
 
     fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     }
@@ -526,7 +602,9 @@ mod tests {
         // Same file, same content: fine (BeyondTrust lists may name a secret twice).
         t.add_output("b", vec![file(&["x", "y"], "1")]).unwrap();
         let before = t.clone();
-        let e = t.add_output("c", vec![file(&["z"], "ok"), file(&["x", "y"], "2")]).unwrap_err();
+        let e = t
+            .add_output("c", vec![file(&["z"], "ok"), file(&["x", "y"], "2")])
+            .unwrap_err();
         assert!(e.contains("\"y\" is also written by output a"), "{e}");
         assert_eq!(t, before, "nothing of c was added");
         let e = t.add_output("d", vec![file(&["x", "y", "w"], "1")]).unwrap_err();
@@ -542,7 +620,11 @@ mod tests {
         let mut b = Tree::new();
         b.add_output("a", vec![file(&["x"], "2")]).unwrap();
         let mut c = Tree::new();
-        c.add_output("a", vec![Entry::File(SafePath::new(&["x"]).unwrap(), spec("1", 0o440))]).unwrap();
+        c.add_output(
+            "a",
+            vec![Entry::File(SafePath::new(&["x"]).unwrap(), spec("1", 0o440))],
+        )
+        .unwrap();
         assert_ne!(a.digest(), b.digest());
         assert_ne!(a.digest(), c.digest());
         assert_eq!(a.digest(), a.clone().digest());
@@ -554,7 +636,8 @@ mod tests {
         let root = Root::open(tmp.path().join("root")).unwrap();
         let mut t = Tree::new();
         t.add_output("db", vec![file(&["db"], "one")]).unwrap();
-        t.add_output("bt", vec![file(&["team", "sub", "title"], "two")]).unwrap();
+        t.add_output("bt", vec![file(&["team", "sub", "title"], "two")])
+            .unwrap();
         t.add_agent_file(".ps-env", spec("{}", 0o440));
         let c1 = root.commit(&t).unwrap();
         assert!(!c1.replaced);
@@ -564,11 +647,20 @@ mod tests {
         assert_eq!(read(&r.join("team/sub/title")), "two");
         assert_eq!(read(&r.join("..data/.ps-env")), "{}");
         assert_eq!(fs::read_link(r.join("db")).unwrap(), Path::new("..data/db"));
-        assert_eq!(fs::read_link(r.join("..data")).unwrap(), Path::new(&c1.generation));
+        assert_eq!(
+            fs::read_link(r.join("..data")).unwrap(),
+            Path::new(&c1.generation)
+        );
         let meta = fs::metadata(r.join("db")).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o400);
-        assert_eq!(fs::metadata(r.join("..data/.ps-env")).unwrap().mode() & 0o7777, 0o440);
-        assert_eq!(fs::metadata(r.join(&c1.generation)).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            fs::metadata(r.join("..data/.ps-env")).unwrap().mode() & 0o7777,
+            0o440
+        );
+        assert_eq!(
+            fs::metadata(r.join(&c1.generation)).unwrap().mode() & 0o7777,
+            0o755
+        );
 
         // Second generation: "team" disappears, "db" changes, "new" appears.
         let mut t2 = Tree::new();
@@ -578,7 +670,10 @@ mod tests {
         assert!(c2.replaced);
         assert_eq!(read(&r.join("db")), "three");
         assert_eq!(read(&r.join("new")), "four");
-        assert!(fs::symlink_metadata(r.join("team")).is_err(), "stale link removed");
+        assert!(
+            fs::symlink_metadata(r.join("team")).is_err(),
+            "stale link removed"
+        );
         assert_eq!(entries(r), [&c2.generation, "..data", "db", "new"]);
     }
 
@@ -595,11 +690,17 @@ mod tests {
         let root = Root::open(r).unwrap();
         assert_eq!(entries(r), [".ps-bin", "unrelated"]);
         let mut t = Tree::new();
-        t.add_output("unrelated", vec![file(&["unrelated"], "mine")]).unwrap();
+        t.add_output("unrelated", vec![file(&["unrelated"], "mine")])
+            .unwrap();
         root.commit(&t).unwrap();
         // A plain file with an output's name is replaced by the link.
         assert_eq!(read(&r.join("unrelated")), "mine");
-        assert!(fs::symlink_metadata(r.join("unrelated")).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(r.join("unrelated"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]
@@ -649,7 +750,10 @@ mod tests {
         root.write_meta(".ps-ready", b"x\n").unwrap();
         root.write_meta(".ps-ready", b"y\n").unwrap();
         assert_eq!(read(&tmp.path().join(".ps-ready")), "y\n");
-        assert_eq!(fs::metadata(tmp.path().join(".ps-ready")).unwrap().mode() & 0o777, 0o444);
+        assert_eq!(
+            fs::metadata(tmp.path().join(".ps-ready")).unwrap().mode() & 0o777,
+            0o444
+        );
         assert_eq!(entries(tmp.path()), [".ps-ready"]);
     }
 }
