@@ -761,13 +761,19 @@ fn close_request(shared: &Shared, r: &mut RequestRec, status: RequestStatus) {
     }
 }
 
-/// Marks requests whose release time has passed as expired.
+/// Marks released requests whose time has passed as expired.
 pub(crate) fn sweep_requests(shared: &Shared, requests: &mut Requests) {
     let now = Instant::now();
-    for r in requests.list.iter_mut() {
+    let mut closed = false;
+    for k in 0..requests.open.len() {
+        let r = &mut requests.list[requests.open[k]];
         if r.status == RequestStatus::Active && r.expires <= now {
             close_request(shared, r, RequestStatus::Expired);
+            closed = true;
         }
+    }
+    if closed {
+        requests.prune();
     }
 }
 
@@ -863,13 +869,12 @@ fn post_requests(call: &Call<'_>) -> Result<Resp> {
         return Err(no_requestor_role());
     }
 
-    let mut requests = lock(&shared.requests);
-    sweep_requests(shared, &mut requests);
-    let existing = requests.list.iter().position(|r| {
-        r.status == RequestStatus::Active
-            && r.owner == p.owner
-            && r.account == account
-            && r.access_type == access_type
+    let mut guard = lock(&shared.requests);
+    let requests = &mut *guard;
+    sweep_requests(shared, requests);
+    let existing = requests.open.iter().copied().find(|i| {
+        let r = &requests.list[*i];
+        r.owner == p.owner && r.account == account && r.access_type == access_type
     });
     if let Some(i) = existing {
         match conflict {
@@ -883,17 +888,25 @@ fn post_requests(call: &Call<'_>) -> Result<Resp> {
                 ));
             }
             Conflict::Renew => {
-                for r in requests.list.iter_mut() {
-                    if r.status == RequestStatus::Active && r.owner == p.owner && r.account == account {
+                for k in 0..requests.open.len() {
+                    let r = &mut requests.list[requests.open[k]];
+                    if r.owner == p.owner && r.account == account {
                         r.status = RequestStatus::Cancelled;
                     }
                 }
+                requests.prune();
             }
         }
     }
     let id = requests.next_id;
     requests.next_id += 1;
     let minutes = Duration::from_secs(u64::try_from(duration).unwrap_or(1) * 60);
+    let status = if requests.pending_approval {
+        RequestStatus::Pending
+    } else {
+        RequestStatus::Active
+    };
+    requests.open.push(requests.list.len());
     requests.list.push(RequestRec {
         id,
         owner: p.owner.clone(),
@@ -902,9 +915,10 @@ fn post_requests(call: &Call<'_>) -> Result<Resp> {
         application_id,
         reason: reason.to_string(),
         released: SystemTime::now(),
+        duration: minutes,
         expires: Instant::now() + minutes,
         expires_wall: SystemTime::now() + minutes,
-        status: RequestStatus::Active,
+        status,
         rotate_on_checkin: rotate,
     });
     Ok(json_bytes(StatusCode::CREATED, id.to_string()))
@@ -939,7 +953,7 @@ fn get_requests(call: &Call<'_>) -> Result<Resp> {
         .filter(|r| r.owner == p.owner)
         .filter(|r| match filter.as_str() {
             "active" => r.status == RequestStatus::Active,
-            "pending" => false,
+            "pending" => r.status == RequestStatus::Pending,
             _ => true,
         })
         .map(|r| {
@@ -966,15 +980,11 @@ fn get_requests(call: &Call<'_>) -> Result<Resp> {
     Ok(json_value(StatusCode::OK, &Value::Array(list)))
 }
 
-/// The caller's active request named by `{id}`.
-fn own_active_request(call: &Call<'_>, p: &Principal, requests: &Requests) -> Result<usize> {
+/// The caller's open request named by `{id}`.
+fn own_open_request(call: &Call<'_>, p: &Principal, requests: &Requests) -> Result<usize> {
     let not_found = || err(StatusCode::NOT_FOUND, "Request not found");
     let id: u64 = call.id.unwrap_or_default().parse().map_err(|_| not_found())?;
-    let i = requests
-        .list
-        .iter()
-        .position(|r| r.id == id)
-        .ok_or_else(not_found)?;
+    let i = requests.index_of(id).ok_or_else(not_found)?;
     let r = &requests.list[i];
     if r.owner != p.owner {
         return Err(err(
@@ -982,7 +992,7 @@ fn own_active_request(call: &Call<'_>, p: &Principal, requests: &Requests) -> Re
             "4031 - The request belongs to another user",
         ));
     }
-    if r.status != RequestStatus::Active {
+    if !r.status.is_open() {
         return Err(err(
             StatusCode::FORBIDDEN,
             format!("4034 - The request is not active ({})", r.status.api_name()),
@@ -1005,7 +1015,13 @@ fn credentials(call: &Call<'_>) -> Result<Resp> {
     }
     let mut requests = lock(&shared.requests);
     sweep_requests(shared, &mut requests);
-    let i = own_active_request(call, &p, &requests)?;
+    let i = own_open_request(call, &p, &requests)?;
+    if requests.list[i].status == RequestStatus::Pending {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "4035 - The request is pending approval",
+        ));
+    }
     let account = requests.list[i].account;
     drop(requests);
     let value = if kind == "password" {
@@ -1027,8 +1043,15 @@ fn checkin(call: &Call<'_>) -> Result<Resp> {
     }
     let mut requests = lock(&shared.requests);
     sweep_requests(shared, &mut requests);
-    let i = own_active_request(call, &p, &requests)?;
-    close_request(shared, &mut requests.list[i], RequestStatus::CheckedIn);
+    let i = own_open_request(call, &p, &requests)?;
+    let r = &mut requests.list[i];
+    if r.status == RequestStatus::Pending {
+        // Never released: nothing to rotate.
+        r.status = RequestStatus::CheckedIn;
+    } else {
+        close_request(shared, r, RequestStatus::CheckedIn);
+    }
+    requests.prune();
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

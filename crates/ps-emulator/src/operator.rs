@@ -45,6 +45,7 @@ pub(crate) fn handle(shared: &Shared, method: &Method, lower_path: &str, body: &
 }
 
 fn faults_json(shared: &Shared) -> Value {
+    let pending_approval = lock(&shared.requests).pending_approval;
     let f = &shared.faults;
     let mut fail = Map::new();
     let mut drop = Map::new();
@@ -62,18 +63,26 @@ fn faults_json(shared: &Shared) -> Value {
             drop.insert(r.key().into(), json!(d));
         }
     }
-    json!({ "latency_ms": f.latency_ms.load(Ordering::Acquire), "fail": fail, "drop": drop })
+    json!({
+        "latency_ms": f.latency_ms.load(Ordering::Acquire),
+        "fail": fail,
+        "drop": drop,
+        "pending_approval": pending_approval,
+    })
 }
 
 fn state(shared: &Shared) -> Resp {
-    let requests_open = {
+    let (requests_open, requests_pending) = {
         let mut requests = lock(&shared.requests);
         sweep_requests(shared, &mut requests);
-        requests
-            .list
-            .iter()
-            .filter(|r| r.status == RequestStatus::Active)
-            .count()
+        let count = |s| {
+            requests
+                .open
+                .iter()
+                .filter(|i| requests.list[**i].status == s)
+                .count()
+        };
+        (count(RequestStatus::Active), count(RequestStatus::Pending))
     };
     let calls: Map<String, Value> = Route::ALL
         .iter()
@@ -89,6 +98,7 @@ fn state(shared: &Shared) -> Resp {
         &json!({
             "sessions_open": shared.sessions_open(),
             "requests_open": requests_open,
+            "requests_pending": requests_pending,
             "calls": calls,
             "faults": faults_json(shared),
         }),
@@ -142,6 +152,9 @@ struct FaultsBody {
     expire_sessions: bool,
     #[serde(default)]
     expire_requests: bool,
+    pending_approval: Option<bool>,
+    #[serde(default)]
+    approve_requests: bool,
     #[serde(default)]
     reset: bool,
 }
@@ -180,6 +193,25 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     let f = &shared.faults;
     if b.reset {
         f.reset();
+        lock(&shared.requests).pending_approval = false;
+    }
+    if let Some(p) = b.pending_approval {
+        lock(&shared.requests).pending_approval = p;
+    }
+    if b.approve_requests {
+        // Approval releases the request now, for its full duration.
+        let mut guard = lock(&shared.requests);
+        let requests = &mut *guard;
+        let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+        for &i in &requests.open {
+            let r = &mut requests.list[i];
+            if r.status == RequestStatus::Pending {
+                r.status = RequestStatus::Active;
+                r.released = wall;
+                r.expires = now + r.duration;
+                r.expires_wall = wall + r.duration;
+            }
+        }
     }
     if let Some(ms) = b.latency_ms {
         f.latency_ms.store(ms, Ordering::Release);
@@ -201,9 +233,10 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
         // As if every open request had reached the end of its DurationMinutes.
         let mut requests = lock(&shared.requests);
         let now = std::time::Instant::now();
-        for r in requests.list.iter_mut() {
-            if r.status == RequestStatus::Active {
-                r.expires = now;
+        for k in 0..requests.open.len() {
+            let i = requests.open[k];
+            if requests.list[i].status == RequestStatus::Active {
+                requests.list[i].expires = now;
             }
         }
         sweep_requests(shared, &mut requests);

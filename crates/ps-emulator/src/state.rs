@@ -134,6 +134,8 @@ pub(crate) struct Token {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RequestStatus {
+    /// Waiting for approval (the `pending_approval` fault): not released yet.
+    Pending,
     Active,
     CheckedIn,
     Expired,
@@ -142,8 +144,14 @@ pub(crate) enum RequestStatus {
 }
 
 impl RequestStatus {
+    /// Pending or released, and not yet checked in, expired or cancelled.
+    pub(crate) fn is_open(self) -> bool {
+        matches!(self, Self::Pending | Self::Active)
+    }
+
     pub(crate) fn api_name(self) -> &'static str {
         match self {
+            Self::Pending => "Pending",
             Self::Active => "Active",
             Self::CheckedIn => "Checked In",
             Self::Expired => "Expired",
@@ -160,16 +168,38 @@ pub(crate) struct RequestRec {
     pub application_id: Option<i64>,
     pub reason: String,
     pub released: SystemTime,
+    pub duration: Duration,
     pub expires: Instant,
     pub expires_wall: SystemTime,
     pub status: RequestStatus,
     pub rotate_on_checkin: bool,
 }
 
+/// The first request id.
+pub(crate) const FIRST_REQUEST_ID: u64 = 101;
+
+/// Every request ever made (ids are sequential, so an id is an index), plus the indices of the
+/// open ones so that hot operations do not scan closed requests.
 #[derive(Default)]
 pub(crate) struct Requests {
     pub next_id: u64,
     pub list: Vec<RequestRec>,
+    pub open: Vec<usize>,
+    /// New requests wait for approval (fault knob).
+    pub pending_approval: bool,
+}
+
+impl Requests {
+    pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
+        let i = usize::try_from(id.checked_sub(FIRST_REQUEST_ID)?).ok()?;
+        (i < self.list.len()).then_some(i)
+    }
+
+    /// Drops closed requests from the open index.
+    pub(crate) fn prune(&mut self) {
+        let list = &self.list;
+        self.open.retain(|i| list[*i].status.is_open());
+    }
 }
 
 #[derive(Default)]
@@ -407,8 +437,8 @@ impl Shared {
             sessions: RwLock::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Requests {
-                next_id: 101,
-                list: Vec::new(),
+                next_id: FIRST_REQUEST_ID,
+                ..Requests::default()
             }),
             faults: Faults {
                 latency_ms: AtomicU64::new(0),

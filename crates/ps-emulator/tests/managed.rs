@@ -399,3 +399,87 @@ async fn expired_requests_are_closed_and_rotate() {
     let pw: String = serde_json::from_str(&body).unwrap();
     assert!(pw != "initial-1" && !pw.is_empty(), "rotated at expiry");
 }
+
+#[tokio::test]
+async fn pending_approval_mode() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let (_, acct) = lookup(&c, &emu, "db-prod", "svc_static").await;
+    let (status, f) = faults(&emu, json!({"pending_approval": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(f["pending_approval"], true);
+
+    let (status, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let s = state(&emu).await;
+    assert_eq!(
+        (s["requests_open"].clone(), s["requests_pending"].clone()),
+        (json!(0), json!(1))
+    );
+    let (status, body) = credentials(&c, &emu, &id).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not approved yet");
+    assert!(body.contains("pending"));
+    // A pending request still conflicts, and reuse returns it.
+    assert_eq!(
+        post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        post_request(
+            &c,
+            &emu,
+            req(&acct["SystemId"], &acct["AccountId"], Some("reuse"))
+        )
+        .await,
+        (StatusCode::OK, id.clone())
+    );
+    let (_, pending) = get_json(&c, &emu, "Requests?status=pending").await;
+    assert_eq!(pending[0]["Status"], "Pending");
+
+    faults(&emu, json!({"approve_requests": true, "pending_approval": false})).await;
+    let (status, body) = credentials(&c, &emu, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_value(
+        serde_json::from_str::<String>(&body).ok().as_deref(),
+        "static-1",
+        "approved release",
+    );
+    assert_eq!(state(&emu).await["requests_open"], 1);
+    assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
+
+    // A pending request can be checked in (withdrawn) without ever being released.
+    faults(&emu, json!({"pending_approval": true})).await;
+    let (_, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+    assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
+    let s = state(&emu).await;
+    assert_eq!(
+        (s["requests_open"].clone(), s["requests_pending"].clone()),
+        (json!(0), json!(0))
+    );
+    // reset turns the mode off.
+    let (_, f) = faults(&emu, json!({"reset": true})).await;
+    assert_eq!(f["pending_approval"], false);
+}
+
+#[tokio::test]
+async fn many_requests_stay_fast_and_consistent() {
+    let emu = start().await;
+    let c = client(&emu);
+    sign_in(&c, &emu, "svc-team-a").await;
+    let (_, acct) = lookup(&c, &emu, "db-prod", "svc_static").await;
+    let mut last = 0u64;
+    for _ in 0..200 {
+        let (status, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let id: u64 = id.parse().unwrap();
+        assert!(id > last, "ids increase");
+        last = id;
+        assert_eq!(checkin(&c, &emu, &id.to_string()).await, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(state(&emu).await["requests_open"], 0);
+    let (_, all) = get_json(&c, &emu, "Requests").await;
+    assert_eq!(all.as_array().unwrap().len(), 200);
+}

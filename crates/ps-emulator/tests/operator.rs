@@ -158,7 +158,10 @@ async fn expire_sessions_and_reset() {
         StatusCode::UNAUTHORIZED
     );
     let (_, f) = faults(&emu, json!({"reset": true})).await;
-    assert_eq!(f, json!({"latency_ms": 0, "fail": {}, "drop": {}}));
+    assert_eq!(
+        f,
+        json!({"latency_ms": 0, "fail": {}, "drop": {}, "pending_approval": false})
+    );
     sign_in(&c, &emu, "svc-team-a").await;
     assert_eq!(get(&c, &emu, "Requests").await.status(), StatusCode::OK);
 }
@@ -177,7 +180,10 @@ async fn bad_fault_bodies_change_nothing() {
         assert!(v["error"].is_string());
     }
     let s = state(&emu).await;
-    assert_eq!(s["faults"], json!({"latency_ms": 0, "fail": {}, "drop": {}}));
+    assert_eq!(
+        s["faults"],
+        json!({"latency_ms": 0, "fail": {}, "drop": {}, "pending_approval": false})
+    );
 }
 
 #[tokio::test]
