@@ -163,6 +163,28 @@ else
     check "inject \"maybe\" is sent and denied with the annotation's name" grep -q 'ps-injector.io/inject' "$work/err"
 fi
 
+# Every example workload in deploy/examples: its pod (as its controller would create it, owner
+# reference included) is injected, and the API server validates the mutated pod and judges it
+# restricted-compliant.
+examples="$here/../../deploy/examples"
+for f in "$examples"/*.yaml; do
+    ex="$(basename "$f" .yaml)"
+    k create -f "$f" --dry-run=client -o json >"$work/ex.json" || { fail "deploy/examples/$ex.yaml parses" ""; continue; }
+    kind="$(jq -r .kind "$work/ex.json")"
+    [[ "$kind" == Deployment || "$kind" == Job ]] || continue
+    jq --arg kind "$kind" --arg name "ex-$ex" '{apiVersion: "v1", kind: "Pod",
+            metadata: (.spec.template.metadata + {name: $name, ownerReferences: [{apiVersion: (if $kind == "Job" then "batch/v1" else "apps/v1" end),
+              kind: (if $kind == "Job" then "Job" else "ReplicaSet" end), name: .metadata.name,
+              uid: "00000000-0000-0000-0000-000000000001", controller: true}]}),
+            spec: .spec.template.spec}' "$work/ex.json" >"$work/ex-$ex.json"
+    if out="$(k create -n "$apps" -f "$work/ex-$ex.json" -o json 2>&1)"; then
+        st="$(jq -r '.metadata.annotations["ps-injector.io/status"] // "none"' <<<"$out")"
+        check "deploy/examples/$ex.yaml: injected, valid and restricted-compliant in the API server" test "$st" = injected
+    else
+        fail "deploy/examples/$ex.yaml: injected, valid and restricted-compliant in the API server" "$(tail -n 3 <<<"$out")"
+    fi
+done
+
 # The webhook's own pod template passes restricted Pod Security in the API server itself.
 k get deployment "$rel-ps-injector" -n "$ns" -o json \
     | jq '{apiVersion: "v1", kind: "Pod", metadata: {name: "webhook-template", labels: .spec.template.metadata.labels}, spec: .spec.template.spec}' \
