@@ -323,19 +323,28 @@ pub fn classify(key: &str) -> Option<Key<'_>> {
     if fixed.is_some() {
         return fixed;
     }
-    let families: [(&str, fn(&'_ str) -> Key<'_>); 8] = [
-        ("secret-", |n| Key::Secret(n)),
-        ("folder-", |n| Key::Folder(n)),
-        ("account-", |n| Key::Account(n)),
-        ("format-", |n| Key::Format(n)),
-        ("template-", |n| Key::Template(n)),
-        ("file-mode-", |n| Key::FileMode(n)),
-        ("optional-", |n| Key::Optional(n)),
-        ("env-", |n| Key::Env(n)),
+    const FAMILIES: [&str; 8] = [
+        "secret-",
+        "folder-",
+        "account-",
+        "format-",
+        "template-",
+        "file-mode-",
+        "optional-",
+        "env-",
     ];
-    for (prefix, make) in families {
+    for (index, prefix) in FAMILIES.into_iter().enumerate() {
         if let Some(name) = short.strip_prefix(prefix) {
-            return Some(make(name));
+            return Some(match index {
+                0 => Key::Secret(name),
+                1 => Key::Folder(name),
+                2 => Key::Account(name),
+                3 => Key::Format(name),
+                4 => Key::Template(name),
+                5 => Key::FileMode(name),
+                6 => Key::Optional(name),
+                _ => Key::Env(name),
+            });
         }
     }
     Some(Key::Unknown)

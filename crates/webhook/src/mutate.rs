@@ -1,1 +1,1045 @@
-//! (to be written)
+//! (pod view, [`InjectionSpec`], [`Config`]) → JSON Patch. Pure: no IO, no clock, no globals.
+//!
+//! The pod view is a minimal borrowed model of what the mutation needs (names, commands,
+//! mounts, users, owners, annotations); everything else in the pod is skipped while parsing.
+//!
+//! The patch only adds — whole arrays when absent, `/-` appends otherwise, `…/0` inserts when
+//! the agent's init step goes first — with one exception: exec mode (`env-*` annotations)
+//! replaces the `command` of each wrapped container. A name clash with the pod's own containers
+//! or volumes is denied, never renamed. The status annotation is the last operation.
+
+use std::{borrow::Cow, fmt};
+
+use inject_api::{
+    ChangeSignal, FileMode,
+    annotations::{self as ann, Mode},
+    command, env as agent_env, layout,
+};
+use serde::{Deserialize, Deserializer, Serialize, de};
+use serde_json::value::RawValue;
+
+use crate::{
+    config::{Auth, Config},
+    patch::{PatchOp, pointer},
+    spec::{CA_FILE_NAME, CA_MOUNT_DIR, CA_VOLUME_NAME, Deny, InjectionSpec},
+};
+
+/// Name of the agent's one-shot init container (`init`, `init+sidecar`).
+pub const INIT_CONTAINER: &str = "ps-agent-init";
+/// Name of the long-running agent (`sidecar`, `init+sidecar`, `native-sidecar`).
+pub const SIDECAR_CONTAINER: &str = "ps-agent";
+/// Name of the init container that copies the agent binary for exec mode.
+pub const COPY_CONTAINER: &str = "ps-agent-copy";
+
+// ---------------------------------------------------------------------------------------------
+// Borrowed pod view
+// ---------------------------------------------------------------------------------------------
+
+/// A JSON string, borrowed from the input unless it contains escapes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `metadata.annotations` as a list of pairs (no hashing; pods carry a handful). `null` and
+/// absence both read as empty; `present` tells them apart from `{}` for the patch.
+#[derive(Clone, Debug, Default)]
+pub struct Annotations<'a> {
+    pub pairs: Vec<(Text<'a>, Text<'a>)>,
+    pub present: bool,
+}
+
+impl<'a> Annotations<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Annotations<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Annotations::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Annotations::default())
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(entry) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    pairs.push(entry);
+                }
+                Ok(Annotations { pairs, present: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The parts of `metadata` the webhook reads. `ownerReferences` stays raw until needed.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodMeta<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "generateName")]
+    pub generate_name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub annotations: Annotations<'a>,
+    #[serde(borrow, default, rename = "ownerReferences")]
+    pub owner_references: Option<&'a RawValue>,
+}
+
+impl PodMeta<'_> {
+    /// Whether an owner reference has kind `Job`.
+    pub fn owned_by_job(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Owner<'a> {
+            #[serde(borrow, default)]
+            kind: Option<Text<'a>>,
+        }
+        let Some(raw) = self.owner_references else {
+            return false;
+        };
+        serde_json::from_str::<Option<Vec<Owner<'_>>>>(raw.get())
+            .ok()
+            .flatten()
+            .is_some_and(|owners| {
+                owners
+                    .iter()
+                    .any(|o| o.kind.as_ref().is_some_and(|k| k.as_str() == "Job"))
+            })
+    }
+}
+
+/// The parts of `spec` the mutation reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodSpecView<'a> {
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(borrow, default, rename = "initContainers")]
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<NamedView<'a>>>,
+    #[serde(default, rename = "securityContext")]
+    pub security_context: Option<PodSecurityView>,
+    #[serde(default, rename = "shareProcessNamespace")]
+    pub share_process_namespace: Option<bool>,
+    #[serde(borrow, default, rename = "restartPolicy")]
+    pub restart_policy: Option<Text<'a>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ContainerView<'a> {
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    #[serde(borrow, default)]
+    pub command: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default, rename = "volumeMounts")]
+    pub volume_mounts: Option<Vec<MountView<'a>>>,
+    #[serde(default, rename = "securityContext")]
+    pub security_context: Option<ContainerSecurityView>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NamedView<'a> {
+    #[serde(borrow)]
+    pub name: Text<'a>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct MountView<'a> {
+    #[serde(borrow, default, rename = "mountPath")]
+    pub mount_path: Option<Text<'a>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct PodSecurityView {
+    #[serde(default, rename = "runAsUser")]
+    pub run_as_user: Option<i64>,
+    #[serde(default, rename = "fsGroup")]
+    pub fs_group: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct ContainerSecurityView {
+    #[serde(default, rename = "runAsUser")]
+    pub run_as_user: Option<i64>,
+}
+
+/// What the mutation sees of a pod.
+#[derive(Clone, Debug, Default)]
+pub struct PodView<'a> {
+    pub meta: PodMeta<'a>,
+    pub spec: PodSpecView<'a>,
+    /// The pod runs to completion: owned by a Job, a Job/CronJob template, or `restartPolicy`
+    /// `Never`/`OnFailure`. It never gets a classic sidecar.
+    pub runs_to_completion: bool,
+}
+
+impl PodView<'_> {
+    fn containers(&self) -> &[ContainerView<'_>] {
+        self.spec.containers.as_deref().unwrap_or_default()
+    }
+    fn init_containers(&self) -> &[ContainerView<'_>] {
+        self.spec.init_containers.as_deref().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Injected objects (serialised into the patch)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Container<'a> {
+    name: &'a str,
+    image: &'a str,
+    image_pull_policy: &'a str,
+    command: &'a [String],
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<Env<'a>>,
+    resources: Resources<'a>,
+    volume_mounts: Vec<Mount<'a>>,
+    security_context: &'a SecurityContext,
+    termination_message_policy: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<Probe>,
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Env<'a> {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_from: Option<EnvSource<'a>>,
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvSource<'a> {
+    secret_key_ref: SecretKeyRef<'a>,
+}
+
+#[derive(Clone, Serialize)]
+struct SecretKeyRef<'a> {
+    name: &'a str,
+    key: &'a str,
+    optional: bool,
+}
+
+#[derive(Serialize)]
+struct Resources<'a> {
+    #[serde(skip_serializing_if = "Quantities::is_empty")]
+    requests: Quantities<'a>,
+    #[serde(skip_serializing_if = "Quantities::is_empty")]
+    limits: Quantities<'a>,
+}
+
+#[derive(Serialize)]
+struct Quantities<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<&'a str>,
+}
+
+impl Quantities<'_> {
+    fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Mount<'a> {
+    name: &'a str,
+    mount_path: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContext {
+    run_as_user: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_group: Option<i64>,
+    run_as_non_root: bool,
+    allow_privilege_escalation: bool,
+    read_only_root_filesystem: bool,
+    capabilities: Capabilities,
+    seccomp_profile: SeccompProfile,
+}
+
+#[derive(Serialize)]
+struct Capabilities {
+    drop: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+struct SeccompProfile {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    exec: ExecAction,
+    period_seconds: u32,
+    timeout_seconds: u32,
+    failure_threshold: u32,
+}
+
+#[derive(Serialize)]
+struct ExecAction {
+    command: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Volume<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    empty_dir: Option<EmptyDir<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_map: Option<ConfigMapSource<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmptyDir<'a> {
+    medium: &'static str,
+    size_limit: &'a str,
+}
+
+#[derive(Serialize)]
+struct ConfigMapSource<'a> {
+    name: &'a str,
+    items: [KeyToPath<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct KeyToPath<'a> {
+    key: &'a str,
+    path: &'static str,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mutation
+// ---------------------------------------------------------------------------------------------
+
+/// The patch for one pod, with the warnings it raised and the mode it chose.
+#[derive(Debug)]
+pub struct Mutation {
+    pub patch: Vec<PatchOp>,
+    pub warnings: Vec<String>,
+    pub mode: Mode,
+}
+
+/// Who can read the files the agent writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readers {
+    /// Every reader runs as this non-root user: the agent runs as it too, files 0400.
+    User(i64),
+    /// Readers share the pod's fsGroup: the agent runs as the configured user, files 0440.
+    Group(i64),
+    /// Only root readers (or, with `requireKnownUser: false`, unknown ones).
+    AgentDefault,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Init(usize),
+    App(usize),
+}
+
+/// Builds the JSON Patch for an opted-in pod.
+pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Result<Mutation, Deny> {
+    let mut warnings = spec.warnings.clone();
+    let containers = pod.containers();
+    let inits = pod.init_containers();
+    if containers.is_empty() {
+        return Err(Deny("the pod has no containers to inject into".to_owned()));
+    }
+    let find = |name: &str| -> Option<Place> {
+        containers
+            .iter()
+            .position(|c| c.name.as_str() == name)
+            .map(Place::App)
+            .or_else(|| {
+                inits
+                    .iter()
+                    .position(|c| c.name.as_str() == name)
+                    .map(Place::Init)
+            })
+    };
+    let view = |place: Place| -> &ContainerView<'_> {
+        match place {
+            Place::App(i) => &containers[i],
+            Place::Init(i) => &inits[i],
+        }
+    };
+    let all_names = || {
+        containers
+            .iter()
+            .chain(inits)
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    // --- Mode ---------------------------------------------------------------------------------
+    let explicit = spec.mode.is_some();
+    let mut mode = spec.mode.unwrap_or_else(|| config.default_mode());
+    if pod.runs_to_completion && matches!(mode, Mode::Sidecar | Mode::InitSidecar) {
+        let adapted = if config.injection.native_sidecars {
+            Mode::NativeSidecar
+        } else {
+            Mode::Init
+        };
+        if explicit {
+            warnings.push(format!(
+                "annotation {}: a {} agent would keep this run-to-completion pod (Job, or restartPolicy \
+                 Never/OnFailure) running; using {} instead",
+                ann::MODE,
+                mode,
+                adapted
+            ));
+        }
+        mode = adapted;
+    }
+    if spec.exec() && !mode.prepopulates() {
+        return Err(Deny::annotation(
+            ann::MODE,
+            "env-* annotations need the values before the app starts, which mode sidecar does not guarantee; \
+             use init, init+sidecar or native-sidecar",
+        ));
+    }
+    if mode == Mode::Init {
+        if spec.agent.signal.is_some() {
+            warnings.push(format!(
+                "annotation {}: mode init fetches once and never refreshes, so no change is ever signalled",
+                ann::SIGNAL
+            ));
+        }
+        if spec.refresh_explicit {
+            warnings.push(format!(
+                "annotation {}: mode init fetches once and never refreshes; the interval is unused",
+                ann::REFRESH_INTERVAL
+            ));
+        }
+    }
+    if let Some(ChangeSignal::Process { process, .. }) = &spec.agent.signal
+        && pod.spec.share_process_namespace != Some(true)
+    {
+        return Err(Deny::annotation(
+            ann::SIGNAL,
+            format!(
+                "the agent can signal {process:?} only when the pod shares one process namespace; set \
+                 spec.shareProcessNamespace: true, or use a file: or http: signal"
+            ),
+        ));
+    }
+
+    // --- Targets ------------------------------------------------------------------------------
+    let mut targets: Vec<Place> = Vec::new();
+    match &spec.containers {
+        None => targets.extend((0..containers.len()).map(Place::App)),
+        Some(names) => {
+            for name in names {
+                let place = find(name).ok_or_else(|| {
+                    Deny::annotation(
+                        ann::CONTAINERS,
+                        format!(
+                            "the pod has no container named {name:?} (it has {}); fix the list",
+                            all_names()
+                        ),
+                    )
+                })?;
+                if !targets.contains(&place) {
+                    targets.push(place);
+                }
+            }
+        }
+    }
+    let mut exec_targets: Vec<Place> = Vec::new();
+    if spec.exec() {
+        match &spec.exec_containers {
+            None => exec_targets.extend(targets.iter().copied().filter(|p| matches!(p, Place::App(_)))),
+            Some(names) => {
+                for name in names {
+                    let place = find(name).ok_or_else(|| {
+                        Deny::annotation(
+                            ann::EXEC_CONTAINERS,
+                            format!(
+                                "the pod has no container named {name:?} (it has {}); fix the list",
+                                all_names()
+                            ),
+                        )
+                    })?;
+                    if !exec_targets.contains(&place) {
+                        exec_targets.push(place);
+                    }
+                }
+            }
+        }
+        if exec_targets.is_empty() {
+            return Err(Deny::annotation(
+                ann::EXEC_CONTAINERS,
+                "env-* annotations need at least one app container to wrap; name it in ps-injector.io/exec-containers",
+            ));
+        }
+        for place in &exec_targets {
+            let c = view(*place);
+            if c.command.as_ref().is_none_or(|cmd| cmd.is_empty()) {
+                return Err(Deny(format!(
+                    "container {:?} has no command in the pod spec, and env-* annotations wrap it as `ps-agent \
+                     exec -- <command>`; set the container's command (the image's entrypoint, e.g. \
+                     [\"/app/server\"]) in the pod spec — the webhook never looks it up in a registry",
+                    c.name.as_str()
+                )));
+            }
+            if !targets.contains(place) {
+                targets.push(*place);
+            }
+        }
+    } else if spec.exec_containers.is_some() {
+        warnings.push(format!(
+            "annotation {}: there are no env-* annotations, so no command is wrapped",
+            ann::EXEC_CONTAINERS
+        ));
+    }
+    for place in &targets {
+        let c = view(*place);
+        if c.volume_mounts.iter().flatten().any(|m| {
+            m.mount_path
+                .as_ref()
+                .is_some_and(|p| p.as_str().trim_end_matches('/') == spec.mount_path)
+        }) {
+            return Err(Deny::annotation(
+                ann::MOUNT_PATH,
+                format!(
+                    "container {:?} already mounts something at {}; choose another path with {}",
+                    c.name.as_str(),
+                    spec.mount_path,
+                    ann::MOUNT_PATH
+                ),
+            ));
+        }
+    }
+
+    // --- Name clashes -------------------------------------------------------------------------
+    let needs_copy = spec.exec();
+    let mut agent_names: Vec<&str> = Vec::new();
+    if needs_copy {
+        agent_names.push(COPY_CONTAINER);
+    }
+    if matches!(mode, Mode::Init | Mode::InitSidecar) {
+        agent_names.push(INIT_CONTAINER);
+    }
+    if mode.refreshes() {
+        agent_names.push(SIDECAR_CONTAINER);
+    }
+    for name in &agent_names {
+        if find(name).is_some() {
+            return Err(Deny(format!(
+                "the pod already has a container named {name:?}, the name of the injected agent; rename that \
+                 container (the webhook never renames it), or remove {} if the pod is already set up by hand",
+                ann::INJECT
+            )));
+        }
+    }
+    let ca = config.password_safe.ca_bundle.as_ref();
+    let mut volume_names = vec![layout::VOLUME_NAME];
+    if ca.is_some() {
+        volume_names.push(CA_VOLUME_NAME);
+    }
+    for name in &volume_names {
+        if pod
+            .spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name.as_str() == *name)
+        {
+            return Err(Deny(format!(
+                "the pod already has a volume named {name:?}, the name of the injected volume; rename that volume \
+                 (the webhook never renames it)"
+            )));
+        }
+    }
+
+    // --- Readers: who must be able to read the files -------------------------------------------
+    let pod_uid = pod.spec.security_context.and_then(|s| s.run_as_user);
+    let fs_group = pod.spec.security_context.and_then(|s| s.fs_group);
+    let mut known: Vec<(i64, &str)> = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for place in &targets {
+        let c = view(*place);
+        match c.security_context.and_then(|s| s.run_as_user).or(pod_uid) {
+            Some(0) => {} // root reads any file
+            Some(uid) => known.push((uid, c.name.as_str())),
+            None => unknown.push(c.name.as_str()),
+        }
+    }
+    let distinct = {
+        let mut uids: Vec<i64> = known.iter().map(|(u, _)| *u).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        uids
+    };
+    let readers = if unknown.is_empty() && distinct.len() == 1 {
+        Readers::User(distinct[0])
+    } else if unknown.is_empty() && distinct.is_empty() {
+        Readers::AgentDefault
+    } else {
+        let warning = if unknown.is_empty() {
+            "the containers that read the secrets run as different users".to_owned()
+        } else {
+            format!("the user of container(s) {} is unknown", unknown.join(", "))
+        };
+        let problem = if unknown.is_empty() {
+            format!(
+                "the containers that read the secrets run as different users ({}), so no single owner can make \
+                 the files readable to all",
+                known
+                    .iter()
+                    .map(|(u, n)| format!("{n}: {u}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "the webhook cannot tell which user {} (no runAsUser in the pod's or the container's \
+                 securityContext), so it cannot make the secret files readable to {}",
+                match unknown.as_slice() {
+                    [one] => format!("container {one:?} runs as"),
+                    many => format!("containers {} run as", many.join(", ")),
+                },
+                if unknown.len() == 1 { "it" } else { "them" }
+            )
+        };
+        match fs_group {
+            Some(g) if !spec.exec() => Readers::Group(g),
+            Some(_) => {
+                return Err(Deny(format!(
+                    "{problem}; env-* annotations need the user: set runAsUser in the pod's securityContext (or \
+                     of each wrapped container)"
+                )));
+            }
+            None if spec.exec() || config.injection.require_known_user => {
+                return Err(Deny(format!(
+                    "{problem}; set spec.securityContext.runAsUser to the app's user, or spec.securityContext.\
+                     fsGroup so the files are group-readable (0440), or limit the mount with {}",
+                    ann::CONTAINERS
+                )));
+            }
+            None => {
+                warnings.push(format!(
+                    "{warning}; the agent runs as {} and the app may not be able to read the files (set \
+                     runAsUser or fsGroup)",
+                    config.agent.run_as_user
+                ));
+                Readers::AgentDefault
+            }
+        }
+    };
+
+    let mut agent = spec.agent.clone();
+    let agent_uid = match readers {
+        Readers::User(uid) => uid,
+        Readers::Group(gid) => {
+            let group_mode = FileMode::new(0o440).unwrap_or_default();
+            let mut renders: Vec<(&str, &mut inject_api::Render)> = Vec::new();
+            renders.extend(agent.secrets.iter_mut().map(|s| (s.name.as_str(), &mut s.render)));
+            renders.extend(agent.folders.iter_mut().map(|s| (s.name.as_str(), &mut s.render)));
+            renders.extend(
+                agent
+                    .accounts
+                    .iter_mut()
+                    .map(|s| (s.name.as_str(), &mut s.render)),
+            );
+            for (name, render) in renders {
+                if spec.explicit_file_modes.iter().any(|n| n == name) {
+                    if render.file_mode.bits() & 0o040 == 0 {
+                        warnings.push(format!(
+                            "annotation {}{name}: {} lets only the agent's user read the file, but the app reads \
+                             it through fsGroup {gid}; use \"0440\"",
+                            ann::FILE_MODE_PREFIX,
+                            render.file_mode
+                        ));
+                    }
+                } else {
+                    render.file_mode = group_mode;
+                }
+            }
+            if let Some(bt) = &mut agent.beyondtrust {
+                bt.file_mode = group_mode;
+            }
+            config.agent.run_as_user
+        }
+        Readers::AgentDefault => config.agent.run_as_user,
+    };
+
+    // --- Ordering -------------------------------------------------------------------------------
+    let init_targets: Vec<&str> = targets
+        .iter()
+        .filter_map(|p| match p {
+            Place::Init(i) => Some(inits[*i].name.as_str()),
+            Place::App(_) => None,
+        })
+        .collect();
+    let mesh: Option<String> = inits
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| config.injection.mesh_init_containers.iter().any(|m| m == n))
+        .map(|n| format!("init container {n}"))
+        .or_else(|| {
+            config
+                .injection
+                .mesh_annotations
+                .iter()
+                .find(|a| pod.meta.annotations.get(a).is_some())
+                .map(|a| format!("annotation {a}"))
+        });
+    let has_init_step = needs_copy || mode.prepopulates();
+    let first = match spec.init_first {
+        Some(true) => true,
+        Some(false) => {
+            if let Some(name) = init_targets.first() {
+                return Err(Deny::annotation(
+                    ann::INIT_FIRST,
+                    format!(
+                        "init container {name:?} reads the secrets, so the agent must run before it; remove \
+                         {} or take {name:?} out of {}",
+                        ann::INIT_FIRST,
+                        ann::CONTAINERS
+                    ),
+                ));
+            }
+            if let Some(what) = &mesh
+                && has_init_step
+                && !inits.is_empty()
+            {
+                warnings.push(format!(
+                    "annotation {}: \"false\" puts the agent after the mesh's network setup ({what}), where its \
+                     traffic is intercepted before the mesh proxy runs: fetching secrets will likely fail",
+                    ann::INIT_FIRST
+                ));
+            }
+            false
+        }
+        None => config.injection.init_first || mesh.is_some() || !init_targets.is_empty(),
+    };
+
+    // --- Objects --------------------------------------------------------------------------------
+    let agent_json = agent.to_json();
+    let security = SecurityContext {
+        run_as_user: agent_uid,
+        run_as_group: config.agent.run_as_group,
+        run_as_non_root: true,
+        allow_privilege_escalation: false,
+        read_only_root_filesystem: true,
+        capabilities: Capabilities { drop: ["ALL"] },
+        seccomp_profile: SeccompProfile {
+            kind: "RuntimeDefault",
+        },
+    };
+    let ca_file = ca.map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}"));
+    let env = agent_env_vars(&agent_json, &spec.credentials_secret, config, ca_file.as_deref());
+    let resources = || Resources {
+        requests: Quantities {
+            cpu: spec.resources.requests.cpu.as_deref(),
+            memory: spec.resources.requests.memory.as_deref(),
+        },
+        limits: Quantities {
+            cpu: spec.resources.limits.cpu.as_deref(),
+            memory: spec.resources.limits.memory.as_deref(),
+        },
+    };
+    let agent_mounts = |with_ca: bool| {
+        let mut m = vec![Mount {
+            name: layout::VOLUME_NAME,
+            mount_path: &spec.mount_path,
+            read_only: false,
+        }];
+        if with_ca && ca.is_some() {
+            m.push(Mount {
+                name: CA_VOLUME_NAME,
+                mount_path: CA_MOUNT_DIR,
+                read_only: true,
+            });
+        }
+        m
+    };
+    let agent_container = |name: &'static str, args: Vec<String>, env, native: bool| Container {
+        name,
+        image: &config.agent.image,
+        image_pull_policy: config.agent.image_pull_policy.as_str(),
+        command: &config.agent.command,
+        args,
+        env,
+        resources: resources(),
+        volume_mounts: agent_mounts(name != COPY_CONTAINER),
+        security_context: &security,
+        termination_message_policy: "FallbackToLogsOnError",
+        restart_policy: native.then_some("Always"),
+        startup_probe: native.then(|| Probe {
+            exec: ExecAction {
+                command: config
+                    .agent
+                    .command
+                    .iter()
+                    .cloned()
+                    .chain([
+                        command::READY.to_owned(),
+                        "--root".to_owned(),
+                        spec.mount_path.clone(),
+                    ])
+                    .collect(),
+            },
+            period_seconds: 1,
+            timeout_seconds: 1,
+            failure_threshold: config.injection.startup_failure_threshold,
+        }),
+    };
+    let bin_dir = format!("{}/{}", spec.mount_path, layout::BIN_DIR);
+
+    let mut init_objs: Vec<Container<'_>> = Vec::new();
+    if needs_copy {
+        init_objs.push(agent_container(
+            COPY_CONTAINER,
+            vec![command::COPY_SELF.to_owned(), bin_dir.clone()],
+            Vec::new(),
+            false,
+        ));
+    }
+    match mode {
+        Mode::Init | Mode::InitSidecar => init_objs.push(agent_container(
+            INIT_CONTAINER,
+            vec![command::FETCH.to_owned()],
+            env.clone(),
+            false,
+        )),
+        Mode::NativeSidecar => init_objs.push(agent_container(
+            SIDECAR_CONTAINER,
+            vec![command::WATCH.to_owned()],
+            env.clone(),
+            true,
+        )),
+        Mode::Sidecar => {}
+    }
+    let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar).then(|| {
+        agent_container(
+            SIDECAR_CONTAINER,
+            vec![command::WATCH.to_owned()],
+            env.clone(),
+            false,
+        )
+    });
+
+    // --- Patch ----------------------------------------------------------------------------------
+    let mut patch = Vec::with_capacity(8 + targets.len() * 2);
+    let secrets_volume = Volume {
+        name: layout::VOLUME_NAME,
+        empty_dir: Some(EmptyDir {
+            medium: "Memory",
+            size_limit: &config.injection.volume_size_limit,
+        }),
+        config_map: None,
+    };
+    let ca_volume = ca.map(|ca| Volume {
+        name: CA_VOLUME_NAME,
+        empty_dir: None,
+        config_map: Some(ConfigMapSource {
+            name: &ca.config_map,
+            items: [KeyToPath {
+                key: &ca.key,
+                path: CA_FILE_NAME,
+            }],
+        }),
+    });
+    let mut volumes = vec![secrets_volume];
+    volumes.extend(ca_volume);
+    if pod.spec.volumes.is_some() {
+        for v in &volumes {
+            patch.push(PatchOp::add(pointer(["spec", "volumes", "-"]), v));
+        }
+    } else {
+        patch.push(PatchOp::add(pointer(["spec", "volumes"]), &volumes));
+    }
+
+    // Mounts and command rewrites use the original indices, so they come before inserts.
+    let app_mount = Mount {
+        name: layout::VOLUME_NAME,
+        mount_path: &spec.mount_path,
+        read_only: true,
+    };
+    let exec_bin = format!("{bin_dir}/{}", layout::BIN_NAME);
+    for place in &targets {
+        let (array, index) = match place {
+            Place::App(i) => ("containers", *i),
+            Place::Init(i) => ("initContainers", *i),
+        };
+        let idx = index.to_string();
+        let c = view(*place);
+        if c.volume_mounts.is_some() {
+            patch.push(PatchOp::add(
+                pointer(["spec", array, &idx, "volumeMounts", "-"]),
+                &app_mount,
+            ));
+        } else {
+            patch.push(PatchOp::add(
+                pointer(["spec", array, &idx, "volumeMounts"]),
+                &[&app_mount],
+            ));
+        }
+        if exec_targets.contains(place) {
+            let original = c.command.as_deref().unwrap_or_default();
+            let mut wrapped: Vec<&str> = Vec::with_capacity(original.len() + 3);
+            wrapped.extend([exec_bin.as_str(), command::EXEC, "--"]);
+            wrapped.extend(original.iter().map(Text::as_str));
+            patch.push(PatchOp::replace(
+                pointer(["spec", array, &idx, "command"]),
+                &wrapped,
+            ));
+        }
+    }
+
+    if !init_objs.is_empty() {
+        if pod.spec.init_containers.is_none() {
+            patch.push(PatchOp::add(pointer(["spec", "initContainers"]), &init_objs));
+        } else if first {
+            for (i, c) in init_objs.iter().enumerate() {
+                patch.push(PatchOp::add(
+                    pointer(["spec", "initContainers", &i.to_string()]),
+                    c,
+                ));
+            }
+        } else {
+            for c in &init_objs {
+                patch.push(PatchOp::add(pointer(["spec", "initContainers", "-"]), c));
+            }
+        }
+    }
+    if let Some(c) = &sidecar {
+        patch.push(PatchOp::add(pointer(["spec", "containers", "-"]), c));
+    }
+
+    // The idempotence marker, last.
+    if pod.meta.annotations.present {
+        patch.push(PatchOp::add(
+            pointer(["metadata", "annotations", ann::STATUS]),
+            &ann::STATUS_INJECTED,
+        ));
+    } else {
+        patch.push(PatchOp::add(
+            pointer(["metadata", "annotations"]),
+            &[(ann::STATUS, ann::STATUS_INJECTED)]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ));
+    }
+
+    Ok(Mutation {
+        patch,
+        warnings,
+        mode,
+    })
+}
+
+fn agent_env_vars<'a>(
+    agent_json: &'a str,
+    secret: &'a str,
+    config: &'a Config,
+    ca_file: Option<&'a str>,
+) -> Vec<Env<'a>> {
+    let keys = &config.credentials.keys;
+    let auth = config.credentials.auth;
+    let from = |name: &'static str, key: &'a str, optional: bool| Env {
+        name,
+        value: None,
+        value_from: Some(EnvSource {
+            secret_key_ref: SecretKeyRef {
+                name: secret,
+                key,
+                optional,
+            },
+        }),
+    };
+    let mut env = vec![Env {
+        name: agent_env::AGENT_CONFIG,
+        value: Some(agent_json),
+        value_from: None,
+    }];
+    if auth != Auth::OAuth {
+        env.push(from(agent_env::API_KEY, &keys.api_key, auth == Auth::Auto));
+        env.push(from(agent_env::RUNAS, &keys.run_as, true));
+        env.push(from(agent_env::RUNAS_PASSWORD, &keys.run_as_password, true));
+    }
+    if auth != Auth::ApiKey {
+        env.push(from(agent_env::CLIENT_ID, &keys.client_id, auth == Auth::Auto));
+        env.push(from(
+            agent_env::CLIENT_SECRET,
+            &keys.client_secret,
+            auth == Auth::Auto,
+        ));
+    }
+    if let Some(path) = ca_file {
+        env.push(Env {
+            name: agent_env::CA_FILE,
+            value: Some(path),
+            value_from: None,
+        });
+    }
+    env
+}

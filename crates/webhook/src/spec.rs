@@ -1,1 +1,670 @@
-//! (to be written)
+//! Pod annotations + cluster configuration + policy → a validated [`InjectionSpec`], or a
+//! [`Deny`] whose message names the annotation and the fix.
+//!
+//! Pure: no IO, no clock. Everything that depends on the pod's spec (containers, users, owner)
+//! is decided later by [`crate::mutate`].
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use inject_api::{
+    AccountOutput, AccountRef, AgentConfig, BeyondTrustLists, ChangeSignal, EnvVar, FileMode, FolderOutput,
+    Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, ValueRef,
+    annotations::{self as ann, Key, Mode},
+    names,
+};
+
+use crate::config::{self, Config, NamespacePolicy, Resources};
+
+/// A refusal: the message is what the user sees in `kubectl apply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deny(pub String);
+
+impl Deny {
+    /// `annotation <key>: <problem>` (the problem text carries the fix).
+    pub fn annotation(key: &str, problem: impl fmt::Display) -> Self {
+        Deny(format!("annotation {key}: {problem}"))
+    }
+}
+
+impl fmt::Display for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Deny {}
+
+/// Where the CA bundle is mounted in the agent container.
+pub const CA_MOUNT_DIR: &str = "/etc/ps-injector/ca";
+/// The CA bundle file inside [`CA_MOUNT_DIR`].
+pub const CA_FILE_NAME: &str = "ca.crt";
+/// The ConfigMap volume carrying the CA bundle (agent containers only).
+pub const CA_VOLUME_NAME: &str = "ps-injector-ca";
+
+/// Everything the annotations ask for, validated against the cluster configuration and the
+/// namespace's policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectionSpec {
+    /// The mode the annotation names; `None`: the cluster default (adapted to the workload).
+    pub mode: Option<Mode>,
+    /// The agent configuration with default file modes; `root` is the mount path.
+    pub agent: AgentConfig,
+    /// Output names whose `file-mode-<name>` was set explicitly.
+    pub explicit_file_modes: Vec<String>,
+    /// Whether `refresh-interval` was set explicitly.
+    pub refresh_explicit: bool,
+    /// `containers`: the containers that get the mount; `None`: every app container.
+    pub containers: Option<Vec<String>>,
+    /// `exec-containers`; `None`: the app containers that get the mount.
+    pub exec_containers: Option<Vec<String>>,
+    /// `init-first`; `None`: automatic.
+    pub init_first: Option<bool>,
+    pub mount_path: String,
+    pub credentials_secret: String,
+    pub resources: Resources,
+    /// Suspicious but allowed input.
+    pub warnings: Vec<String>,
+}
+
+impl InjectionSpec {
+    /// Whether exec mode (env delivery) is on.
+    pub fn exec(&self) -> bool {
+        !self.agent.env.is_empty()
+    }
+}
+
+/// Whether the opt-in annotation asks for injection: `Ok(true)` for `"true"`, `Ok(false)` when
+/// absent or false, a [`Deny`] for a value that is not a boolean.
+pub fn opted_in<'a>(mut annotations: impl Iterator<Item = (&'a str, &'a str)>) -> Result<bool, Deny> {
+    match annotations.find(|(k, _)| *k == ann::INJECT) {
+        None => Ok(false),
+        Some((_, v)) => ann::parse_bool(v).map_err(|e| Deny::annotation(ann::INJECT, e)),
+    }
+}
+
+/// Whether the status annotation marks the pod as injected.
+pub fn already_injected<'a>(mut annotations: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    annotations.any(|(k, v)| k == ann::STATUS && v == ann::STATUS_INJECTED)
+}
+
+#[derive(Default)]
+struct OutputDraft<'a> {
+    kind: Option<(OutputKind, &'a str, &'a str)>, // kind, key, value
+    format: Option<(&'a str, &'a str)>,
+    template: Option<(&'a str, &'a str)>,
+    file_mode: Option<(&'a str, &'a str)>,
+    optional: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutputKind {
+    Secret,
+    Folder,
+    Account,
+}
+
+/// Builds the spec for an opted-in pod.
+pub fn build<'a>(
+    annotations: impl Iterator<Item = (&'a str, &'a str)>,
+    namespace: &str,
+    config: &Config,
+) -> Result<InjectionSpec, Deny> {
+    let mut warnings = Vec::new();
+    let mut outputs: BTreeMap<&str, OutputDraft<'_>> = BTreeMap::new();
+    let mut env: Vec<(&str, &str, &str)> = Vec::new(); // var, key, value
+    let mut fixed: BTreeMap<&'static str, (&str, &str)> = BTreeMap::new(); // short name -> (key, value)
+
+    for (key, value) in annotations {
+        let Some(class) = ann::classify(key) else { continue };
+        match class {
+            Key::Secret(n) | Key::Folder(n) | Key::Account(n) => {
+                let kind = match class {
+                    Key::Secret(_) => OutputKind::Secret,
+                    Key::Folder(_) => OutputKind::Folder,
+                    _ => OutputKind::Account,
+                };
+                names::validate_output_name(n).map_err(|e| {
+                    Deny::annotation(key, format!("the part after the prefix is the file name: {e}"))
+                })?;
+                let draft = outputs.entry(n).or_default();
+                if let Some((_, other, _)) = draft.kind {
+                    return Err(Deny::annotation(
+                        key,
+                        format!("output name {n:?} is also used by {other}; every output needs its own name"),
+                    ));
+                }
+                draft.kind = Some((kind, key, value));
+            }
+            Key::Format(n) => outputs.entry(n).or_default().format = Some((key, value)),
+            Key::Template(n) => outputs.entry(n).or_default().template = Some((key, value)),
+            Key::FileMode(n) => outputs.entry(n).or_default().file_mode = Some((key, value)),
+            Key::Optional(n) => outputs.entry(n).or_default().optional = Some((key, value)),
+            Key::Env(var) => {
+                names::validate_env_name(var).map_err(|e| {
+                    Deny::annotation(key, format!("{e}; use e.g. ps-injector.io/env-DB_PASSWORD"))
+                })?;
+                env.push((var, key, value));
+            }
+            Key::Unknown => warnings.push(match ann::suggest(key) {
+                Some(s) => format!("unknown annotation {key} is ignored; did you mean {s}?"),
+                None => format!("unknown annotation {key} is ignored"),
+            }),
+            Key::Inject => {}
+            Key::Status => {
+                if value != ann::STATUS_INJECTED {
+                    warnings.push(format!(
+                        "annotation {key} is written by the webhook; the value {value:?} is ignored"
+                    ));
+                }
+            }
+            other => {
+                let short = short_of(other);
+                fixed.insert(short, (key, value));
+            }
+        }
+    }
+
+    let ns_policy = config.namespace_policy(namespace);
+
+    // Guarded overrides.
+    for short in ann::GUARDED {
+        if let Some((key, _)) = fixed.get(short)
+            && !config.may_override(namespace, short)
+        {
+            return Err(Deny::annotation(
+                key,
+                format!(
+                    "pods in namespace {namespace} may not set this annotation (cluster policy); remove it, \
+                     or ask the cluster admin to add \"{short}\" to policy.allowOverrides"
+                ),
+            ));
+        }
+    }
+
+    let value_of = |short: &str| fixed.get(short).copied();
+
+    // Connection.
+    let url = match value_of("url") {
+        Some((key, v)) => {
+            let v = v.trim();
+            let host = config::url_host(v).map_err(|e| {
+                Deny::annotation(key, format!("{e}; use https://HOST/BeyondTrust/api/public/v3"))
+            })?;
+            if !config::host_allowed(config, host) {
+                return Err(Deny::annotation(
+                    key,
+                    format!(
+                        "host {host:?} is not an allowed Password Safe host; use the cluster's Password Safe, \
+                         or ask the cluster admin to add it to policy.allowedHosts"
+                    ),
+                ));
+            }
+            v.to_owned()
+        }
+        None => {
+            if config.url_is_placeholder() {
+                warnings.push(format!(
+                    "the webhook has no Password Safe URL configured (passwordSafe.url is the placeholder {}); \
+                     the agent will not connect until the cluster admin sets it",
+                    Config::PLACEHOLDER_URL
+                ));
+            }
+            config.password_safe.url.clone()
+        }
+    };
+
+    let mount_path = match value_of("mount-path") {
+        Some((key, v)) => {
+            config::validate_mount_path(v.trim()).map_err(|e| Deny::annotation(key, e))?;
+            v.trim().to_owned()
+        }
+        None => config.injection.mount_path.clone(),
+    };
+    if mount_path == CA_MOUNT_DIR
+        || mount_path.starts_with(&format!("{CA_MOUNT_DIR}/"))
+        || CA_MOUNT_DIR.starts_with(&format!("{mount_path}/"))
+    {
+        return Err(Deny::annotation(
+            ann::MOUNT_PATH,
+            format!("{mount_path:?} overlaps the agent's CA directory {CA_MOUNT_DIR}; choose another path"),
+        ));
+    }
+
+    let credentials_secret = match value_of("credentials-secret") {
+        Some((key, v)) => {
+            config::validate_dns_subdomain(v.trim())
+                .map_err(|e| Deny::annotation(key, format!("{e}; name a Secret in the pod's namespace")))?;
+            v.trim().to_owned()
+        }
+        None => config.credentials.secret_name.clone(),
+    };
+
+    let mode = value_of("mode")
+        .map(|(key, v)| v.parse::<Mode>().map_err(|e| Deny::annotation(key, e)))
+        .transpose()?;
+    if mode == Some(Mode::NativeSidecar) && !config.injection.native_sidecars {
+        return Err(Deny::annotation(
+            ann::MODE,
+            "native sidecars are disabled in this cluster (injection.nativeSidecars: false); use init, \
+             init+sidecar or sidecar",
+        ));
+    }
+
+    let refresh_interval = match value_of("refresh-interval") {
+        Some((key, v)) => {
+            let d = ann::parse_duration(v).map_err(|e| Deny::annotation(key, e))?;
+            if d < config.injection.min_refresh_interval {
+                warnings.push(format!(
+                    "annotation {key}: {v:?} is below the recommended minimum of {}; every refresh calls \
+                     Password Safe, so short intervals multiply its load",
+                    humantime::format_duration(config.injection.min_refresh_interval)
+                ));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+
+    let list = |short: &str| -> Result<Option<Vec<String>>, Deny> {
+        match value_of(short) {
+            None => Ok(None),
+            Some((key, v)) => {
+                let items: Vec<String> = ann::parse_list(v).map(str::to_owned).collect();
+                if items.is_empty() {
+                    return Err(Deny::annotation(
+                        key,
+                        "the list is empty; name at least one container, e.g. \"app\"",
+                    ));
+                }
+                Ok(Some(items))
+            }
+        }
+    };
+    let containers = list("containers")?;
+    let exec_containers = list("exec-containers")?;
+
+    let init_first = value_of("init-first")
+        .map(|(key, v)| ann::parse_bool(v).map_err(|e| Deny::annotation(key, e)))
+        .transpose()?;
+
+    let signal = value_of("signal")
+        .map(|(key, v)| ann::parse_signal(v).map_err(|e| Deny::annotation(key, e)))
+        .transpose()?;
+
+    // Resources: cluster defaults, each overridable.
+    let mut resources = config.agent.resources.clone();
+    for (short, slot) in [
+        ("agent-cpu-request", &mut resources.requests.cpu),
+        ("agent-memory-request", &mut resources.requests.memory),
+        ("agent-cpu-limit", &mut resources.limits.cpu),
+        ("agent-memory-limit", &mut resources.limits.memory),
+    ] {
+        if let Some((key, v)) = value_of(short) {
+            config::parse_quantity(v.trim()).map_err(|e| Deny::annotation(key, e))?;
+            *slot = Some(v.trim().to_owned());
+        }
+    }
+    if let Err((field, e)) = resources.check() {
+        let (request, limit) = if field.ends_with("cpu") {
+            ("agent-cpu-request", ann::AGENT_CPU_LIMIT)
+        } else {
+            ("agent-memory-request", ann::AGENT_MEMORY_LIMIT)
+        };
+        let key = value_of(request).map_or(limit, |(k, _)| k);
+        return Err(Deny::annotation(
+            key,
+            format!("agent {field}: {e}; raise the limit or lower the request"),
+        ));
+    }
+
+    // Outputs.
+    let mut agent = AgentConfig {
+        version: AgentConfig::VERSION,
+        password_safe: PasswordSafe {
+            url,
+            api_version: config.password_safe.api_version.clone(),
+            verify_tls: config.password_safe.verify_tls,
+            ca_file: config
+                .password_safe
+                .ca_bundle
+                .as_ref()
+                .map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}")),
+            ca_only: config.password_safe.ca_only,
+            client_cert_file: None,
+            client_key_file: None,
+            request: config.password_safe.request.clone(),
+        },
+        root: mount_path.clone(),
+        secrets: Vec::new(),
+        folders: Vec::new(),
+        accounts: Vec::new(),
+        beyondtrust: None,
+        env: Vec::new(),
+        refresh: Refresh {
+            interval_seconds: refresh_interval
+                .unwrap_or(config.injection.refresh_interval)
+                .as_secs()
+                .max(1),
+            jitter_percent: config.injection.refresh_jitter_percent,
+        },
+        signal: signal.clone(),
+        readiness: Readiness::default(),
+    };
+    let mut explicit_file_modes = Vec::new();
+    let env_names: Vec<&str> = env.iter().map(|(v, _, _)| *v).collect();
+
+    for (name, draft) in &outputs {
+        let Some((kind, key, value)) = draft.kind else {
+            // A per-output setting without an output: maybe an env var's optional flag.
+            if let (Some(_), None, None, None) =
+                (draft.optional, draft.format, draft.template, draft.file_mode)
+                && env_names.contains(name)
+            {
+                continue;
+            }
+            let (orphan_key, _) = draft
+                .format
+                .or(draft.template)
+                .or(draft.file_mode)
+                .or(draft.optional)
+                .unwrap_or((ann::SECRET_PREFIX, ""));
+            let known: Vec<&str> = outputs
+                .iter()
+                .filter(|(_, d)| d.kind.is_some())
+                .map(|(n, _)| *n)
+                .collect();
+            let hint = closest(name, &known)
+                .map(|c| format!("; did you mean {c:?}?"))
+                .unwrap_or_default();
+            return Err(Deny::annotation(
+                orphan_key,
+                format!(
+                    "there is no output named {name:?} (no {}{name}, {}{name} or {}{name}){hint}",
+                    ann::SECRET_PREFIX,
+                    ann::FOLDER_PREFIX,
+                    ann::ACCOUNT_PREFIX
+                ),
+            ));
+        };
+        let value = value.trim();
+        let render = render_of(name, draft, &mut explicit_file_modes)?;
+        match kind {
+            OutputKind::Secret => {
+                ann::validate_secret_path(value).map_err(|e| Deny::annotation(key, e))?;
+                check_path(ns_policy, namespace, key, value)?;
+                agent.secrets.push(SecretOutput {
+                    name: (*name).to_owned(),
+                    path: value.to_owned(),
+                    render,
+                });
+            }
+            OutputKind::Folder => {
+                ann::validate_folder_path(value).map_err(|e| Deny::annotation(key, e))?;
+                check_path(ns_policy, namespace, key, value)?;
+                agent.folders.push(FolderOutput {
+                    name: (*name).to_owned(),
+                    path: value.to_owned(),
+                    render,
+                });
+            }
+            OutputKind::Account => {
+                let a: AccountRef = value
+                    .parse()
+                    .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
+                let account = format!("{}/{}", a.system, a.account);
+                check_account(ns_policy, namespace, key, &account)?;
+                agent.accounts.push(AccountOutput {
+                    name: (*name).to_owned(),
+                    account,
+                    render,
+                });
+            }
+        }
+    }
+
+    // BeyondTrust-style lists.
+    let mut bt = BeyondTrustLists::default();
+    if let Some((key, v)) = value_of("secrets") {
+        for path in ann::parse_list(v) {
+            ann::validate_secret_path(path).map_err(|e| Deny::annotation(key, e))?;
+            check_path(ns_policy, namespace, key, path)?;
+            bt.secrets.push(path.to_owned());
+        }
+    }
+    if let Some((key, v)) = value_of("folders") {
+        for path in ann::parse_list(v) {
+            ann::validate_folder_path(path).map_err(|e| Deny::annotation(key, e))?;
+            check_path(ns_policy, namespace, key, path)?;
+            bt.folders.push(path.to_owned());
+        }
+    }
+    if let Some((key, v)) = value_of("managed-accounts") {
+        for account in ann::parse_list(v) {
+            let a: AccountRef = account
+                .parse()
+                .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
+            let account = format!("{}/{}", a.system, a.account);
+            check_account(ns_policy, namespace, key, &account)?;
+            bt.accounts.push(account);
+        }
+    }
+    let bt_lists = [
+        (ann::SECRETS, &bt.secrets),
+        (ann::FOLDERS, &bt.folders),
+        (ann::MANAGED_ACCOUNTS, &bt.accounts),
+    ];
+    for (key, list) in bt_lists {
+        for entry in list.iter() {
+            let top = entry.split('/').next().unwrap_or_default();
+            if outputs.get(top).is_some_and(|d| d.kind.is_some()) {
+                return Err(Deny::annotation(
+                    key,
+                    format!(
+                        "{entry:?} is written under the directory {top:?}, which is also the name of an output; \
+                         rename that output"
+                    ),
+                ));
+            }
+        }
+    }
+    if !(bt.secrets.is_empty() && bt.folders.is_empty() && bt.accounts.is_empty()) {
+        agent.beyondtrust = Some(bt);
+    }
+
+    // Env delivery.
+    let mut seen_env = Vec::new();
+    for (var, key, value) in &env {
+        let from = ann::parse_env_source(value).map_err(|e| Deny::annotation(key, e))?;
+        match &from {
+            ValueRef::Secret(p) | ValueRef::SecretUsername(p) => check_path(ns_policy, namespace, key, p)?,
+            ValueRef::Account(a) => check_account(ns_policy, namespace, key, a)?,
+        }
+        let optional = match outputs.get(var).and_then(|d| d.optional) {
+            Some((okey, v)) => ann::parse_bool(v).map_err(|e| Deny::annotation(okey, e))?,
+            None => false,
+        };
+        if seen_env.contains(var) {
+            continue;
+        }
+        seen_env.push(*var);
+        agent.env.push(EnvVar {
+            name: (*var).to_owned(),
+            from,
+            optional,
+        });
+    }
+
+    if let Some(ChangeSignal::File(name)) = &signal
+        && outputs.get(name.as_str()).is_some_and(|d| d.kind.is_some())
+    {
+        return Err(Deny::annotation(
+            ann::SIGNAL,
+            format!("the signal file {name:?} has the name of an output; choose another, e.g. file:.changed"),
+        ));
+    }
+
+    if agent.secrets.is_empty()
+        && agent.folders.is_empty()
+        && agent.accounts.is_empty()
+        && agent.beyondtrust.is_none()
+        && agent.env.is_empty()
+    {
+        return Err(Deny::annotation(
+            ann::INJECT,
+            format!(
+                "the pod asks for injection but names no secret; add e.g. {}db: \"folder/title\" (see the \
+                 annotation table)",
+                ann::SECRET_PREFIX
+            ),
+        ));
+    }
+
+    agent
+        .validate()
+        .map_err(|e| Deny(format!("the generated agent configuration is invalid: {e}")))?;
+
+    Ok(InjectionSpec {
+        mode,
+        agent,
+        explicit_file_modes,
+        refresh_explicit: refresh_interval.is_some(),
+        containers,
+        exec_containers,
+        init_first,
+        mount_path,
+        credentials_secret,
+        resources,
+        warnings,
+    })
+}
+
+fn render_of(name: &str, draft: &OutputDraft<'_>, explicit: &mut Vec<String>) -> Result<Render, Deny> {
+    let mut render = Render::default();
+    let format = draft
+        .format
+        .map(|(key, v)| {
+            v.trim()
+                .parse::<Format>()
+                .map_err(|e| Deny::annotation(key, use_instead(&e)))
+        })
+        .transpose()?;
+    match (format, draft.template) {
+        (Some(f), Some((tkey, _))) if f != Format::Template => {
+            return Err(Deny::annotation(
+                tkey,
+                format!(
+                    "a template needs format template, but {}{name} is {:?}; remove one of the two",
+                    ann::FORMAT_PREFIX,
+                    f.as_str()
+                ),
+            ));
+        }
+        (Some(Format::Template), None) => {
+            let (fkey, _) = draft.format.unwrap_or_default();
+            return Err(Deny::annotation(
+                fkey,
+                format!(
+                    "format template needs the template itself in {}{name}",
+                    ann::TEMPLATE_PREFIX
+                ),
+            ));
+        }
+        (_, Some((tkey, source))) => {
+            check_template(source).map_err(|e| Deny::annotation(tkey, e))?;
+            render.format = Format::Template;
+            render.template = Some(source.to_owned());
+        }
+        (Some(f), None) => render.format = f,
+        (None, None) => {}
+    }
+    if let Some((key, v)) = draft.file_mode {
+        render.file_mode = v.parse::<FileMode>().map_err(|e| Deny::annotation(key, e))?;
+        explicit.push(name.to_owned());
+    }
+    if let Some((key, v)) = draft.optional {
+        render.optional = ann::parse_bool(v).map_err(|e| Deny::annotation(key, e))?;
+    }
+    Ok(render)
+}
+
+/// `Format::from_str` says "expected one of"; the deny messages say "use one of".
+fn use_instead(e: &str) -> String {
+    e.replace(": expected one of", "; use one of")
+}
+
+fn check_template(source: &str) -> Result<(), String> {
+    // Syntax only: filters and globals are resolved when the agent renders.
+    let env = minijinja::Environment::empty();
+    env.template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| format!("template does not parse: {e}; see the template syntax in the README"))
+}
+
+fn check_path(policy: Option<&NamespacePolicy>, namespace: &str, key: &str, path: &str) -> Result<(), Deny> {
+    match policy {
+        Some(p) if !p.allows_path(path) => Err(Deny::annotation(
+            key,
+            format!(
+                "path {path:?} is outside the secret paths namespace {namespace} may read ({}); use a path \
+                 under an allowed prefix, or ask the cluster admin to extend the policy",
+                p.allowed_paths.as_deref().unwrap_or_default().join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_account(
+    policy: Option<&NamespacePolicy>,
+    namespace: &str,
+    key: &str,
+    account: &str,
+) -> Result<(), Deny> {
+    match policy {
+        Some(p) if !p.allows_account(account) => Err(Deny::annotation(
+            key,
+            format!(
+                "managed account {account:?} is outside the accounts namespace {namespace} may use ({}); ask \
+                 the cluster admin to extend the policy",
+                p.allowed_accounts.as_deref().unwrap_or_default().join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (ann::edit_distance(name, c), *c))
+        .filter(|(d, _)| *d > 0 && *d <= 2)
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn short_of(key: Key<'_>) -> &'static str {
+    match key {
+        Key::Secrets => "secrets",
+        Key::Folders => "folders",
+        Key::ManagedAccounts => "managed-accounts",
+        Key::Mode => "mode",
+        Key::RefreshInterval => "refresh-interval",
+        Key::Containers => "containers",
+        Key::ExecContainers => "exec-containers",
+        Key::InitFirst => "init-first",
+        Key::MountPath => "mount-path",
+        Key::CredentialsSecret => "credentials-secret",
+        Key::Signal => "signal",
+        Key::AgentCpuRequest => "agent-cpu-request",
+        Key::AgentMemoryRequest => "agent-memory-request",
+        Key::AgentCpuLimit => "agent-cpu-limit",
+        Key::AgentMemoryLimit => "agent-memory-limit",
+        Key::Url => "url",
+        _ => "",
+    }
+}
+
+/// The refresh interval in effect, for messages.
+pub fn refresh_interval(spec: &InjectionSpec) -> Duration {
+    Duration::from_secs(spec.agent.refresh.interval_seconds)
+}

@@ -1,0 +1,403 @@
+//! Golden AdmissionReview fixtures.
+//!
+//! Every `tests/fixtures/admission/<case>.json` goes through `review()` with the cluster
+//! configuration `tests/fixtures/config/<case>.yaml` (or `default.yaml`). The answer is compared
+//! with `tests/fixtures/expected/<case>.json`, where the base64 `patch` is shown decoded;
+//! `UPDATE_GOLDEN=1 cargo test -p ps-webhook --test golden` rewrites the expected files.
+//!
+//! Every injected case is also checked for the invariants: the patch applies with json-patch,
+//! the result is a valid `k8s_openapi` Pod with each agent container once, the volume once,
+//! every target container mounted read-only, restricted-compliant injected containers, and a
+//! second pass that changes nothing.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use base64::prelude::*;
+use inject_api::{AgentConfig, layout};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use ps_webhook::{
+    admission::{Outcome, review},
+    config::Config,
+};
+use serde_json::{Value, json};
+
+const AGENT_NAMES: [&str; 3] = ["ps-agent", "ps-agent-init", "ps-agent-copy"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn config_for(case: &str) -> Config {
+    let dir = fixtures().join("config");
+    let specific = dir.join(format!("{case}.yaml"));
+    let path = if specific.exists() {
+        specific
+    } else {
+        dir.join("default.yaml")
+    };
+    Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn cases() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(fixtures().join("admission"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The comparable form of a result: the response with the patch decoded.
+fn comparable(status: u16, outcome: Outcome, mode: Option<&str>, body: &[u8]) -> Value {
+    if status != 200 {
+        return json!({
+            "httpStatus": status,
+            "outcome": outcome.as_str(),
+            "body": String::from_utf8_lossy(body),
+        });
+    }
+    let mut review: Value = serde_json::from_slice(body).expect("the response is JSON");
+    if let Some(patch) = review.pointer_mut("/response/patch") {
+        let encoded = patch.as_str().expect("patch is a base64 string, not an array");
+        let decoded = BASE64_STANDARD.decode(encoded).expect("patch is base64");
+        *patch = serde_json::from_slice(&decoded).expect("patch is a JSON array");
+    }
+    json!({
+        "httpStatus": status,
+        "outcome": outcome.as_str(),
+        "mode": mode,
+        "review": review,
+    })
+}
+
+#[test]
+fn golden_admission_reviews() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let expected_dir = fixtures().join("expected");
+    fs::create_dir_all(&expected_dir).unwrap();
+    let mut failures = Vec::new();
+    let all = cases();
+    assert!(all.len() >= 40, "fixtures missing: {all:?}");
+    for case in &all {
+        let body = fs::read(fixtures().join("admission").join(format!("{case}.json"))).unwrap();
+        let config = config_for(case);
+        let result = review(&body, &config);
+        let actual = comparable(result.http_status, result.outcome, result.mode, &result.body);
+        let path = expected_dir.join(format!("{case}.json"));
+        let pretty = serde_json::to_string_pretty(&actual).unwrap() + "\n";
+        if update {
+            fs::write(&path, &pretty).unwrap();
+        } else {
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let expected: Value = serde_json::from_str(&text).unwrap();
+                    if expected != actual {
+                        failures.push(format!(
+                            "{case}: differs from {}\n{}",
+                            path.display(),
+                            similar::TextDiff::from_lines(&text, &pretty).unified_diff()
+                        ));
+                    }
+                }
+                Err(_) => failures.push(format!("{case}: no expected file (run with UPDATE_GOLDEN=1)")),
+            }
+        }
+
+        // Properties of every answer.
+        // The apiserver may truncate warnings over 256 characters.
+        for w in &result.warnings {
+            assert!(
+                w.len() <= 256 && !w.contains('\n'),
+                "{case}: warning too long or multi-line: {w}"
+            );
+        }
+        if result.http_status == 200 {
+            let review: Value = serde_json::from_slice(&result.body).unwrap();
+            let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            assert_eq!(review["kind"], "AdmissionReview", "{case}");
+            if let Some(uid) = input.pointer("/request/uid").and_then(Value::as_str) {
+                assert_eq!(review["response"]["uid"], uid, "{case}: uid echoed");
+            }
+            if let Some(v) = input.pointer("/apiVersion") {
+                assert_eq!(&review["apiVersion"], v, "{case}: apiVersion echoed");
+            }
+            assert_eq!(
+                review["response"]["allowed"],
+                result.outcome != Outcome::Denied && result.outcome != Outcome::Invalid
+            );
+        }
+        match result.outcome {
+            Outcome::Injected => check_invariants(case, &body, &config),
+            Outcome::Denied => {
+                let message = result.message.as_deref().unwrap_or_default();
+                assert!(message.len() > 20, "{case}: {message}");
+                assert!(case.starts_with("deny-"), "{case} was denied: {message}");
+            }
+            _ => assert!(!case.starts_with("deny-"), "{case} was not denied"),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Applies the patch and checks the invariants of an injected pod.
+fn check_invariants(case: &str, body: &[u8], config: &Config) {
+    let input: Value = serde_json::from_slice(body).unwrap();
+    let original = input["request"]["object"].clone();
+    let result = review(body, config);
+    let response: Value = serde_json::from_slice(&result.body).unwrap();
+    assert_eq!(response["response"]["patchType"], "JSONPatch", "{case}");
+    let patch_bytes = BASE64_STANDARD
+        .decode(response["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch_bytes).unwrap();
+
+    // Only adds, except exec mode's command replacement.
+    let ops: Vec<Value> = serde_json::from_slice(&patch_bytes).unwrap();
+    for op in &ops {
+        let path = op["path"].as_str().unwrap();
+        match op["op"].as_str().unwrap() {
+            "add" => {}
+            "replace" => assert!(path.ends_with("/command"), "{case}: replace of {path}"),
+            other => panic!("{case}: {other} operation"),
+        }
+    }
+    let last = ops.last().unwrap();
+    assert!(
+        last["path"].as_str().unwrap().contains("ps-injector.io~1status")
+            || last["value"].get("ps-injector.io/status").is_some(),
+        "{case}: the status annotation is the last operation"
+    );
+
+    let mut patched = original.clone();
+    json_patch::patch(&mut patched, &patch).unwrap_or_else(|e| panic!("{case}: patch does not apply: {e}"));
+    let pod: Pod =
+        serde_json::from_value(patched.clone()).unwrap_or_else(|e| panic!("{case}: not a Pod: {e}"));
+    let spec = pod.spec.as_ref().unwrap();
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let all: Vec<&Container> = spec.containers.iter().chain(inits.iter()).collect();
+
+    // Each agent container at most once, at least one agent.
+    for name in AGENT_NAMES {
+        let n = all.iter().filter(|c| c.name == name).count();
+        assert!(n <= 1, "{case}: {name} {n} times");
+    }
+    let agents: Vec<&&Container> = all
+        .iter()
+        .filter(|c| AGENT_NAMES.contains(&c.name.as_str()))
+        .collect();
+    assert!(
+        agents.iter().any(|c| c.name != "ps-agent-copy"),
+        "{case}: no agent container"
+    );
+
+    // The volume once, in memory, with a size limit.
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    let ours: Vec<_> = volumes.iter().filter(|v| v.name == layout::VOLUME_NAME).collect();
+    assert_eq!(ours.len(), 1, "{case}: volume count");
+    let empty_dir = ours[0].empty_dir.as_ref().expect("emptyDir");
+    assert_eq!(empty_dir.medium.as_deref(), Some("Memory"), "{case}");
+    assert!(empty_dir.size_limit.is_some(), "{case}: sizeLimit");
+
+    // The user's volumes and containers are kept, in order.
+    let original_volumes: Vec<&str> = original["spec"]["volumes"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v["name"].as_str().unwrap()).collect())
+        .unwrap_or_default();
+    let kept: Vec<&str> = volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| original_volumes.contains(n))
+        .collect();
+    assert_eq!(kept, original_volumes, "{case}: user volumes kept in order");
+    for (array, list) in [("containers", &spec.containers), ("initContainers", &inits)] {
+        let original_names: Vec<&str> = original["spec"][array]
+            .as_array()
+            .map(|a| a.iter().map(|c| c["name"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let kept: Vec<&str> = list
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|n| !AGENT_NAMES.contains(n))
+            .collect();
+        assert_eq!(kept, original_names, "{case}: user {array} kept in order");
+    }
+
+    // Targets: the `containers` annotation, else every app container, plus exec containers.
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let mount_path = agent_config(agents.iter().find(|c| c.name != "ps-agent-copy").unwrap()).root;
+    let targets: BTreeSet<String> = match annotations.get("ps-injector.io/containers") {
+        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        None => original["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect(),
+    };
+    for c in &all {
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == layout::VOLUME_NAME)
+            .collect();
+        if AGENT_NAMES.contains(&c.name.as_str()) {
+            assert_eq!(mounts.len(), 1, "{case}: agent {} mounts the volume once", c.name);
+            assert_ne!(mounts[0].read_only, Some(true), "{case}: the agent writes");
+            continue;
+        }
+        if targets.contains(&c.name) {
+            assert_eq!(mounts.len(), 1, "{case}: {} mounted once", c.name);
+            assert_eq!(mounts[0].read_only, Some(true), "{case}: {} read-only", c.name);
+            assert_eq!(mounts[0].mount_path, mount_path, "{case}");
+        }
+        for m in &mounts {
+            assert_eq!(m.read_only, Some(true), "{case}: {} mount read-only", c.name);
+        }
+    }
+
+    // Injected containers: restricted Pod Security, credentials by reference, a valid config.
+    for c in &agents {
+        let sc = c.security_context.as_ref().expect("securityContext");
+        assert_eq!(sc.run_as_non_root, Some(true), "{case}: {}", c.name);
+        assert!(sc.run_as_user.is_some_and(|u| u > 0), "{case}: {}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{case}: {}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{case}: {}", c.name);
+        assert_ne!(sc.privileged, Some(true), "{case}");
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{case}");
+        assert!(caps.add.is_none(), "{case}");
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{case}"
+        );
+        assert!(c.resources.is_some(), "{case}: resources");
+        for e in c.env.iter().flatten() {
+            if e.name.starts_with("PS_") && e.name != "PS_AGENT_CONFIG" && e.name != "PS_CA_FILE" {
+                assert!(e.value.is_none(), "{case}: credential {} by value", e.name);
+                assert!(
+                    e.value_from
+                        .as_ref()
+                        .and_then(|f| f.secret_key_ref.as_ref())
+                        .is_some(),
+                    "{case}: credential {} not from a Secret",
+                    e.name
+                );
+            }
+        }
+        if c.name != "ps-agent-copy" {
+            agent_config(c);
+        }
+        if c.name == "ps-agent" && inits.iter().any(|i| i.name == "ps-agent") {
+            assert_eq!(
+                c.restart_policy.as_deref(),
+                Some("Always"),
+                "{case}: native sidecar"
+            );
+            let probe = c.startup_probe.as_ref().expect("startup probe");
+            let cmd = probe.exec.as_ref().unwrap().command.as_ref().unwrap();
+            assert_eq!(
+                cmd[cmd.len() - 3..],
+                ["ready", "--root", mount_path.as_str()],
+                "{case}"
+            );
+        }
+    }
+    // App containers never receive credentials.
+    for c in &all {
+        if !AGENT_NAMES.contains(&c.name.as_str()) {
+            for e in c.env.iter().flatten() {
+                assert!(!e.name.starts_with("PS_"), "{case}: {} got {}", c.name, e.name);
+            }
+        }
+    }
+    // A pod that runs to completion never gets a classic sidecar.
+    if spec.restart_policy.as_deref() != Some("Always") {
+        assert!(
+            !spec
+                .containers
+                .iter()
+                .any(|c| AGENT_NAMES.contains(&c.name.as_str())),
+            "{case}: classic sidecar in a run-to-completion pod"
+        );
+    }
+    // Exec mode wraps the command and keeps the args.
+    let exec_bin = format!("{mount_path}/{}/{}", layout::BIN_DIR, layout::BIN_NAME);
+    for (i, c) in spec.containers.iter().enumerate() {
+        let before = &original["spec"]["containers"][i];
+        if let Some(cmd) = &c.command
+            && cmd.first() == Some(&exec_bin)
+        {
+            assert_eq!(cmd[1..3], ["exec", "--"], "{case}");
+            let original_cmd: Vec<String> = serde_json::from_value(before["command"].clone()).unwrap();
+            assert_eq!(cmd[3..], original_cmd[..], "{case}");
+            assert!(
+                inits.iter().any(|i| i.name == "ps-agent-copy"),
+                "{case}: copy step"
+            );
+        }
+        if AGENT_NAMES.contains(&c.name.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            serde_json::to_value(&c.args).unwrap(),
+            before.get("args").cloned().unwrap_or(Value::Null),
+            "{case}: args unchanged"
+        );
+    }
+    assert_eq!(
+        annotations.get("ps-injector.io/status").map(String::as_str),
+        Some("injected"),
+        "{case}"
+    );
+
+    // A second pass changes nothing.
+    let mut again = input.clone();
+    again["request"]["object"] = patched;
+    let second = review(&serde_json::to_vec(&again).unwrap(), config);
+    assert_eq!(second.outcome, Outcome::AlreadyInjected, "{case}: second pass");
+    let second_review: Value = serde_json::from_slice(&second.body).unwrap();
+    assert!(
+        second_review["response"].get("patch").is_none(),
+        "{case}: second pass patched"
+    );
+    assert_eq!(second_review["response"]["allowed"], true);
+}
+
+fn agent_config(c: &Container) -> AgentConfig {
+    let json = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PS_AGENT_CONFIG")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("{} has no PS_AGENT_CONFIG", c.name));
+    AgentConfig::from_json(&json).unwrap_or_else(|e| panic!("{}: {e}", c.name))
+}
+
+#[test]
+fn patch_is_a_base64_string() {
+    let body = fs::read(fixtures().join("admission/plain-pod.json")).unwrap();
+    let result = review(&body, &config_for("plain-pod"));
+    let text = String::from_utf8(result.body).unwrap();
+    assert!(text.contains(r#""patchType":"JSONPatch","patch":""#), "{text}");
+}
+
+#[test]
+fn dry_run_gets_the_same_patch() {
+    let read = |case: &str| {
+        let body = fs::read(fixtures().join(format!("admission/{case}.json"))).unwrap();
+        let r = review(&body, &config_for(case));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["response"]["patch"].clone()
+    };
+    assert_eq!(read("dry-run"), read("plain-pod"));
+}
