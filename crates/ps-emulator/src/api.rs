@@ -175,7 +175,9 @@ fn token(call: &Call<'_>) -> Resp {
     let access_token = format!("{header}.{payload}.{}", base64url(&random_bytes::<32>()));
     {
         let mut tokens = lock(&call.shared.tokens);
-        tokens.retain(|_, t| t.expires > now);
+        if call.shared.sweep_due() {
+            tokens.retain(|_, t| t.expires > now);
+        }
         tokens.insert(
             access_token.clone(),
             Token {
@@ -294,7 +296,9 @@ fn sign_app_in(call: &Call<'_>) -> Resp {
     let idle = u64::try_from(shared.session_idle.as_millis()).unwrap_or(u64::MAX);
     {
         let mut sessions = write(&shared.sessions);
-        sessions.retain(|_, s| now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) <= idle);
+        if shared.sweep_due() {
+            sessions.retain(|_, s| now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) <= idle);
+        }
         sessions.insert(
             id.clone(),
             Arc::new(Session {

@@ -260,6 +260,8 @@ pub(crate) struct Shared {
     pub require_client_cert: bool,
     pub folder_path_separator: String,
     pub started: Instant,
+    /// When expired sessions and tokens were last swept (ms since start).
+    pub last_sweep_ms: AtomicU64,
 }
 
 /// Poisoning only follows a panic in another handler; the data is still usable.
@@ -449,7 +451,20 @@ impl Shared {
             require_client_cert: opts.client_ca_pem.is_some(),
             folder_path_separator: sep,
             started: Instant::now(),
+            last_sweep_ms: AtomicU64::new(0),
         }
+    }
+
+    /// True at most once a second: whether a caller should sweep expired sessions and tokens.
+    /// Keeps sign-in O(1) on average even when clients never sign out.
+    pub(crate) fn sweep_due(&self) -> bool {
+        let now = self.now_ms();
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
