@@ -258,5 +258,35 @@ for _ in $(seq 100); do injected "$apps" h1 true --dry-run=server && { in_effect
 check "URL registration injects" test -n "$in_effect"
 expect "helm uninstall ext" "$HELM" uninstall ext -n "$ns"
 
+# ---- existingSecret: a certificate made with openssl as docs/install.md shows ------------------
+own="$work/own"; mkdir -p "$own"
+(
+    cd "$own"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj "/CN=ps-injector-ca" -keyout ca.key -out ca.crt \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ps-injector" \
+        -keyout tls.key -out tls.csr
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:own-ps-injector.%s.svc,IP:127.0.0.1\n' "$ns" >tls.ext
+    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -extfile tls.ext -out tls.crt
+) >/dev/null 2>&1
+expect "kubectl create secret tls from the openssl certificate" \
+    k create secret tls own-tls -n "$ns" --cert="$own/tls.crt" --key="$own/tls.key"
+stop_webhook
+cp "$own/tls.crt" "$own/tls.key" "$work/tls/"
+if start_webhook; then ok "webhook serves the openssl certificate"; else fail "webhook with the openssl certificate" "see above"; fi
+expect "helm install with certificates.mode=existingSecret and --set-file webhook.caBundle=ca.crt (PEM)" \
+    "$HELM" install own "$chart" -n "$ns" --set certificates.mode=existingSecret \
+    --set certificates.existingSecret.name=own-tls --set-file webhook.caBundle="$own/ca.crt" \
+    --set "webhook.url=$url" --set "config.passwordSafe.url=$ps_url"
+check "the chart renders no Secret of its own in existingSecret mode" \
+    test "$(k get secret -n "$ns" -l app.kubernetes.io/instance=own -o name | wc -l)" -eq 0
+check "the Deployment mounts the existing Secret" \
+    test "$(k get deployment own-ps-injector -n "$ns" -o jsonpath='{.spec.template.spec.volumes[?(@.name=="tls")].secret.secretName}')" = own-tls
+in_effect=""
+for _ in $(seq 100); do injected "$apps" own1 true --dry-run=server && { in_effect=1; break; }; sleep 0.2; done
+check "existingSecret mode injects (caBundle from the PEM file)" test -n "$in_effect"
+expect "helm uninstall own" "$HELM" uninstall own -n "$ns"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
