@@ -122,3 +122,21 @@ async fn client_certificates_with_every_key_format() {
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert_closed(&emu).await;
 }
+
+#[tokio::test]
+async fn host_names_resolve_with_both_resolvers() {
+    let emu = start().await;
+    let url = emu.base_url().replace("127.0.0.1", "localhost");
+    for resolver in [passwordsafe::Resolver::Builtin, passwordsafe::Resolver::System] {
+        let mut cfg = config(&emu, api_key("svc-a"));
+        cfg.base_url = url.clone();
+        cfg.resolver = resolver;
+        let session = Client::new(cfg)
+            .unwrap()
+            .sign_in()
+            .await
+            .unwrap_or_else(|e| panic!("{resolver:?}: {e}"));
+        session.sign_out().await.unwrap();
+    }
+    assert_closed(&emu).await;
+}
