@@ -1,0 +1,285 @@
+//! `inject`: multi-document manifests in, the same documents out with pod templates injected
+//! by the webhook's code path.
+
+use std::{fs, path::Path};
+
+use base64::prelude::*;
+use ps_webhook::{
+    admission::{Outcome, review},
+    config::Config,
+    inject::{InjectError, diff, inject_manifests},
+};
+use serde_json::{Value, json};
+
+fn fixture(path: &str) -> String {
+    fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path),
+    )
+    .unwrap()
+}
+
+fn config() -> Config {
+    Config::from_yaml(&fixture("config/default.yaml")).unwrap()
+}
+
+/// The documents of a stream, split the simple way (enough for these fixtures).
+fn documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else {
+            docs.last_mut().unwrap().push_str(line);
+        }
+    }
+    docs
+}
+
+fn yaml_to_json(text: &str) -> Value {
+    serde_yaml_ng::from_str(text).unwrap()
+}
+
+#[test]
+fn workloads_golden() {
+    let input = fixture("inject/workloads.yaml");
+    let out = inject_manifests(&input, &config(), Some("team-a")).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inject/workloads.expected.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        fs::write(&path, &out.output).unwrap();
+    } else {
+        let expected = fs::read_to_string(&path).expect("run with UPDATE_GOLDEN=1");
+        assert!(
+            expected == out.output,
+            "{}",
+            similar::TextDiff::from_lines(&expected, &out.output).unified_diff()
+        );
+    }
+    assert_eq!(
+        out.changed, 7,
+        "Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod, List item"
+    );
+    // Warnings name the object.
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.starts_with("Job/migrate: annotation ps-injector.io/mode:")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.warnings.iter().any(|w| w.starts_with("CronJob/report:")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn untouched_documents_are_byte_identical_and_order_is_kept() {
+    let input = fixture("inject/workloads.yaml");
+    let out = inject_manifests(&input, &config(), None).unwrap();
+    let before = documents(&input);
+    let after = documents(&out.output);
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        let opted_in = b.contains("ps-injector.io/inject: \"true\"");
+        if opted_in {
+            assert_ne!(b, a);
+            // Same object, in the same place.
+            let (bj, aj) = (yaml_to_json(b), yaml_to_json(a));
+            assert_eq!(bj["kind"], aj["kind"]);
+            assert_eq!(bj["metadata"]["name"], aj["metadata"]["name"]);
+        } else {
+            assert_eq!(b, a, "an untouched document changed");
+        }
+    }
+    // Leading comments of a changed document survive.
+    assert!(
+        out.output
+            .contains("# The web Deployment.\napiVersion: apps/v1\n")
+    );
+    assert!(out.output.contains("name: team-a   # untouched, comment kept\n"));
+    assert!(out.output.ends_with("---\n# trailing comment-only document\n"));
+}
+
+#[test]
+fn second_run_changes_nothing() {
+    let input = fixture("inject/workloads.yaml");
+    let once = inject_manifests(&input, &config(), None).unwrap();
+    let twice = inject_manifests(&once.output, &config(), None).unwrap();
+    assert_eq!(twice.changed, 0);
+    assert_eq!(twice.output, once.output);
+    assert_eq!(diff(&once.output, &twice.output), "");
+}
+
+/// The template injected by `inject` equals the pod the webhook's patch produces.
+#[test]
+fn same_code_path_as_the_webhook() {
+    let input = fixture("inject/workloads.yaml");
+    let out = inject_manifests(&input, &config(), None).unwrap();
+    for (b, a) in documents(&input).iter().zip(documents(&out.output)) {
+        let before = yaml_to_json(b);
+        let after = yaml_to_json(&a);
+        let pointer = match before["kind"].as_str() {
+            Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job") => "/spec/template",
+            Some("CronJob") => "/spec/jobTemplate/spec/template",
+            Some("Pod") => "",
+            _ => continue,
+        };
+        let template = before.pointer(pointer).unwrap().clone();
+        if template
+            .pointer("/metadata/annotations/ps-injector.io~1inject")
+            .is_none()
+        {
+            continue;
+        }
+        let namespace = before["metadata"]["namespace"].as_str().unwrap_or("default");
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE", "namespace": namespace, "object": pod,
+            }
+        });
+        let result = review(&serde_json::to_vec(&body).unwrap(), &config());
+        assert_eq!(result.outcome, Outcome::Injected, "{}", before["kind"]);
+        let response: Value = serde_json::from_slice(&result.body).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(
+            &BASE64_STANDARD
+                .decode(response["response"]["patch"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        let injected = after.pointer(pointer).unwrap();
+        assert_eq!(injected["metadata"], pod["metadata"], "{}", before["kind"]);
+        assert_eq!(injected["spec"], pod["spec"], "{}", before["kind"]);
+    }
+}
+
+#[test]
+fn cronjob_and_job_never_get_a_classic_sidecar() {
+    let input = fixture("inject/workloads.yaml");
+    let out = inject_manifests(&input, &config(), None).unwrap();
+    for doc in documents(&out.output) {
+        let v = yaml_to_json(&doc);
+        let pointer = match v["kind"].as_str() {
+            Some("Job") => "/spec/template/spec",
+            Some("CronJob") => "/spec/jobTemplate/spec/template/spec",
+            _ => continue,
+        };
+        let spec = v.pointer(pointer).unwrap();
+        let names: Vec<&str> = spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with("ps-agent")), "{names:?}");
+        let native = spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "ps-agent")
+            .expect("native sidecar");
+        assert_eq!(native["restartPolicy"], "Always");
+    }
+}
+
+#[test]
+fn every_workload_kind_and_json_documents() {
+    let config = config();
+    let template = r#"{"metadata": {"annotations": {"ps-injector.io/inject": "true", "ps-injector.io/secret-db": "team-a/db/password"}},
+        "spec": {"securityContext": {"runAsUser": 1000}, "containers": [{"name": "app", "image": "x", "command": ["/app"]}]}}"#;
+    for kind in [
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "Job",
+    ] {
+        let doc = format!(
+            r#"{{"apiVersion": "x/v1", "kind": "{kind}", "metadata": {{"name": "w"}}, "spec": {{"template": {template}}}}}"#
+        );
+        let out = inject_manifests(&doc, &config, Some("team-a")).unwrap();
+        assert_eq!(out.changed, 1, "{kind}");
+        assert!(
+            out.output.trim_start().starts_with('{'),
+            "{kind}: a JSON document stays JSON"
+        );
+        let v: Value = serde_json::from_str(&out.output).unwrap();
+        assert_eq!(
+            v["spec"]["template"]["metadata"]["annotations"]["ps-injector.io/status"],
+            "injected"
+        );
+    }
+    let doc = format!(
+        r#"{{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {{"name": "c"}}, "spec": {{"jobTemplate": {{"spec": {{"template": {template}}}}}}}}}"#
+    );
+    assert_eq!(inject_manifests(&doc, &config, None).unwrap().changed, 1);
+    // Not a workload: untouched even with the annotation.
+    let doc = "kind: Secret\nmetadata:\n  annotations:\n    ps-injector.io/inject: \"true\"\n";
+    let out = inject_manifests(doc, &config, None).unwrap();
+    assert_eq!((out.changed, out.output.as_str()), (0, doc));
+}
+
+#[test]
+fn errors_carry_the_webhooks_message() {
+    let doc = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  template:\n    metadata:\n      annotations:\n        ps-injector.io/inject: \"true\"\n        ps-injector.io/secret-db: team-a/db/password\n        ps-injector.io/format-db: jsn\n    spec:\n      containers: [{name: app, image: x}]\n";
+    let input = format!("kind: ConfigMap\nmetadata: {{name: a}}\n---\n{doc}");
+    let err = inject_manifests(&input, &config(), None).unwrap_err();
+    let InjectError::Denied {
+        document,
+        object,
+        message,
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!((*document, object.as_str()), (2, "Deployment/web"));
+
+    // The webhook's answer for the same pod.
+    let pod = json!({"metadata": {"annotations": {"ps-injector.io/inject": "true", "ps-injector.io/secret-db": "team-a/db/password", "ps-injector.io/format-db": "jsn"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "team-a", "object": pod}});
+    let result = review(&serde_json::to_vec(&body).unwrap(), &config());
+    assert_eq!(result.outcome, Outcome::Denied);
+    assert_eq!(result.message.as_deref(), Some(message.as_str()));
+    assert_eq!(
+        message,
+        "annotation ps-injector.io/format-db: unknown format \"jsn\"; use one of raw, json, yaml, dotenv, properties, template"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("document 2 (Deployment/web): annotation ps-injector.io/format-db")
+    );
+
+    let err = inject_manifests("a: [1,\n", &config(), None).unwrap_err();
+    assert!(matches!(err, InjectError::Yaml { document: 1, .. }), "{err}");
+}
+
+#[test]
+fn namespace_argument_feeds_the_policy() {
+    let doc = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    ps-injector.io/inject: \"true\"\n    ps-injector.io/secret-db: team-b/db/password\nspec:\n  securityContext: {runAsUser: 1000}\n  containers: [{name: app, image: x}]\n";
+    // team-a may read only team-a/** and shared/*.
+    let err = inject_manifests(doc, &config(), Some("team-a")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("outside the secret paths namespace team-a"),
+        "{err}"
+    );
+    // Without a namespace: `default`, which has no policy.
+    assert_eq!(inject_manifests(doc, &config(), None).unwrap().changed, 1);
+}
+
+#[test]
+fn diff_shows_only_the_change() {
+    let d = diff("a\nb\nc\n", "a\nB\nc\n");
+    assert!(d.contains("-b\n+B\n"), "{d}");
+    assert!(d.starts_with("--- before\n+++ after\n"), "{d}");
+}
