@@ -54,6 +54,8 @@ struct Shared {
     base: String,
     cfg: ClientConfig,
     tls: rustls::ClientConfig,
+    /// Shared by every session, so its cache serves them all.
+    resolver: Option<Arc<crate::dns::BuiltinResolver>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -91,8 +93,14 @@ impl Client {
             ));
         }
         let tls = crate::tls::client_config(&cfg.tls)?;
+        let resolver = (cfg.resolver == Resolver::Builtin).then(Arc::default);
         Ok(Client {
-            shared: Arc::new(Shared { base, cfg, tls }),
+            shared: Arc::new(Shared {
+                base,
+                cfg,
+                tls,
+                resolver,
+            }),
         })
     }
 
@@ -741,8 +749,8 @@ impl Transport {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ps-injector-passwordsafe/", env!("CARGO_PKG_VERSION")));
-        if cfg.resolver == Resolver::Builtin {
-            builder = builder.dns_resolver(crate::dns::reqwest_resolver());
+        if let Some(resolver) = &shared.resolver {
+            builder = builder.dns_resolver(resolver.clone());
         }
         let http = builder
             .build()
@@ -838,7 +846,9 @@ impl Transport {
             req = req.query(&call.query);
         }
         if let Some(auth) = &call.authorization {
-            let mut value = header::HeaderValue::from_str(auth.expose_secret())
+            // Bytes, not str: a non-ASCII runas user (`domäne\user`) is sent as UTF-8.
+            // Control characters were rejected by `Auth::validate`.
+            let mut value = header::HeaderValue::from_bytes(auth.expose_secret().as_bytes())
                 .unwrap_or_else(|_| header::HeaderValue::from_static("invalid"));
             value.set_sensitive(true);
             req = req.header(header::AUTHORIZATION, value);

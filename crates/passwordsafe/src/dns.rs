@@ -9,13 +9,14 @@
 //! file. Both files are read at every lookup, so changes apply at once.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     pin::Pin,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -47,12 +48,20 @@ const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 
-/// The built-in resolver; implements [`reqwest::dns::Resolve`].
+/// Longest time a DNS answer is reused (shorter when the records' TTL is).
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
+type Cache = HashMap<String, (Instant, Vec<IpAddr>)>;
+
+/// The built-in resolver; implements [`reqwest::dns::Resolve`]. Clones share a small cache of
+/// DNS answers (bounded by the records' TTL and 60 s); concurrent lookups of a name wait for one
+/// another, so a burst of new connections asks the nameservers once.
 #[derive(Clone, Debug)]
 pub struct BuiltinResolver {
     hosts_path: PathBuf,
     resolv_conf_path: PathBuf,
     port: u16,
+    cache: Arc<tokio::sync::Mutex<Cache>>,
 }
 
 impl Default for BuiltinResolver {
@@ -68,6 +77,7 @@ impl BuiltinResolver {
             hosts_path: hosts.into(),
             resolv_conf_path: resolv_conf.into(),
             port: 53,
+            cache: Arc::default(),
         }
     }
 
@@ -77,6 +87,24 @@ impl BuiltinResolver {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
+        let key = host.to_ascii_lowercase();
+        let mut cache = self.cache.lock().await;
+        if let Some((until, addrs)) = cache.get(&key)
+            && Instant::now() < *until
+        {
+            return Ok(addrs.clone());
+        }
+        cache.retain(|_, (until, _)| Instant::now() < *until);
+        let (addrs, ttl) = self.resolve_uncached(host).await?;
+        if !ttl.is_zero() {
+            cache.insert(key, (Instant::now() + ttl.min(MAX_CACHE_TTL), addrs.clone()));
+        }
+        Ok(addrs)
+    }
+
+    /// Hosts file, then DNS. Returns the addresses and how long they may be cached (zero for
+    /// the hosts file, which is re-read every time).
+    async fn resolve_uncached(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DnsError> {
         let bare = host.trim_end_matches('.');
         if bare.is_empty() {
             return Err(DnsError::InvalidName(host.to_owned()));
@@ -84,13 +112,11 @@ impl BuiltinResolver {
         let hosts = std::fs::read_to_string(&self.hosts_path).unwrap_or_default();
         let found = hosts_lookup(&hosts, bare);
         if !found.is_empty() {
-            return Ok(found);
+            return Ok((found, Duration::ZERO));
         }
         if bare.eq_ignore_ascii_case("localhost") {
-            return Ok(vec![
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ]);
+            let loopback = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+            return Ok((loopback, Duration::ZERO));
         }
         let conf = ResolvConf::parse(&std::fs::read_to_string(&self.resolv_conf_path).unwrap_or_default());
         let servers: Vec<SocketAddr> = conf
@@ -105,13 +131,15 @@ impl BuiltinResolver {
                 query(&servers, &candidate, TYPE_AAAA, &conf)
             );
             let mut addrs = Vec::new();
+            let mut ttl = u32::MAX;
             let mut definite = false;
             let mut failure = None;
             for r in [a, aaaa] {
                 match r {
-                    Ok(Answer::Addrs(v)) => {
+                    Ok(Answer::Addrs(v, t)) => {
                         definite = true;
                         addrs.extend(v);
+                        ttl = ttl.min(t);
                     }
                     Ok(Answer::NxDomain | Answer::NoData) => definite = true,
                     Ok(other) => failure = Some(format!("{other:?}")),
@@ -119,8 +147,8 @@ impl BuiltinResolver {
                 }
             }
             if !addrs.is_empty() {
-                tracing::debug!(host, candidate, count = addrs.len(), "resolved");
-                return Ok(addrs);
+                tracing::debug!(host, candidate, count = addrs.len(), ttl, "resolved");
+                return Ok((addrs, Duration::from_secs(u64::from(ttl))));
             }
             if !definite {
                 return Err(DnsError::NoAnswer {
@@ -143,11 +171,6 @@ impl reqwest::dns::Resolve for BuiltinResolver {
             Ok(iter)
         }) as Pin<Box<dyn Future<Output = _> + Send>>
     }
-}
-
-/// Wraps the resolver for `ClientBuilder::dns_resolver`.
-pub(crate) fn reqwest_resolver() -> Arc<BuiltinResolver> {
-    Arc::new(BuiltinResolver::default())
 }
 
 /// Looks a name up in hosts-file text (case-insensitive, every matching line).
@@ -255,7 +278,8 @@ impl ResolvConf {
 /// The outcome of one query.
 #[derive(Debug, PartialEq)]
 enum Answer {
-    Addrs(Vec<IpAddr>),
+    /// Addresses and the smallest TTL among their records.
+    Addrs(Vec<IpAddr>, u32),
     NxDomain,
     NoData,
     Truncated,
@@ -333,10 +357,12 @@ fn decode_response(buf: &[u8], id: u16, qtype: u16) -> Result<Answer, &'static s
         pos = skip_name(buf, pos)? + 4;
     }
     let mut addrs = Vec::new();
+    let mut min_ttl = u32::MAX;
     for _ in 0..an {
         pos = skip_name(buf, pos)?;
         let rtype = be16(buf, pos)?;
         let class = be16(buf, pos + 2)?;
+        let ttl = (u32::from(be16(buf, pos + 4)?) << 16) | u32::from(be16(buf, pos + 6)?);
         let rdlen = be16(buf, pos + 8)? as usize;
         pos += 10;
         let rdata = buf.get(pos..pos + rdlen).ok_or("record past end")?;
@@ -344,6 +370,7 @@ fn decode_response(buf: &[u8], id: u16, qtype: u16) -> Result<Answer, &'static s
         if class != CLASS_IN || rtype != qtype {
             continue; // CNAMEs and others: the recursive server already followed them.
         }
+        min_ttl = min_ttl.min(ttl);
         match (rtype, rdata.len()) {
             (TYPE_A, 4) => addrs.push(IpAddr::V4(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))),
             (TYPE_AAAA, 16) => {
@@ -357,7 +384,7 @@ fn decode_response(buf: &[u8], id: u16, qtype: u16) -> Result<Answer, &'static s
     Ok(if addrs.is_empty() {
         Answer::NoData
     } else {
-        Answer::Addrs(addrs)
+        Answer::Addrs(addrs, min_ttl)
     })
 }
 
@@ -375,7 +402,7 @@ async fn query(servers: &[SocketAddr], name: &str, qtype: u16, conf: &ResolvConf
                 r = tokio::time::timeout(conf.timeout, tcp_exchange(*server, &msg, id, qtype)).await;
             }
             match r {
-                Ok(Ok(a @ (Answer::Addrs(_) | Answer::NxDomain | Answer::NoData))) => return Ok(a),
+                Ok(Ok(a @ (Answer::Addrs(..) | Answer::NxDomain | Answer::NoData))) => return Ok(a),
                 Ok(Ok(other)) => last = format!("{server}: {other:?}"),
                 Ok(Err(e)) => last = format!("{server}: {e}"),
                 Err(_) => last = format!("{server}: timed out"),
@@ -462,14 +489,17 @@ mod tests {
         );
         assert_eq!(
             decode_response(&r, 7, TYPE_A).unwrap(),
-            Answer::Addrs(vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()])
+            Answer::Addrs(
+                vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+                300
+            )
         );
         let q6 = encode_query(8, "h", TYPE_AAAA).unwrap();
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();
         let r = response(&q6, 0x8180, &[(TYPE_AAAA, &v6.octets())]);
         assert_eq!(
             decode_response(&r, 8, TYPE_AAAA).unwrap(),
-            Answer::Addrs(vec![IpAddr::V6(v6)])
+            Answer::Addrs(vec![IpAddr::V6(v6)], 300)
         );
         assert_eq!(
             decode_response(&response(&q, 0x8183, &[]), 7, TYPE_A).unwrap(),
@@ -569,7 +599,15 @@ mod tests {
 
     /// A fake nameserver on 127.0.0.1: answers `pws.ns.svc` with an A record, NXDOMAIN for the
     /// rest; with `truncate`, UDP answers are truncated and the real one comes over TCP.
-    async fn fake_server(truncate: bool) -> (u16, tokio::task::JoinHandle<()>) {
+    async fn fake_server(
+        truncate: bool,
+    ) -> (
+        u16,
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = queries.clone();
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = udp.local_addr().unwrap().port();
         let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
@@ -590,6 +628,7 @@ mod tests {
                 tokio::select! {
                     r = udp.recv_from(&mut buf) => {
                         let (n, peer) = r.unwrap();
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let mut a = answer(&buf[..n]);
                         if truncate {
                             a = response(&buf[..n], 0x8380, &[]);
@@ -608,7 +647,7 @@ mod tests {
                 }
             }
         });
-        (port, task)
+        (port, queries, task)
     }
 
     fn resolver(dir: &std::path::Path, port: u16) -> BuiltinResolver {
@@ -637,13 +676,21 @@ mod tests {
     #[tokio::test]
     async fn resolves_over_udp_and_tcp_with_search() {
         for truncate in [false, true] {
-            let (port, task) = fake_server(truncate).await;
+            let (port, queries, task) = fake_server(truncate).await;
             let dir = tempdir("udp");
             let r = resolver(&dir, port);
             assert_eq!(
                 r.lookup("pws").await.unwrap(),
                 ["10.0.0.7".parse::<IpAddr>().unwrap()]
             );
+            // Answers are cached (TTL 300 s, capped at 60 s): no new query.
+            let asked = queries.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(asked >= 2);
+            assert_eq!(
+                r.clone().lookup("PWS").await.unwrap(),
+                ["10.0.0.7".parse::<IpAddr>().unwrap()]
+            );
+            assert_eq!(queries.load(std::sync::atomic::Ordering::SeqCst), asked);
             assert_eq!(
                 r.lookup("fromhosts").await.unwrap(),
                 ["10.5.5.5".parse::<IpAddr>().unwrap()]
