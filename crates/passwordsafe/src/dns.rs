@@ -6,7 +6,8 @@
 //! `options ndots:N timeout:N attempts:N` like glibc (Kubernetes pods rely on `search` and
 //! `ndots:5`). A and AAAA are asked concurrently over UDP, with TCP when the answer is truncated.
 //! IPv4 addresses come first. `localhost` resolves to the loopback addresses even without a hosts
-//! file. Both files are read at every lookup, so changes apply at once.
+//! file. Both files are read at every uncached lookup; DNS answers are cached for their TTL (at
+//! most 60 s), hosts-file entries are not cached.
 
 use std::{
     collections::HashMap,
