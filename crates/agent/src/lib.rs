@@ -95,8 +95,12 @@ pub enum Command {
 pub enum AgentError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A run-time failure, logged by [`run`].
     #[error("{0}")]
     Failed(String),
+    /// A run whose failures were already reported line by line (fetch).
+    #[error("{0}")]
+    Reported(String),
     #[error("{message}")]
     Exec { message: String, code: u8 },
 }
@@ -105,7 +109,7 @@ impl AgentError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AgentError::Config(_) => exit::CONFIG,
-            AgentError::Failed(_) => exit::FAILED,
+            AgentError::Failed(_) | AgentError::Reported(_) => exit::FAILED,
             AgentError::Exec { code, .. } => *code,
         }
     }
@@ -124,7 +128,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
     if let Err(e) = &result {
         match e {
             // Already reported line by line.
-            AgentError::Failed(_) => {}
+            AgentError::Reported(_) => {}
             e => tracing::error!("{e}"),
         }
     }

@@ -86,11 +86,8 @@ impl Agent {
             }
             e => AgentError::Failed(format!("Password Safe client: {e}")),
         })?;
-        let root = Root::open(&settings.config.root).map_err(|e| {
-            let msg = format!("output root: {e}");
-            tracing::error!("{msg}");
-            AgentError::Failed(msg)
-        })?;
+        let root =
+            Root::open(&settings.config.root).map_err(|e| AgentError::Failed(format!("output root: {e}")))?;
         Ok(Agent {
             settings,
             plan,
@@ -356,7 +353,7 @@ pub fn fetch(settings: Settings) -> Result<(), AgentError> {
         if ok {
             Ok(())
         } else {
-            Err(AgentError::Failed(agent.failure_text(&report)))
+            Err(AgentError::Reported(agent.failure_text(&report)))
         }
     })
 }
