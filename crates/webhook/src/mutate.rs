@@ -1043,3 +1043,508 @@ fn agent_env_vars<'a>(
     }
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::spec;
+
+    struct Case {
+        name: &'static str,
+        annotations: &'static [(&'static str, &'static str)],
+        spec: Value,
+        config: &'static str,
+        job: bool,
+        expect: Result<&'static [&'static str], &'static str>,
+    }
+
+    fn app(uid: Option<i64>) -> Value {
+        let mut c = json!({"name": "app", "image": "x", "command": ["/app"]});
+        if let Some(u) = uid {
+            c["securityContext"] = json!({"runAsUser": u});
+        }
+        c
+    }
+
+    /// Runs the mutation and returns "op path" lines, plus the mutation itself.
+    fn run(case: &Case) -> Result<(Vec<String>, Mutation), String> {
+        let config = Config::from_yaml(case.config).unwrap();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("ps-injector.io/inject".into(), "true".into());
+        for (k, v) in case.annotations {
+            let key = if k.contains('/') {
+                (*k).to_owned()
+            } else {
+                format!("ps-injector.io/{k}")
+            };
+            annotations.insert(key, (*v).into());
+        }
+        let meta_json = json!({"name": "p", "annotations": annotations}).to_string();
+        let spec_json = case.spec.to_string();
+        let meta: PodMeta<'_> = serde_json::from_str(&meta_json).unwrap();
+        let pod = PodView {
+            spec: serde_json::from_str(&spec_json).unwrap(),
+            runs_to_completion: case.job,
+            meta,
+        };
+        let injection = spec::build(pod.meta.annotations.iter(), "ns", &config).map_err(|d| d.0)?;
+        let m = mutate(&pod, &injection, &config).map_err(|d| d.0)?;
+        let lines = m
+            .patch
+            .iter()
+            .map(|op| {
+                format!(
+                    "{} {}",
+                    if op.op == OpKind::Add { "add" } else { "replace" },
+                    op.path
+                )
+            })
+            .collect();
+        Ok((lines, m))
+    }
+
+    use crate::patch::OpKind;
+
+    const URL: &str = "passwordSafe: {url: \"https://ps.example.com/x\"}\n";
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "native sidecar by default, arrays created",
+                annotations: &[("secret-db", "a/b")],
+                spec: json!({"securityContext": {"runAsUser": 1000}, "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "add /spec/initContainers",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "classic sidecar appends",
+                annotations: &[("secret-db", "a/b"), ("mode", "sidecar")],
+                spec: json!({"volumes": [{"name": "v"}], "containers": [app(Some(7))]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes/-",
+                    "add /spec/containers/0/volumeMounts",
+                    "add /spec/containers/-",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "init+sidecar after existing init containers",
+                annotations: &[("secret-db", "a/b"), ("mode", "init+sidecar")],
+                spec: json!({"initContainers": [{"name": "setup", "image": "y"}], "containers": [app(Some(7))]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "add /spec/initContainers/-",
+                    "add /spec/containers/-",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "init-first inserts at 0; copy then fetch",
+                annotations: &[("env-X", "a/b"), ("mode", "init"), ("init-first", "true")],
+                spec: json!({"initContainers": [{"name": "setup", "image": "y"}], "containers": [app(Some(7))]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "replace /spec/containers/0/command",
+                    "add /spec/initContainers/0",
+                    "add /spec/initContainers/1",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "mesh annotation puts the agent first",
+                annotations: &[
+                    ("secret-db", "a/b"),
+                    ("mode", "init"),
+                    ("linkerd.io/proxy-version", "stable"),
+                ],
+                spec: json!({"initContainers": [{"name": "setup", "image": "y"}], "containers": [app(Some(7))]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "add /spec/initContainers/0",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "selected init container: mounted, agent first",
+                annotations: &[("secret-db", "a/b"), ("mode", "init"), ("containers", "setup")],
+                spec: json!({"securityContext": {"runAsUser": 5}, "initContainers": [{"name": "setup", "image": "y", "volumeMounts": []}], "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/initContainers/0/volumeMounts/-",
+                    "add /spec/initContainers/0",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "job pod without native sidecars: init only",
+                annotations: &[("secret-db", "a/b"), ("mode", "init+sidecar")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "containers": [app(None)]}),
+                config: "passwordSafe: {url: \"https://ps.example.com/x\"}\ninjection: {nativeSidecars: false}\n",
+                job: true,
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "add /spec/initContainers",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
+            },
+            Case {
+                name: "init-first false with a selected init container",
+                annotations: &[
+                    ("secret-db", "a/b"),
+                    ("containers", "setup,app"),
+                    ("init-first", "false"),
+                ],
+                spec: json!({"securityContext": {"runAsUser": 1}, "initContainers": [{"name": "setup", "image": "y"}], "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err("init container \"setup\" reads the secrets"),
+            },
+            Case {
+                name: "exec with sidecar mode",
+                annotations: &[("env-X", "a/b"), ("mode", "sidecar")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err("which mode sidecar does not guarantee"),
+            },
+            Case {
+                name: "exec without command",
+                annotations: &[("env-X", "a/b")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "containers": [{"name": "app", "image": "x"}]}),
+                config: URL,
+                job: false,
+                expect: Err("container \"app\" has no command in the pod spec"),
+            },
+            Case {
+                name: "exec with fsGroup only",
+                annotations: &[("env-X", "a/b")],
+                spec: json!({"securityContext": {"fsGroup": 3}, "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err("env-* annotations need the user"),
+            },
+            Case {
+                name: "unknown exec container",
+                annotations: &[("env-X", "a/b"), ("exec-containers", "nope")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err(
+                    "annotation ps-injector.io/exec-containers: the pod has no container named \"nope\" (it has app)",
+                ),
+            },
+            Case {
+                name: "no containers",
+                annotations: &[("secret-db", "a/b")],
+                spec: json!({}),
+                config: URL,
+                job: false,
+                expect: Err("no containers"),
+            },
+            Case {
+                name: "init container clash",
+                annotations: &[("secret-db", "a/b"), ("mode", "init")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "initContainers": [{"name": "ps-agent-init", "image": "y"}], "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err("already has a container named \"ps-agent-init\""),
+            },
+            Case {
+                name: "native sidecar disabled but named",
+                annotations: &[("secret-db", "a/b"), ("mode", "native-sidecar")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "containers": [app(None)]}),
+                config: "passwordSafe: {url: \"https://ps.example.com/x\"}\ninjection: {nativeSidecars: false}\n",
+                job: false,
+                expect: Err("native sidecars are disabled in this cluster"),
+            },
+        ]
+    }
+
+    #[test]
+    fn mutation_table() {
+        for case in cases() {
+            match (run(&case), case.expect) {
+                (Ok((lines, _)), Ok(expected)) => assert_eq!(lines, expected, "{}", case.name),
+                (Err(message), Err(fragment)) => {
+                    assert!(message.contains(fragment), "{}: {message}", case.name)
+                }
+                (Ok((lines, _)), Err(fragment)) => {
+                    panic!("{}: allowed {lines:?}, wanted {fragment}", case.name)
+                }
+                (Err(message), Ok(_)) => panic!("{}: denied: {message}", case.name),
+            }
+        }
+    }
+
+    fn case(annotations: &'static [(&'static str, &'static str)], spec: Value, config: &'static str) -> Case {
+        Case {
+            name: "single",
+            annotations,
+            spec,
+            config,
+            job: false,
+            expect: Ok(&[]),
+        }
+    }
+
+    fn patched(c: &Case) -> (Value, Mutation) {
+        let (_, m) = run(c).unwrap();
+        let mut pod = json!({"metadata": {"annotations": {}}, "spec": c.spec.clone()});
+        let patch: json_patch::Patch = serde_json::from_slice(&crate::patch::to_json(&m.patch)).unwrap();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        (pod, m)
+    }
+
+    fn agent_config(pod: &Value, name: &str) -> inject_api::AgentConfig {
+        let containers = pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(pod["spec"]["containers"].as_array().into_iter().flatten());
+        let c = containers.into_iter().find(|c| c["name"] == name).unwrap();
+        let env = c["env"].as_array().unwrap();
+        let json = env.iter().find(|e| e["name"] == "PS_AGENT_CONFIG").unwrap()["value"]
+            .as_str()
+            .unwrap();
+        inject_api::AgentConfig::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn readers_decide_the_agent_user_and_file_modes() {
+        // One known user: the agent runs as it, files 0400.
+        let c = case(
+            &[("secret-db", "a/b"), ("mode", "init")],
+            json!({"containers": [app(Some(1000))]}),
+            URL,
+        );
+        let (pod, _) = patched(&c);
+        let agent = &pod["spec"]["initContainers"][0];
+        assert_eq!(agent["securityContext"]["runAsUser"], 1000);
+        assert_eq!(
+            agent_config(&pod, "ps-agent-init").secrets[0]
+                .render
+                .file_mode
+                .bits(),
+            0o400
+        );
+
+        // Different users with fsGroup: the configured agent user, files 0440, explicit modes kept
+        // (with a warning when the group cannot read).
+        let c = case(
+            &[
+                ("secret-db", "a/b"),
+                ("secret-key", "a/c"),
+                ("file-mode-key", "0400"),
+                ("folders", "a"),
+                ("mode", "init"),
+            ],
+            json!({"securityContext": {"fsGroup": 3000}, "containers": [app(Some(1000)), {"name": "w", "image": "x", "securityContext": {"runAsUser": 1001}}]}),
+            URL,
+        );
+        let (pod, m) = patched(&c);
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["securityContext"]["runAsUser"],
+            65532
+        );
+        let config = agent_config(&pod, "ps-agent-init");
+        let mode = |name: &str| {
+            config
+                .secrets
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .render
+                .file_mode
+                .bits()
+        };
+        assert_eq!((mode("db"), mode("key")), (0o440, 0o400));
+        assert_eq!(config.beyondtrust.unwrap().file_mode.bits(), 0o440);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("file-mode-key: 0400 lets only the agent's user")),
+            "{:?}",
+            m.warnings
+        );
+
+        // Only root readers: the configured agent user.
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"containers": [app(Some(0))]}),
+            URL,
+        );
+        let (pod, _) = patched(&c);
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["securityContext"]["runAsUser"],
+            65532
+        );
+
+        // Unknown users, requireKnownUser off: allowed with a warning.
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"containers": [app(None)]}),
+            "passwordSafe: {url: \"https://ps.example.com/x\"}\ninjection: {requireKnownUser: false}\n",
+        );
+        let (_, m) = patched(&c);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("the user of container(s) app is unknown")),
+            "{:?}",
+            m.warnings
+        );
+    }
+
+    #[test]
+    fn credentials_ca_and_resources() {
+        let config = "passwordSafe:\n  url: https://ps.example.com/x\n  caBundle: {configMap: corp-ca}\ncredentials: {secretName: creds, auth: apiKey}\nagent: {runAsGroup: 10}\n";
+        let c = case(
+            &[("secret-db", "a/b"), ("mode", "init"), ("agent-cpu-limit", "50m")],
+            json!({"containers": [app(Some(7))]}),
+            config,
+        );
+        let (pod, _) = patched(&c);
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(
+            volumes[1]["configMap"],
+            json!({"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]})
+        );
+        let agent = &pod["spec"]["initContainers"][0];
+        let env = agent["env"].as_array().unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "PS_AGENT_CONFIG",
+                "PS_API_KEY",
+                "PS_RUNAS",
+                "PS_RUNAS_PASSWORD",
+                "PS_CA_FILE"
+            ]
+        );
+        assert_eq!(
+            env[1]["valueFrom"]["secretKeyRef"],
+            json!({"name": "creds", "key": "api-key", "optional": false})
+        );
+        assert_eq!(env[4]["value"], "/etc/ps-injector/ca/ca.crt");
+        assert_eq!(
+            agent["volumeMounts"][1],
+            json!({"name": "ps-injector-ca", "mountPath": "/etc/ps-injector/ca", "readOnly": true})
+        );
+        assert_eq!(agent["securityContext"]["runAsGroup"], 10);
+        assert_eq!(
+            agent["resources"]["limits"],
+            json!({"cpu": "50m", "memory": "32Mi"})
+        );
+        assert_eq!(
+            agent_config(&pod, "ps-agent-init")
+                .password_safe
+                .ca_file
+                .as_deref(),
+            Some("/etc/ps-injector/ca/ca.crt")
+        );
+        // The app never mounts the CA or gets credentials.
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(pod["spec"]["containers"][0].get("env").is_none());
+
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"containers": [app(Some(7))]}),
+            "credentials: {auth: oauth}\n",
+        );
+        let (pod, _) = patched(&c);
+        let names: Vec<String> = pod["spec"]["initContainers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["PS_AGENT_CONFIG", "PS_CLIENT_ID", "PS_CLIENT_SECRET"]);
+    }
+
+    #[test]
+    fn annotations_map_created_when_absent() {
+        let meta: PodMeta<'_> = serde_json::from_str(r#"{"name": "p"}"#).unwrap();
+        assert!(!meta.annotations.present);
+        let spec_json = json!({"containers": [app(Some(1))]}).to_string();
+        let pod = PodView {
+            meta,
+            spec: serde_json::from_str(&spec_json).unwrap(),
+            runs_to_completion: false,
+        };
+        let config = Config::default();
+        let injection = spec::build(
+            [
+                ("ps-injector.io/inject", "true"),
+                ("ps-injector.io/secret-db", "a/b"),
+            ]
+            .into_iter(),
+            "ns",
+            &config,
+        )
+        .unwrap();
+        let m = mutate(&pod, &injection, &config).unwrap();
+        let last = m.patch.last().unwrap();
+        assert_eq!(last.path, "/metadata/annotations");
+        assert_eq!(last.value.get(), r#"{"ps-injector.io/status":"injected"}"#);
+    }
+
+    #[test]
+    fn pod_view_parsing() {
+        let meta: PodMeta<'_> = serde_json::from_str(
+            r#"{"name":"a\u0062c","annotations":null,"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"j"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(meta.name.unwrap().as_str(), "abc");
+        assert!(!meta.annotations.present);
+        let meta: PodMeta<'_> =
+            serde_json::from_str(r#"{"ownerReferences":[{"kind":"ReplicaSet"}],"annotations":{"k":"v"}}"#)
+                .unwrap();
+        assert!(!meta.owned_by_job());
+        assert_eq!(meta.annotations.get("k"), Some("v"));
+        let meta: PodMeta<'_> = serde_json::from_str(r#"{"ownerReferences":[{"kind":"Job"}]}"#).unwrap();
+        assert!(meta.owned_by_job());
+        let spec: PodSpecView<'_> = serde_json::from_str(
+            r#"{"containers":[{"name":"a","command":["x","y"],"volumeMounts":[{"name":"v","mountPath":"/m"}],"securityContext":{"runAsUser":3}}],"initContainers":null,"volumes":[{"name":"v","emptyDir":{}}],"securityContext":{"fsGroup":4},"restartPolicy":"Never","nodeName":"n"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.containers.as_ref().unwrap()[0]
+                .command
+                .as_ref()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(spec.init_containers.is_none());
+        assert_eq!(spec.security_context.unwrap().fs_group, Some(4));
+    }
+}

@@ -668,3 +668,344 @@ fn short_of(key: Key<'_>) -> &'static str {
 pub fn refresh_interval(spec: &InjectionSpec) -> Duration {
     Duration::from_secs(spec.agent.refresh.interval_seconds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+passwordSafe:
+  url: https://ps.example.com/BeyondTrust/api/public/v3
+policy:
+  allowedHosts: ["*.dr.example.com"]
+  namespaces:
+    team-a:
+      allowedPaths: ["team-a/**"]
+      allowedAccounts: ["db-prod/*"]
+      allowOverrides: [url, mount-path]
+"#;
+
+    fn build_with(pairs: &[(&str, &str)], namespace: &str) -> Result<InjectionSpec, Deny> {
+        let config = Config::from_yaml(POLICY).unwrap();
+        let full: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| {
+                let k = if k.contains('/') {
+                    (*k).to_owned()
+                } else {
+                    format!("ps-injector.io/{k}")
+                };
+                (k, (*v).to_owned())
+            })
+            .collect();
+        build(
+            full.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            namespace,
+            &config,
+        )
+    }
+
+    #[test]
+    fn opt_in_and_status() {
+        let yes = [("ps-injector.io/inject", "true")];
+        assert_eq!(opted_in(yes.iter().copied()), Ok(true));
+        assert_eq!(opted_in([("other/inject", "true")].into_iter()), Ok(false));
+        assert_eq!(
+            opted_in([("ps-injector.io/inject", "False")].into_iter()),
+            Ok(false)
+        );
+        assert!(opted_in([("ps-injector.io/inject", "ja")].into_iter()).is_err());
+        assert!(already_injected(
+            [("ps-injector.io/status", "injected")].into_iter()
+        ));
+        assert!(!already_injected(
+            [("ps-injector.io/status", "pending")].into_iter()
+        ));
+    }
+
+    /// (case, annotations, expected deny fragment)
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    const DENIES: &[(&str, Pairs, &str)] = &[
+        ("no secrets", &[("inject", "true")], "names no secret"),
+        (
+            "bad format",
+            &[("secret-db", "team-a/db"), ("format-db", "jsn")],
+            "annotation ps-injector.io/format-db: unknown format \"jsn\"; use one of raw, json",
+        ),
+        (
+            "template without format",
+            &[("secret-db", "team-a/db"), ("format-db", "template")],
+            "format template needs the template itself in ps-injector.io/template-db",
+        ),
+        (
+            "template with other format",
+            &[
+                ("secret-db", "team-a/db"),
+                ("format-db", "yaml"),
+                ("template-db", "x"),
+            ],
+            "annotation ps-injector.io/template-db: a template needs format template",
+        ),
+        (
+            "broken template",
+            &[("secret-db", "team-a/db"), ("template-db", "{% if %}")],
+            "template does not parse",
+        ),
+        ("bad path", &[("secret-db", "db")], "has no folder"),
+        ("empty segment", &[("secret-db", "team-a//db")], "empty segment"),
+        (
+            "bad folder",
+            &[("folder-all", "team-a/")],
+            "annotation ps-injector.io/folder-all",
+        ),
+        ("bad account", &[("account-sa", "db-prod")], "system/account"),
+        (
+            "output name",
+            &[("secret-a:b", "team-a/db")],
+            "the part after the prefix is the file name",
+        ),
+        (
+            "duplicate output",
+            &[("secret-db", "team-a/db"), ("folder-db", "team-a")],
+            "is also used by",
+        ),
+        (
+            "orphan file mode",
+            &[("secret-db", "team-a/db"), ("file-mode-dbb", "0400")],
+            "did you mean \"db\"?",
+        ),
+        (
+            "orphan optional",
+            &[("secret-db", "team-a/db"), ("optional-x", "true")],
+            "no output named \"x\"",
+        ),
+        (
+            "bad file mode",
+            &[("secret-db", "team-a/db"), ("file-mode-db", "0777")],
+            "file mode 0777 is not allowed",
+        ),
+        (
+            "bad optional",
+            &[("secret-db", "team-a/db"), ("optional-db", "perhaps")],
+            "annotation ps-injector.io/optional-db: \"perhaps\" is not a boolean",
+        ),
+        (
+            "bad env name",
+            &[("env-A-B", "team-a/db")],
+            "environment variable name \"A-B\"",
+        ),
+        (
+            "bad env source",
+            &[("env-A", "vault:team-a/db")],
+            "unknown source \"vault\"",
+        ),
+        (
+            "env path policy",
+            &[("env-A", "team-b/db")],
+            "outside the secret paths namespace team-a may read (team-a/**)",
+        ),
+        (
+            "path policy",
+            &[("secret-db", "team-b/db/password")],
+            "annotation ps-injector.io/secret-db: path \"team-b/db/password\" is outside",
+        ),
+        ("folder policy", &[("folder-all", "team")], "is outside"),
+        (
+            "bt list policy",
+            &[("secrets", "team-a/x, team-b/y")],
+            "annotation ps-injector.io/secrets: path \"team-b/y\" is outside",
+        ),
+        (
+            "account policy",
+            &[("account-sa", "db-test/svc")],
+            "managed account \"db-test/svc\" is outside",
+        ),
+        (
+            "bt account policy",
+            &[("managed-accounts", "db-test/svc")],
+            "is outside",
+        ),
+        (
+            "bt clash",
+            &[("secret-team-a", "team-a/x"), ("secrets", "team-a/db/password")],
+            "also the name of an output",
+        ),
+        (
+            "unknown mode",
+            &[("secret-db", "team-a/db"), ("mode", "daemon")],
+            "unknown mode \"daemon\"",
+        ),
+        (
+            "bad interval",
+            &[("secret-db", "team-a/db"), ("refresh-interval", "0s")],
+            "zero interval",
+        ),
+        (
+            "empty containers",
+            &[("secret-db", "team-a/db"), ("containers", " , ")],
+            "the list is empty",
+        ),
+        (
+            "bad init-first",
+            &[("secret-db", "team-a/db"), ("init-first", "first")],
+            "not a boolean",
+        ),
+        (
+            "bad signal",
+            &[("secret-db", "team-a/db"), ("signal", "smoke")],
+            "file:NAME, process:NAME[:SIGNAL] or http:PORT[/PATH]",
+        ),
+        (
+            "signal clash",
+            &[("secret-db", "team-a/db"), ("signal", "file:db")],
+            "has the name of an output",
+        ),
+        (
+            "bad cpu",
+            &[("secret-db", "team-a/db"), ("agent-cpu-request", "lots")],
+            "annotation ps-injector.io/agent-cpu-request: \"lots\" is not a Kubernetes quantity",
+        ),
+        (
+            "request above limit",
+            &[("secret-db", "team-a/db"), ("agent-cpu-limit", "1m")],
+            "annotation ps-injector.io/agent-cpu-limit: agent requests.cpu: request 5m is above the limit 1m",
+        ),
+        (
+            "guarded override",
+            &[("secret-db", "team-a/db"), ("credentials-secret", "x")],
+            "may not set this annotation",
+        ),
+        (
+            "bad mount path",
+            &[("secret-db", "team-a/db"), ("mount-path", "relative")],
+            "not an absolute directory",
+        ),
+        (
+            "ca overlap",
+            &[("secret-db", "team-a/db"), ("mount-path", "/etc/ps-injector")],
+            "overlaps the agent's CA directory",
+        ),
+        (
+            "http url",
+            &[("secret-db", "team-a/db"), ("url", "http://ps.example.com")],
+            "must start with https://",
+        ),
+        (
+            "foreign host",
+            &[("secret-db", "team-a/db"), ("url", "https://evil.example.com/x")],
+            "not an allowed Password Safe host",
+        ),
+    ];
+
+    #[test]
+    fn deny_table() {
+        for (case, pairs, fragment) in DENIES {
+            let mut all = vec![("inject", "true")];
+            all.extend_from_slice(pairs);
+            match build_with(&all, "team-a") {
+                Ok(_) => panic!("{case}: allowed"),
+                Err(Deny(message)) => assert!(message.contains(fragment), "{case}: {message}"),
+            }
+        }
+    }
+
+    #[test]
+    fn full_spec() {
+        let spec = build_with(
+            &[
+                ("inject", "true"),
+                ("secret-db", "team-a/db/password"),
+                ("format-db", "json"),
+                ("file-mode-db", "0440"),
+                ("folder-cfg", "team-a/app"),
+                ("template-cfg", "{% for s in secrets %}{{ s.title }}{% endfor %}"),
+                ("optional-cfg", "true"),
+                ("account-sa", "db-prod/svc"),
+                ("secrets", "team-a/x/y, team-a/z/w"),
+                ("folders", "team-a/bulk"),
+                ("managed-accounts", "db-prod/other"),
+                ("env-DB_PASSWORD", "team-a/db/password"),
+                ("env-DB_USER", "username:team-a/db/password"),
+                ("optional-DB_USER", "true"),
+                ("mode", "init+sidecar"),
+                ("refresh-interval", "10s"),
+                ("containers", "app, worker"),
+                ("init-first", "true"),
+                ("mount-path", "/secrets"),
+                ("signal", "process:nginx:SIGHUP"),
+                ("agent-memory-limit", "64Mi"),
+                ("url", "https://eu.dr.example.com/BeyondTrust/api/public/v3"),
+                ("secert-x", "y"),
+                ("example.com/other", "ignored"),
+            ],
+            "team-a",
+        )
+        .unwrap();
+        assert_eq!(spec.mode, Some(Mode::InitSidecar));
+        assert_eq!(spec.mount_path, "/secrets");
+        assert_eq!(spec.agent.root, "/secrets");
+        assert_eq!(
+            spec.containers.as_deref(),
+            Some(&["app".to_owned(), "worker".to_owned()][..])
+        );
+        assert_eq!(spec.init_first, Some(true));
+        assert_eq!(spec.explicit_file_modes, ["db"]);
+        assert_eq!(spec.agent.refresh.interval_seconds, 10);
+        assert_eq!(
+            spec.agent.password_safe.url,
+            "https://eu.dr.example.com/BeyondTrust/api/public/v3"
+        );
+        assert_eq!(spec.resources.limits.memory.as_deref(), Some("64Mi"));
+        assert_eq!(spec.agent.secrets[0].render.format, Format::Json);
+        assert_eq!(spec.agent.folders[0].render.format, Format::Template);
+        assert!(spec.agent.folders[0].render.optional);
+        assert_eq!(spec.agent.accounts[0].account, "db-prod/svc");
+        let bt = spec.agent.beyondtrust.as_ref().unwrap();
+        assert_eq!(bt.secrets, ["team-a/x/y", "team-a/z/w"]);
+        assert_eq!(bt.accounts, ["db-prod/other"]);
+        assert_eq!(spec.agent.env.len(), 2);
+        assert!(spec.agent.env.iter().any(|e| e.name == "DB_USER" && e.optional));
+        assert!(spec.exec());
+        assert_eq!(spec.warnings.len(), 2, "{:?}", spec.warnings);
+        assert!(
+            spec.warnings[0].contains("did you mean ps-injector.io/secret-x?"),
+            "{:?}",
+            spec.warnings
+        );
+        assert!(
+            spec.warnings[1].contains("below the recommended minimum of 30s"),
+            "{:?}",
+            spec.warnings
+        );
+        spec.agent.validate().unwrap();
+    }
+
+    #[test]
+    fn defaults_come_from_the_config() {
+        let spec = build_with(&[("inject", "true"), ("secret-db", "any/where")], "team-b").unwrap();
+        assert_eq!(spec.mode, None);
+        assert_eq!(spec.mount_path, "/ps/secrets");
+        assert_eq!(spec.credentials_secret, "ps-injector-credentials");
+        assert_eq!(spec.agent.refresh.interval_seconds, 300);
+        assert_eq!(spec.resources, Config::default().agent.resources);
+        assert!(spec.warnings.is_empty());
+        // The placeholder URL is allowed but warned about.
+        let config = Config::default();
+        let spec = build(
+            [
+                ("ps-injector.io/inject", "true"),
+                ("ps-injector.io/secret-db", "a/b"),
+            ]
+            .into_iter(),
+            "x",
+            &config,
+        )
+        .unwrap();
+        assert!(
+            spec.warnings[0].contains("no Password Safe URL configured"),
+            "{:?}",
+            spec.warnings
+        );
+    }
+}
