@@ -2,13 +2,16 @@
 //!
 //! The filter comes from `PS_WEBHOOK_LOG` (an `EnvFilter` directive such as `info` or
 //! `ps_webhook=debug,warn`). Admissions are logged inside an `admission` span carrying `uid`,
-//! `namespace`, `name`, `outcome`, `mode` and `duration_us`; the JSON format prints those span
+//! `namespace`, `pod`, `outcome`, `mode` and `duration_us`; the JSON format prints those span
 //! fields with every event. Nothing logged ever carries a secret value: the webhook handles
 //! references only, and request bodies are never logged.
 
 use std::{fmt, str::FromStr};
 
-use tracing_subscriber::{EnvFilter, fmt::format::FmtSpan};
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{MakeWriter, format::FmtSpan},
+};
 
 /// Environment variable holding the log filter directive.
 pub const FILTER_ENV: &str = "PS_WEBHOOK_LOG";
@@ -55,20 +58,35 @@ pub enum LoggingError {
 /// or empty (`info` for `serve`; the demo uses `warn` to keep its own output readable).
 pub fn init(format: LogFormat, default_directive: &str) -> Result<(), LoggingError> {
     let filter = match std::env::var(FILTER_ENV) {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v).map_err(LoggingError::Filter)?,
-        _ => EnvFilter::try_new(default_directive).map_err(LoggingError::Filter)?,
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default_directive.to_owned(),
     };
+    let subscriber = subscriber(format, &filter, std::io::stderr)?;
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInstalled)
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (tests capture the output with it).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, LoggingError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).map_err(LoggingError::Filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_span_events(FmtSpan::NONE);
-    let result = match format {
-        LogFormat::Plain => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-    };
-    result.map_err(|_| LoggingError::AlreadyInstalled)
+    Ok(match format {
+        LogFormat::Plain => Box::new(builder.with_target(false).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    })
 }

@@ -10,12 +10,13 @@
 //! | `ps_webhook_admission_duration_seconds` | histogram | — |
 //! | `ps_webhook_config_reloads_total` | counter | `result` |
 //! | `ps_webhook_certificate_reloads_total` | counter | `result` |
+//! | `ps_webhook_certificate_expiry_timestamp_seconds` | gauge | — |
 
 use std::time::Duration;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -58,6 +59,7 @@ pub struct Metrics {
     duration: Histogram,
     config_reloads: Family<ResultLabels, Counter>,
     certificate_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +95,12 @@ impl Metrics {
             "Reloads of the serving certificate and key, by result",
             certificate_reloads.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, as Unix time",
+            certificate_expiry.clone(),
+        );
         // Both results exist from the start, so an alert on `failure` has a series to watch.
         for ok in [true, false] {
             let _ = config_reloads.get_or_create(&ResultLabels::of(ok));
@@ -104,7 +112,13 @@ impl Metrics {
             duration,
             config_reloads,
             certificate_reloads,
+            certificate_expiry,
         }
+    }
+
+    /// Records the `notAfter` of the serving certificate now in use (0 when unknown).
+    pub fn set_certificate_expiry(&self, not_after: Option<i64>) {
+        self.certificate_expiry.set(not_after.unwrap_or(0));
     }
 
     /// Counts one answered admission request and records its latency.

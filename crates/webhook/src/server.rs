@@ -9,7 +9,7 @@
 //!   `application/json`; a missing one is accepted). A body over [`Limits::max_body`] is 413
 //!   without reading it, and a body not complete within [`Limits::body_timeout`] is 408.
 //!   Nothing here answers 5xx.
-//! - **Observability**: one `admission` span per request (uid, namespace, name, outcome, mode,
+//! - **Observability**: one `admission` span per request (uid, namespace, pod, outcome, mode,
 //!   duration_us); skips at debug, injections at info, denials and invalid requests at info with
 //!   the core's message (which names annotations, never values); metrics per request.
 //! - **Shutdown** ([`RunningServer::trigger_shutdown`], SIGTERM/SIGINT in `serve`): `/readyz`
@@ -37,7 +37,7 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{
     admin::{self, AdminState, Readiness},
@@ -215,6 +215,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
     })?;
 
     let metrics = Arc::new(Metrics::new());
+    metrics.set_certificate_expiry(resolver.not_after());
     let readiness = Readiness::default();
     let mut watchers = vec![tls::watch(
         cfg.tls_cert.clone(),
@@ -456,39 +457,45 @@ where
         }
     };
 
-    let span = tracing::info_span!(
-        "admission",
-        uid = Empty,
-        namespace = Empty,
-        name = Empty,
-        outcome = Empty,
-        mode = Empty,
-        duration_us = Empty,
-    );
-    let _entered = span.enter();
     let config = state.config.load();
     let result = admission::review(&body, &config);
     drop(config);
     let elapsed = start.elapsed();
     let outcome = result.outcome.as_str();
-    span.record("uid", result.uid.as_str());
-    span.record("namespace", result.namespace.as_str());
-    span.record("name", result.name.as_str());
-    span.record("outcome", outcome);
-    if let Some(mode) = result.mode {
-        span.record("mode", mode);
+    // The span is created once every field is known (recording fields one by one re-encodes
+    // them). Plain skips get a debug span, which costs nothing at the default info level.
+    let quiet =
+        matches!(result.outcome, Outcome::Skipped | Outcome::AlreadyInjected) && result.warnings.is_empty();
+    macro_rules! admission_span {
+        ($level:ident) => {
+            tracing::$level!(
+                "admission",
+                uid = result.uid.as_str(),
+                namespace = result.namespace.as_str(),
+                pod = result.name.as_str(),
+                outcome,
+                mode = result.mode,
+                duration_us = elapsed.as_micros() as u64,
+            )
+        };
     }
-    span.record("duration_us", elapsed.as_micros() as u64);
-    let message = result.message.as_deref().unwrap_or("");
+    let span = if quiet {
+        admission_span!(debug_span)
+    } else {
+        admission_span!(info_span)
+    };
+    let entered = span.enter();
+    // One event per admission (none for quiet skips at the default level).
+    let reason = result.message.as_deref();
+    let warnings = (!result.warnings.is_empty()).then(|| tracing::field::debug(&result.warnings));
     match result.outcome {
-        Outcome::Skipped | Outcome::AlreadyInjected => tracing::debug!("admitted unchanged"),
-        Outcome::Injected => tracing::info!("injected"),
-        Outcome::Denied => tracing::info!(message, "denied"),
-        Outcome::Invalid => tracing::info!(message, "invalid admission request"),
+        Outcome::Skipped | Outcome::AlreadyInjected if quiet => tracing::debug!("admitted unchanged"),
+        Outcome::Skipped | Outcome::AlreadyInjected => tracing::info!(warnings, "admitted unchanged"),
+        Outcome::Injected => tracing::info!(warnings, "injected"),
+        Outcome::Denied => tracing::info!(reason, warnings, "denied"),
+        Outcome::Invalid => tracing::info!(reason, "invalid admission request"),
     }
-    if !result.warnings.is_empty() {
-        tracing::info!(warnings = ?result.warnings, "admitted with warnings");
-    }
+    drop(entered);
     state.metrics.observe_admission(outcome, result.mode, elapsed);
 
     let mut rsp = Response::new(Full::new(Bytes::from(result.body)));

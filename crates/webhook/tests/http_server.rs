@@ -616,6 +616,17 @@ async fn admin_port_probes_and_metrics() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     assert!(!text.contains("namespace"), "no namespace label");
+    let expiry: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ps_webhook_certificate_expiry_timestamp_seconds "))
+        .expect("certificate expiry gauge")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(expiry > now && expiry <= now + 86_400 + 60, "{expiry} vs {now}");
     h.shutdown().await;
 }
 
