@@ -128,7 +128,7 @@ async fn json_logs_have_one_span_per_admission_and_no_values() {
         lines
             .iter()
             .filter(|l| l["span"]["uid"] == uid)
-            .map(|l| l.clone())
+            .cloned()
             .collect::<Vec<_>>()
     };
 
