@@ -1,7 +1,7 @@
 //! The client, the session, and the HTTP plumbing (retries, re-authentication, logging).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -132,6 +132,7 @@ impl Client {
                 }),
                 signed_out: AtomicBool::new(false),
                 open_requests: Mutex::new(BTreeSet::new()),
+                account_locks: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -190,7 +191,14 @@ struct SessionInner {
     signed_out: AtomicBool,
     /// Managed-account requests not yet checked in.
     open_requests: Mutex<BTreeSet<u64>>,
+    /// One release at a time per account: with `ConflictOption: reuse`, concurrent requests for
+    /// the same account share one request ID, and the first check-in would close it under the
+    /// others.
+    account_locks: Mutex<AccountLocks>,
 }
+
+/// Per-account (system, account; lower case) release locks.
+type AccountLocks = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 struct ReauthState {
     /// Successful re-authentications.
@@ -330,8 +338,15 @@ impl Session {
     /// (`ConflictOption: reuse`) → `GET Credentials/{id}` → `PUT Requests/{id}/checkin`. The
     /// request is checked in whether or not the credentials call succeeded. If the check-in itself
     /// fails (after retries) the password is still returned, a warning is logged, and
-    /// [`Session::sign_out`] tries the check-in again.
+    /// [`Session::sign_out`] tries the check-in again. Concurrent calls for the same account on
+    /// one session run one after the other (they would share one reused request otherwise).
     pub async fn managed_account(&self, acct: &AccountRef) -> Result<ManagedCredential, Error> {
+        let key = (acct.system().to_lowercase(), acct.account().to_lowercase());
+        let lock = match self.inner.account_locks.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _serialized = lock.lock().await;
         let what = format!("managed account {:?}", acct.to_string());
         let query = vec![
             ("systemName", acct.system().to_owned()),

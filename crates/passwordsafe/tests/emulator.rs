@@ -330,6 +330,35 @@ async fn managed_account_is_checked_in_when_credentials_fail() {
 }
 
 #[tokio::test]
+async fn concurrent_releases_of_one_account_do_not_close_each_others_request() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    // One caller's Credentials call is delayed by a retry; if both shared the reused request, the
+    // other's check-in would close it first.
+    faults(
+        &emu,
+        json!({"fail": {"route": "GET credentials/{id}", "status": 503, "count": 1}}),
+    )
+    .await;
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let s = session.clone();
+            tokio::spawn(async move { s.managed_account(&"db-prod/svc_app".parse().unwrap()).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_value(
+            &t.await.unwrap().expect("both releases succeed").password,
+            "managed-1",
+            "managed",
+        );
+    }
+    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 2);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
 async fn failed_checkin_is_retried_at_sign_out() {
     let emu = start().await;
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
