@@ -1,8 +1,8 @@
 //! Cost of one admission through `admission::review` (parse, decide, mutate, serialise), on
 //! the fixtures in `bench/webhook/fixtures/`.
 //!
-//! - `admission_instructions inject|skip N`: runs N admissions of that fixture and prints a
-//!   checksum; `bench/webhook/instructions` runs it under callgrind for N and N+100 and reports
+//! - `admission_instructions inject|skip N [FILE]`: runs N admissions of that fixture (or of
+//!   the AdmissionReview in FILE, which must take that path) and prints a checksum; `bench/webhook/instructions` runs it under callgrind for N and N+100 and reports
 //!   (Ir(N+100) − Ir(N)) / 100 instructions per admission, so start-up cancels out.
 //! - Without a path (as `cargo bench` runs it): a short wall-clock measurement of both paths.
 
@@ -61,9 +61,16 @@ fn main() {
         .collect();
     if let Some(path) = args.first() {
         let n: u64 = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(100);
-        let (body, want) = fixture(path);
-        check(body, want, &config);
-        println!("{path} x{n}: checksum {}", run(body, &config, n));
+        let (builtin, want) = fixture(path);
+        let body = match args.get(2) {
+            Some(file) => std::fs::read(file).unwrap_or_else(|e| {
+                eprintln!("cannot read {file}: {e}");
+                std::process::exit(2);
+            }),
+            None => builtin.to_vec(),
+        };
+        check(&body, want, &config);
+        println!("{path} x{n}: checksum {}", run(&body, &config, n));
         return;
     }
     for path in ["inject", "skip"] {
