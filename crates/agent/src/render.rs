@@ -416,8 +416,15 @@ mod tests {
         let e = t.render("filter", &mine, &all).unwrap_err().to_string();
         assert!(e.starts_with("template: unknown filter"), "{e}");
         // Loops over a map yield its keys.
-        t.add("loop", "{% for k in secret %}{{ k }}={{ secret[k] }};{% endfor %}").unwrap();
-        assert_eq!(out(t.render("loop", &mine, &all).unwrap()), "username=u;value=pw1;");
+        t.add(
+            "loop",
+            "{% for k in secret %}{{ k }}={{ secret[k] }};{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(
+            out(t.render("loop", &mine, &all).unwrap()),
+            "username=u;value=pw1;"
+        );
         let e = t.add("syntax", "line1\n{{ secret.value ").unwrap_err();
         assert!(e.starts_with("syntax error"), "{e}");
         assert!(e.contains("line 2"), "{e}");

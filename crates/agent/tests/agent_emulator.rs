@@ -868,3 +868,71 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     );
     h.assert_closed();
 }
+
+#[test]
+fn ownership_per_output() {
+    let h = Harness::new();
+    let config = h.agent_config(json!({
+        "secrets": [{"name": "owned", "path": "apps/db/password", "uid": 4321, "gid": 8765, "fileMode": "0440"}],
+        "folders": [{"name": "dir", "path": "apps/rotate", "uid": 4321, "gid": 8765}]
+    }));
+    let run = h.run(&h.env_api_key(&config), &["fetch"]);
+    if rustix::process::geteuid().is_root() {
+        expect_code(&run, 0);
+        use std::os::unix::fs::MetadataExt;
+        for p in ["owned", "dir", "dir/a"] {
+            let m = fs::metadata(h.root().join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4321, 8765), "{p}");
+        }
+        assert_mode(&h.root().join("owned"), 0o440);
+    } else {
+        expect_code(&run, 1);
+        assert!(run.stderr.contains("CAP_CHOWN"), "{}", run.stderr);
+    }
+    h.assert_closed();
+}
+
+/// The process signal: every process whose command name matches gets the signal after a
+/// refresh changed the files. A copy of `sleep` with a unique name stands in for the app.
+#[test]
+fn watch_signals_the_app_process() {
+    let h = Harness::new();
+    let name = format!("psag{:011}", std::process::id());
+    let app = h.dir.path().join(&name);
+    fs::copy("/bin/sleep", &app).unwrap();
+    let mut sleeper = std::process::Command::new(&app).arg("60").spawn().unwrap();
+    let config = h.agent_config(json!({
+        "secrets": [{"name": "a", "path": "apps/rotate/a"}],
+        "refresh": {"intervalSeconds": 1, "jitterPercent": 0},
+        "signal": {"process": {"process": name, "signal": "SIGUSR1"}}
+    }));
+    let log = h.dir.path().join("watch.log");
+    let mut child = h.spawn(&h.env_api_key(&config), &["watch"], &log);
+    wait_for("first generation", Duration::from_secs(20), || {
+        h.root().join(".ps-ready").exists()
+    });
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "no signal for the first generation"
+    );
+    h.set_secret("apps/rotate", "a", "signal-2");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = sleeper.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the app was not signalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(rustix::process::Signal::USR1.as_raw()));
+    signal(&child, rustix::process::Signal::TERM);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    let text = fs::read_to_string(&log).unwrap();
+    assert_no_leak(&text, &["signal-2"]);
+    assert!(text.contains("notified the app: sent"), "{text}");
+    h.assert_closed();
+}
