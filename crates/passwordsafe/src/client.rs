@@ -336,7 +336,10 @@ impl Session {
 
     /// Releases a managed account's password: `GET ManagedAccounts` → `POST Requests`
     /// (`ConflictOption: reuse`) → `GET Credentials/{id}` → `PUT Requests/{id}/checkin`. The
-    /// request is checked in whether or not the credentials call succeeded. If the check-in itself
+    /// request is checked in whether or not the credentials call succeeded. When the
+    /// credentials call gets 403 or 404 (another client of the same user checked the shared
+    /// request in), the request is made once more. A check-in answered 403 or 404 means the
+    /// request is already closed. If the check-in itself
     /// fails (after retries) the password is still returned, a warning is logged, and
     /// [`Session::sign_out`] tries the check-in again. Concurrent calls for the same account on
     /// one session run one after the other (they would share one reused request otherwise).
@@ -375,39 +378,50 @@ impl Session {
         if let Some(rotate) = opts.rotate_on_checkin {
             body["RotateOnCheckin"] = Value::Bool(rotate);
         }
-        let call = Call::new(Method::POST, route::REQUESTS, "Requests".to_owned(), &what)
-            .json(&body)
-            .conflict_retryable();
-        let reply = self.call(call).await?;
-        let request_id =
-            decode_request_id(&reply).map_err(|reason| invalid(&what, route::REQUESTS, reason))?;
-        self.track_request(request_id, true);
+        let mut asked_again = false;
+        loop {
+            let call = Call::new(Method::POST, route::REQUESTS, "Requests".to_owned(), &what)
+                .json(&body)
+                .conflict_retryable();
+            let reply = self.call(call).await?;
+            let request_id =
+                decode_request_id(&reply).map_err(|reason| invalid(&what, route::REQUESTS, reason))?;
+            self.track_request(request_id, true);
 
-        let cred_call = Call::new(
-            Method::GET,
-            route::CREDENTIALS,
-            format!("Credentials/{request_id}"),
-            &what,
-        )
-        .sensitive();
-        let password = match self.call(cred_call).await {
-            Ok(mut body) => {
-                let decoded = decode_credentials(&body);
-                body.zeroize();
-                decoded.map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
+            let cred_call = Call::new(
+                Method::GET,
+                route::CREDENTIALS,
+                format!("Credentials/{request_id}"),
+                &what,
+            )
+            .sensitive();
+            let password = match self.call(cred_call).await {
+                Ok(mut body) => {
+                    let decoded = decode_credentials(&body);
+                    body.zeroize();
+                    decoded.map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
+                }
+                Err(e) => Err(e),
+            };
+
+            match checkin_with(self, request_id, &what).await {
+                Ok(()) => self.track_request(request_id, false),
+                Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
             }
-            Err(e) => Err(e),
-        };
-
-        match checkin_with(self, request_id, &what).await {
-            Ok(()) => self.track_request(request_id, false),
-            Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
+            // `reuse` hands every client of the same user the same request; another one (another
+            // pod) may check it in between our request and our read, and the read then gets 403
+            // or 404. Ask once more: the next request is a fresh one.
+            if !asked_again && matches!(password, Err(Error::Permission { .. } | Error::NotFound { .. })) {
+                asked_again = true;
+                tracing::debug!("credentials refused for a possibly shared request; requesting again");
+                continue;
+            }
+            return Ok(ManagedCredential {
+                system: acct.system().to_owned(),
+                account: acct.account().to_owned(),
+                password: password?,
+            });
         }
-        Ok(ManagedCredential {
-            system: acct.system().to_owned(),
-            account: acct.account().to_owned(),
-            password: password?,
-        })
     }
 
     /// Checks in any request still open, then signs out (`POST Auth/Signout`). Idempotent: later
@@ -590,27 +604,37 @@ fn pick_by_title(list: Vec<RawSecret>, title: &str) -> Option<RawSecret> {
     list.into_iter().nth(idx)
 }
 
-async fn checkin_with(session: &Session, request_id: u64, what: &str) -> Result<(), Error> {
-    let call = Call::new(
+fn checkin_call<'a>(request_id: u64, what: &'a str) -> Call<'a> {
+    Call::new(
         Method::PUT,
         route::CHECKIN,
         format!("Requests/{request_id}/checkin"),
         what,
     )
-    .json(&json!({}));
-    session.call(call).await.map(|_| ())
+    .json(&json!({}))
+}
+
+/// A request that is gone or no longer active (403, 404: checked in by another client of the
+/// same user, or expired) has nothing left to check in.
+fn checkin_outcome(result: Result<Vec<u8>, Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(Error::Permission { .. } | Error::NotFound { .. }) => {
+            tracing::debug!("request already closed; nothing to check in");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn checkin_with(session: &Session, request_id: u64, what: &str) -> Result<(), Error> {
+    checkin_outcome(session.call(checkin_call(request_id, what)).await)
 }
 
 async fn checkin(transport: &Transport, request_id: u64, what: &str, budget: Duration) -> Result<(), Error> {
-    let mut call = Call::new(
-        Method::PUT,
-        route::CHECKIN,
-        format!("Requests/{request_id}/checkin"),
-        what,
-    )
-    .json(&json!({}));
+    let mut call = checkin_call(request_id, what);
     call.budget = Some(budget);
-    transport.execute(&call).await.map(|_| ())
+    checkin_outcome(transport.execute(&call).await)
 }
 
 async fn sign_out_call(transport: &Transport) -> Result<(), Error> {

@@ -296,22 +296,38 @@ async fn managed_account_is_requested_read_and_checked_in() {
 async fn managed_account_is_checked_in_when_credentials_fail() {
     let emu = start().await;
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
-    faults(
-        &emu,
-        json!({"fail": {"route": "GET credentials/{id}", "status": 403, "count": 1}}),
-    )
-    .await;
-    let err = session
-        .managed_account(&"db-prod/svc_app".parse().unwrap())
-        .await
-        .unwrap_err();
+    // 403 twice: after the first, the request is made once more (another client of the same
+    // user may have closed a shared request); no retries beyond that.
+    let fail = |status: u16, count: u32| json!({"fail": {"route": "GET credentials/{id}", "status": status, "count": count}});
+    faults(&emu, fail(403, 2)).await;
+    let acct: AccountRef = "db-prod/svc_app".parse().unwrap();
+    let err = session.managed_account(&acct).await.unwrap_err();
     assert!(matches!(err, Error::Permission { .. }), "{err}");
-    assert_eq!(calls(&emu, "GET credentials/{id}").await, 1, "403 not retried");
+    assert_eq!(calls(&emu, "GET credentials/{id}").await, 2);
+    assert_eq!(calls(&emu, "POST requests").await, 2);
     assert_eq!(
         state(&emu).await["requests_open"],
         0,
         "checked in despite the failure"
     );
+
+    // A server error that outlasts the retry budget: checked in too.
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry = RetryPolicy {
+        max_elapsed: Duration::from_millis(200),
+        ..fast_retry()
+    };
+    let short = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    faults(&emu, fail(500, 100_000)).await;
+    let err = short.managed_account(&acct).await.unwrap_err();
+    assert!(matches!(err, Error::Server { status: 500, .. }), "{err}");
+    assert_eq!(
+        state(&emu).await["requests_open"],
+        0,
+        "checked in after a server error"
+    );
+    faults(&emu, json!({"reset": true})).await;
+    short.sign_out().await.unwrap();
 
     // A Credentials body that is not a JSON string is an error (never an empty password) and
     // the request is still checked in.
@@ -359,12 +375,37 @@ async fn concurrent_releases_of_one_account_do_not_close_each_others_request() {
 }
 
 #[tokio::test]
+async fn a_request_closed_by_another_client_is_requested_again() {
+    let emu = start().await;
+    let a = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let b = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    // Same user, same account: `reuse` gives both sessions one request. The first Credentials
+    // call is delayed by a retry, so the other session checks the shared request in first.
+    faults(
+        &emu,
+        json!({"fail": {"route": "GET credentials/{id}", "status": 503, "count": 1}}),
+    )
+    .await;
+    let tasks: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|s| tokio::spawn(async move { s.managed_account(&"db-prod/svc_app".parse().unwrap()).await }))
+        .collect();
+    for t in tasks {
+        let cred = t.await.unwrap().expect("both sessions get the password");
+        assert_value(&cred.password, "managed-1", "managed");
+    }
+    a.sign_out().await.unwrap();
+    b.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
 async fn failed_checkin_is_retried_at_sign_out() {
     let emu = start().await;
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
     faults(
         &emu,
-        json!({"fail": {"route": "PUT requests/{id}/checkin", "status": 403, "count": 1}}),
+        json!({"fail": {"route": "PUT requests/{id}/checkin", "status": 400, "count": 1}}),
     )
     .await;
     let cred = session
