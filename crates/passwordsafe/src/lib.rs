@@ -73,7 +73,10 @@
 //! - **Managed accounts.** `GET ManagedAccounts?systemName=&accountName=` (object or array) →
 //!   `POST Requests` (200 or 201, body = request ID) → `GET Credentials/{id}` (the body must be a
 //!   JSON string: anything else is [`Error::InvalidResponse`], never an empty password) →
-//!   `PUT Requests/{id}/checkin`, the check-in also when the credentials call failed.
+//!   `PUT Requests/{id}/checkin`, the check-in also when the credentials call failed. Because
+//!   `reuse` shares one request between all clients of a user, releases of one account run one
+//!   at a time per session, a `Credentials` 403/404 is followed by one new request, and a
+//!   check-in answered 403/404 counts as already closed.
 //! - **Secrecy.** Values, keys, tokens and cookies never appear in `Debug`, `Display`, errors or
 //!   logs. Error bodies are shown truncated, and never for `Credentials` or 5xx answers. Calls
 //!   are traced at `debug` with method, route template (ids masked), status, duration and
