@@ -554,6 +554,10 @@ impl Session {
     async fn reauthenticate(&self, seen_epoch: u64, seen_attempts: u64, what: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let mut state = inner.reauth.lock().await;
+        if inner.signed_out.load(Ordering::SeqCst) {
+            // Signed out while this call was in flight: never open a new session behind it.
+            return Err(Error::SignedOut { what: what.to_owned() });
+        }
         if state.epoch != seen_epoch {
             return Ok(());
         }
