@@ -246,27 +246,46 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let config = load_config(config.as_deref())?;
     let input = read_input(&file)?;
-    let injected = match inject::inject_manifests(&input, &config, namespace.as_deref()) {
+    let code = inject_io(
+        &input,
+        &config,
+        diff,
+        namespace.as_deref(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+    .context("cannot write the output")?;
+    Ok(ExitCode::from(code))
+}
+
+/// `ps-webhook inject` on text already read: the mutated manifests (or, with `diff`, the diff)
+/// to `out`, warnings and the error message to `err`. Returns the exit code: 0, or 1 when the
+/// core refuses the input (with the message the webhook would give).
+pub fn inject_io(
+    input: &str,
+    config: &Config,
+    diff: bool,
+    namespace: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let injected = match inject::inject_manifests(input, config, namespace) {
         Ok(injected) => injected,
         Err(error) => {
-            eprintln!("ps-webhook inject: {error}");
-            return Ok(ExitCode::from(1));
+            writeln!(err, "ps-webhook inject: {error}")?;
+            return Ok(1);
         }
     };
     for warning in &injected.warnings {
-        eprintln!("warning: {warning}");
+        writeln!(err, "warning: {warning}")?;
     }
-    let out = if diff {
-        inject::diff(&input, &injected.output)
+    if diff {
+        out.write_all(inject::diff(input, &injected.output).as_bytes())?;
     } else {
-        injected.output
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(out.as_bytes())
-        .context("cannot write to standard output")?;
-    stdout.flush().context("cannot write to standard output")?;
-    Ok(ExitCode::SUCCESS)
+        out.write_all(injected.output.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -278,6 +297,51 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    const DEPLOYMENT: &str = include_str!("../../../examples/demo/deployment.yaml");
+
+    fn inject(input: &str, diff: bool) -> (u8, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = inject_io(input, &Config::default(), diff, None, &mut out, &mut err).unwrap();
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn inject_prints_manifests_and_warnings() {
+        let (code, out, err) = inject(DEPLOYMENT, false);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("ps-injector.io/status"), "{out}");
+        assert!(out.contains("kind: Deployment"), "{out}");
+        // The built-in configuration has no Password Safe URL: warned about, on stderr.
+        assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+        assert!(err.contains("passwordSafe.url"), "{err}");
+    }
+
+    #[test]
+    fn inject_diff_shows_only_the_change() {
+        let (code, out, _) = inject(DEPLOYMENT, true);
+        assert_eq!(code, 0);
+        assert!(out.starts_with("--- "), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with('+') && l.contains("ps-injector.io/status")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn inject_refusal_exits_1_with_the_message() {
+        let bad = DEPLOYMENT.replace("payments/stripe/api-key", "no-folder");
+        let (code, out, err) = inject(&bad, false);
+        assert_eq!(code, 1);
+        assert!(out.is_empty(), "{out}");
+        assert!(err.starts_with("ps-webhook inject: "), "{err}");
+        assert!(err.contains("ps-injector.io/secret-stripe-key"), "{err}");
     }
 
     #[test]

@@ -16,8 +16,23 @@ fn main() -> ExitCode {
     match Args::parse().run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ps-webhook: {error:#}");
+            eprintln!("ps-webhook: {}", message(&error));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause its parent already quotes.
+fn message(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
