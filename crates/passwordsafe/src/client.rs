@@ -427,11 +427,16 @@ impl Session {
     /// Checks in any request still open, then signs out (`POST Auth/Signout`). Idempotent: later
     /// calls (and calls on other clones) do nothing and return `Ok`. A 401 (session already
     /// expired) counts as signed out. Retries are limited to 10 s here. Returns the first error.
+    /// Call it once the session's other calls have finished: calls still in flight fail with
+    /// [`Error::SignedOut`] (and a managed-account request they opened may stay open until it
+    /// expires).
     pub async fn sign_out(self) -> Result<(), Error> {
         let inner = &self.inner;
         if inner.signed_out.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // Wait for a re-authentication in progress, so the sign-out closes the newest session.
+        let _no_reauth = inner.reauth.lock().await;
         let open: Vec<u64> = inner
             .open_requests
             .lock()
