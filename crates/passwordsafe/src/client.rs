@@ -561,7 +561,9 @@ impl Session {
         let mut state = inner.reauth.lock().await;
         if inner.signed_out.load(Ordering::SeqCst) {
             // Signed out while this call was in flight: never open a new session behind it.
-            return Err(Error::SignedOut { what: what.to_owned() });
+            return Err(Error::SignedOut {
+                what: what.to_owned(),
+            });
         }
         if state.epoch != seen_epoch {
             return Ok(());
