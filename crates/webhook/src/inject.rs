@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::{
-    admission::{Decision, decide},
+    admission::{Decision, SpecInput, decide},
     config::Config,
     mutate::PodMeta,
     patch::{OpKind, PatchOp},
@@ -259,13 +259,8 @@ impl Ctx<'_> {
             .map(RawValue::from_string)
             .transpose()
             .map_err(|e| unusable(e.to_string()))?;
-        match decide(
-            &meta,
-            spec_raw.as_deref(),
-            namespace,
-            runs_to_completion,
-            self.config,
-        ) {
+        let spec = SpecInput::Raw(spec_raw.as_deref());
+        match decide(meta, spec, namespace, runs_to_completion, self.config) {
             Decision::Skip | Decision::AlreadyInjected => Ok(()),
             Decision::Deny { message, warnings } => {
                 self.push_warnings(object, warnings);

@@ -694,10 +694,12 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
         }
     };
 
-    let mut agent = spec.agent.clone();
+    // The agent configuration is copied only when the file modes change.
+    let mut group_agent = None;
     let agent_uid = match readers {
         Readers::User(uid) => uid,
         Readers::Group(gid) => {
+            let agent = group_agent.insert(spec.agent.clone());
             let group_mode = FileMode::new(0o440).unwrap_or_default();
             let mut renders: Vec<(&str, &mut inject_api::Render)> = Vec::new();
             renders.extend(agent.secrets.iter_mut().map(|s| (s.name.as_str(), &mut s.render)));
@@ -782,7 +784,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     };
 
     // --- Objects --------------------------------------------------------------------------------
-    let agent_json = agent.to_json();
+    let agent_json = group_agent.as_ref().unwrap_or(&spec.agent).to_json();
     let security = SecurityContext {
         run_as_user: agent_uid,
         run_as_group: config.agent.run_as_group,

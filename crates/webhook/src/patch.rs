@@ -66,7 +66,16 @@ pub fn pointer<'a>(tokens: impl IntoIterator<Item = &'a str>) -> String {
 
 /// Serialises a patch as the JSON array the AdmissionResponse carries (before base64).
 pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
-    serde_json::to_vec(ops).unwrap_or_else(|_| b"[]".to_vec())
+    let size = ops
+        .iter()
+        .map(|o| o.path.len() + o.value.get().len() + 40)
+        .sum::<usize>()
+        + 2;
+    let mut out = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut out, ops) {
+        Ok(()) => out,
+        Err(_) => b"[]".to_vec(),
+    }
 }
 
 #[cfg(test)]

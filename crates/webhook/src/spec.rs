@@ -220,10 +220,12 @@ pub fn build<'a>(
         }
         None => config.injection.mount_path.clone(),
     };
-    if mount_path == CA_MOUNT_DIR
-        || mount_path.starts_with(&format!("{CA_MOUNT_DIR}/"))
-        || CA_MOUNT_DIR.starts_with(&format!("{mount_path}/"))
-    {
+    let nested = |inner: &str, outer: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if mount_path == CA_MOUNT_DIR || nested(&mount_path, CA_MOUNT_DIR) || nested(CA_MOUNT_DIR, &mount_path) {
         return Err(Deny::annotation(
             ann::MOUNT_PATH,
             format!("{mount_path:?} overlaps the agent's CA directory {CA_MOUNT_DIR}; choose another path"),
