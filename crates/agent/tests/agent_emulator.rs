@@ -936,3 +936,71 @@ fn watch_signals_the_app_process() {
     assert!(text.contains("notified the app: sent"), "{text}");
     h.assert_closed();
 }
+
+/// A client CA (PEM) and a client certificate + key it signed (one PEM).
+fn client_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "agent test client CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "svc-agent");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn client_certificate_both_ways() {
+    let (ca, cert, key) = client_pki();
+    let h = Harness::with_options(ps_emulator::Options {
+        client_ca_pem: Some(ca),
+        ..Default::default()
+    });
+    let d = h.dir.path();
+    fs::write(d.join("client.crt"), &cert).unwrap();
+    fs::write(d.join("client.key"), &key).unwrap();
+    fs::write(d.join("client.pem"), format!("{cert}{key}")).unwrap();
+    let with_cert = h
+        .agent_config(json!({"secrets": [{"name": "pw", "path": "apps/db/password"}]}))
+        .replace(
+            "\"apiVersion\":\"3.1\"",
+            &format!(
+                "\"apiVersion\":\"3.1\",\"clientCertFile\":{:?},\"clientKeyFile\":{:?}",
+                d.join("client.crt").to_string_lossy(),
+                d.join("client.key").to_string_lossy()
+            ),
+        );
+    assert!(with_cert.contains("clientCertFile"), "config shape changed");
+    let run = h.run(&h.env_api_key(&with_cert), &["fetch"]);
+    expect_code(&run, 0);
+    assert_file(&h.root().join("pw"), DB_PASSWORD.as_bytes());
+    // Without it, SignAppIn is refused.
+    let without = h.agent_config(json!({"secrets": [{"name": "pw", "path": "apps/db/password"}]}));
+    let run = h.run(&h.env_api_key(&without), &["fetch"]);
+    expect_code(&run, 1);
+    assert!(run.stderr.contains("authentication failed"), "{}", run.stderr);
+    // BeyondTrust way: one PEM with certificate and key.
+    let env = env_of(&[
+        ("BT_API_URL", &h.base_url()),
+        ("BT_API_KEY", &format!("{KEY};runas={RUNAS};")),
+        ("SECRETS_LIST", "apps/db/password"),
+        ("SECRETS_PATH", &h.root().join("bt").to_string_lossy()),
+        ("PS_CA_FILE", &h.ca_file.to_string_lossy()),
+        (
+            "BT_CLIENT_CERTIFICATE_PATH",
+            &d.join("client.pem").to_string_lossy(),
+        ),
+    ]);
+    let run = h.run(&env, &[]);
+    expect_code(&run, 0);
+    assert_file(&h.root().join("bt/apps/db/password"), DB_PASSWORD.as_bytes());
+    h.assert_closed();
+}
