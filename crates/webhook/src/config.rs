@@ -924,6 +924,28 @@ policy:
     }
 
     #[test]
+    fn glob_prefix_semantics() {
+        let c = Config::from_yaml(
+            "policy:\n  namespaces:\n    a: {allowedPaths: [\"team-a/**\"]}\n    b: {allowedPaths: [\"x/*/z\"]}\n    \"*\": {allowedPaths: []}\n",
+        )
+        .unwrap();
+        let a = c.namespace_policy("a").unwrap();
+        assert!(a.allows_path("team-a/db/password"));
+        assert!(a.allows_path("team-a/app"));
+        assert!(!a.allows_path("team-ab/x"));
+        let b = c.namespace_policy("b").unwrap();
+        assert!(b.allows_path("x/y/z"));
+        assert!(b.allows_path("x/y/z/deeper"));
+        assert!(!b.allows_path("x/y"), "a parent folder is wider than the pattern");
+        assert!(!b.allows_path("x/y/w/z"), "* does not cross /");
+        let other = c.namespace_policy("elsewhere").unwrap();
+        assert!(
+            !other.allows_path("anything/x"),
+            "an empty list denies everything"
+        );
+    }
+
+    #[test]
     fn quantities() {
         assert_eq!(parse_quantity("5m").unwrap(), 0.005);
         assert_eq!(parse_quantity("8Mi").unwrap(), 8.0 * 1024.0 * 1024.0);
