@@ -55,8 +55,8 @@ pub const MOUNT_PATH: &str = "ps-injector.io/mount-path";
 /// Name of the Kubernetes Secret (in the pod's namespace) holding the Password Safe credentials.
 /// Guarded by policy.
 pub const CREDENTIALS_SECRET: &str = "ps-injector.io/credentials-secret";
-/// How the application learns of a refresh: `file:NAME`, `process:NAME[:SIGNAL]` or
-/// `http:PORT[/PATH]`.
+/// How the application learns of a refresh: `file:NAME` (NAME follows the output-name rule),
+/// `process:NAME[:SIGNAL]` or `http:PORT[/PATH]`.
 pub const SIGNAL: &str = "ps-injector.io/signal";
 /// Agent container CPU request (Kubernetes quantity).
 pub const AGENT_CPU_REQUEST: &str = "ps-injector.io/agent-cpu-request";
@@ -572,16 +572,10 @@ pub fn parse_signal(value: &str) -> Result<ChangeSignal, String> {
     };
     match kind {
         "file" => {
-            // A leading '.' keeps the marker out of globbing apps' way (`.changed`); names
-            // starting with ".." or ".ps-" stay reserved for the agent.
+            // The same rule as output names (the agent checks it again): no leading '.', so the
+            // marker never collides with the agent's own `..data` and `.ps-*` entries.
             let name = rest.trim();
-            let checked = name.strip_prefix('.').unwrap_or(name);
-            if name.starts_with("..") || name.starts_with(".ps-") {
-                return Err(format!(
-                    "signal file name {name:?} is reserved for the agent; use e.g. file:.changed"
-                ));
-            }
-            names::validate_output_name(checked).map_err(|e| format!("signal file: {e}"))?;
+            names::validate_output_name(name).map_err(|e| format!("signal file: {e}; e.g. file:changed"))?;
             Ok(ChangeSignal::File(name.to_owned()))
         }
         "process" => {
@@ -727,10 +721,7 @@ mod tests {
 
     #[test]
     fn signals() {
-        assert_eq!(
-            parse_signal("file:.changed"),
-            Ok(ChangeSignal::File(".changed".into()))
-        );
+        assert!(parse_signal("file:.changed").is_err());
         assert_eq!(
             parse_signal("file:changed"),
             Ok(ChangeSignal::File("changed".into()))

@@ -320,8 +320,8 @@ impl Default for CredentialSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Auth {
-    /// Every key optional: the agent uses OAuth when a client id is present, else the API key,
-    /// and fails closed (naming the Secret) when neither is.
+    /// Every key optional: the agent uses whichever the Secret holds (an API key, or an OAuth
+    /// client id and secret; both at once is an error) and fails closed when it holds neither.
     #[default]
     Auto,
     /// `apiKey` required; `runAs`/`runAsPassword` optional (the key may carry `runas=`).

@@ -669,13 +669,8 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             )
         };
         match fs_group {
-            Some(g) if !spec.exec() => Readers::Group(g),
-            Some(_) => {
-                return Err(Deny(format!(
-                    "{problem}; env-* annotations need the user: set runAsUser in the pod's securityContext (or \
-                     of each wrapped container)"
-                )));
-            }
+            // The agent writes the env file for `exec` group-readable (0440) as well.
+            Some(g) => Readers::Group(g),
             None if spec.exec() || config.injection.require_known_user => {
                 return Err(Deny(format!(
                     "{problem}; set spec.securityContext.runAsUser to the app's user, or spec.securityContext.\
@@ -1241,11 +1236,17 @@ mod tests {
             },
             Case {
                 name: "exec with fsGroup only",
-                annotations: &[("env-X", "a/b")],
+                annotations: &[("env-X", "a/b"), ("mode", "init")],
                 spec: json!({"securityContext": {"fsGroup": 3}, "containers": [app(None)]}),
                 config: URL,
                 job: false,
-                expect: Err("env-* annotations need the user"),
+                expect: Ok(&[
+                    "add /spec/volumes",
+                    "add /spec/containers/0/volumeMounts",
+                    "replace /spec/containers/0/command",
+                    "add /spec/initContainers",
+                    "add /metadata/annotations/ps-injector.io~1status",
+                ]),
             },
             Case {
                 name: "unknown exec container",

@@ -501,7 +501,7 @@ pub fn build<'a>(
     {
         return Err(Deny::annotation(
             ann::SIGNAL,
-            format!("the signal file {name:?} has the name of an output; choose another, e.g. file:.changed"),
+            format!("the signal file {name:?} has the name of an output; choose another, e.g. file:changed"),
         ));
     }
 

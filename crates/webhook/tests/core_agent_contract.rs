@@ -1,0 +1,92 @@
+//! The agent accepts what the webhook renders: every injected golden case's agent container
+//! environment is loaded with `ps_agent::config::load`, the agent's own start-up parser.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use base64::prelude::*;
+use ps_webhook::{
+    admission::{Outcome, review},
+    config::Config,
+};
+use serde_json::Value;
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[test]
+fn the_agent_loads_every_rendered_configuration() {
+    let mut checked = 0;
+    for entry in fs::read_dir(fixtures().join("admission")).unwrap() {
+        let path = entry.unwrap().path();
+        let case = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let specific = fixtures().join(format!("config/{case}.yaml"));
+        let config_path = if specific.exists() {
+            specific
+        } else {
+            fixtures().join("config/default.yaml")
+        };
+        let config = Config::from_file(&config_path).unwrap();
+        let body = fs::read(&path).unwrap();
+        let result = review(&body, &config);
+        if result.outcome != Outcome::Injected {
+            continue;
+        }
+        let response: Value = serde_json::from_slice(&result.body).unwrap();
+        let patch = BASE64_STANDARD
+            .decode(response["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: Vec<Value> = serde_json::from_slice(&patch).unwrap();
+        // Every injected container, wherever the patch put it.
+        let mut containers = Vec::new();
+        for op in &ops {
+            match &op["value"] {
+                Value::Array(items) => {
+                    containers.extend(items.iter().filter(|c| c.get("image").is_some()).cloned())
+                }
+                v if v.get("image").is_some() => containers.push(v.clone()),
+                _ => {}
+            }
+        }
+        for c in containers {
+            let name = c["name"].as_str().unwrap();
+            let Some(env) = c["env"].as_array() else {
+                assert_eq!(name, "ps-agent-copy", "{case}: {name} has no env");
+                continue;
+            };
+            let mut vars = BTreeMap::new();
+            let mut has_client = false;
+            for e in env {
+                let var = e["name"].as_str().unwrap().to_owned();
+                if let Some(v) = e["value"].as_str() {
+                    vars.insert(var, v.to_owned());
+                } else {
+                    has_client |= var == "PS_CLIENT_ID";
+                    vars.insert(var, String::new()); // filled below
+                }
+            }
+            // Credentials as a Secret would give them: one method.
+            if has_client && !vars.contains_key("PS_API_KEY") {
+                vars.insert(
+                    "PS_CLIENT_ID".into(),
+                    "6f3e2d1c-0000-4000-8000-000000000001".into(),
+                );
+                vars.insert("PS_CLIENT_SECRET".into(), "s".repeat(40));
+            } else {
+                vars.insert("PS_API_KEY".into(), "k".repeat(64));
+                vars.insert("PS_RUNAS".into(), "svc".into());
+                vars.remove("PS_CLIENT_ID");
+                vars.remove("PS_CLIENT_SECRET");
+            }
+            // The CA bundle exists only in the pod.
+            if vars.contains_key("PS_CA_FILE") {
+                continue;
+            }
+            let settings = ps_agent::config::load(&vars, &ps_agent::config::Tuning::default())
+                .unwrap_or_else(|e| panic!("{case}: the agent refuses {name}'s configuration: {}", e.0));
+            assert!(!settings.config.root.is_empty());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} configurations checked");
+}
