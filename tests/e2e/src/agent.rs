@@ -50,7 +50,8 @@ impl Volume {
 
     /// Reads `<volume>/<rel>` (through the agent's `..data` symlinks).
     pub fn read(&self, rel: &str) -> Vec<u8> {
-        std::fs::read(self.path().join(rel)).unwrap_or_else(|e| panic!("reading {rel} in the secrets volume: {e}"))
+        std::fs::read(self.path().join(rel))
+            .unwrap_or_else(|e| panic!("reading {rel} in the secrets volume: {e}"))
     }
 
     pub fn mode(&self, rel: &str) -> u32 {
@@ -115,9 +116,20 @@ impl Harness {
             .unwrap_or_else(|e| panic!("running container {container} of pod {}: {e:#}", pods::name(pod)))
     }
 
-    async fn try_run_container(&self, pod: &Pod, container: &str, volume: &Volume, opts: Options<'_>) -> Result<Run> {
-        let ns = pod.metadata.namespace.as_deref().ok_or_else(|| anyhow!("the pod has no namespace"))?;
-        let c: &Container = pods::container(pod, container).ok_or_else(|| anyhow!("no container {container}"))?;
+    async fn try_run_container(
+        &self,
+        pod: &Pod,
+        container: &str,
+        volume: &Volume,
+        opts: Options<'_>,
+    ) -> Result<Run> {
+        let ns = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or_else(|| anyhow!("the pod has no namespace"))?;
+        let c: &Container =
+            pods::container(pod, container).ok_or_else(|| anyhow!("no container {container}"))?;
         let mount_path = c
             .volume_mounts
             .iter()
@@ -125,7 +137,10 @@ impl Harness {
             .find(|m| m.name == layout::VOLUME_NAME)
             .map(|m| m.mount_path.clone())
             .ok_or_else(|| anyhow!("container {container} does not mount {}", layout::VOLUME_NAME))?;
-        let local = volume.path().to_str().ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?;
+        let local = volume
+            .path()
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?;
         let remap = |arg: &str| -> String {
             match arg.strip_prefix(mount_path.as_str()) {
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{local}{rest}"),
@@ -192,7 +207,10 @@ impl Harness {
                 .and_then(|d| d.get(&r.key))
                 .map(|b| String::from_utf8(b.0.clone()));
             match (value, secret.is_some(), optional) {
-                (Some(v), _, _) => env.push((e.name.clone(), v.with_context(|| format!("env {}: not UTF-8", e.name))?)),
+                (Some(v), _, _) => env.push((
+                    e.name.clone(),
+                    v.with_context(|| format!("env {}: not UTF-8", e.name))?,
+                )),
                 (None, _, true) => {}
                 (None, false, false) => bail!(
                     "env {}: Secret {ns}/{} does not exist (a kubelet would not start the container)",
@@ -207,7 +225,12 @@ impl Harness {
                 ),
             }
         }
-        let ca = self.env.emulator_ca.to_str().ok_or_else(|| anyhow!("non-UTF-8 CA path"))?.to_owned();
+        let ca = self
+            .env
+            .emulator_ca
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 CA path"))?
+            .to_owned();
         env.retain(|(k, _)| k != agent_env::CA_FILE);
         let agent_run = program == self.env.agent_bin;
         if agent_run {

@@ -113,8 +113,13 @@ impl Env {
 
     /// The origin of the emulator (`https://127.0.0.1:PORT`), for its operator endpoints.
     pub fn emulator_origin(&self) -> &str {
-        let rest = self.emulator_url.strip_prefix("https://").unwrap_or(&self.emulator_url);
-        let end = rest.find('/').map_or(self.emulator_url.len(), |i| i + "https://".len());
+        let rest = self
+            .emulator_url
+            .strip_prefix("https://")
+            .unwrap_or(&self.emulator_url);
+        let end = rest
+            .find('/')
+            .map_or(self.emulator_url.len(), |i| i + "https://".len());
         &self.emulator_url[..end]
     }
 }
@@ -134,8 +139,14 @@ pub struct WebhookConfig {
 impl WebhookConfig {
     fn load(path: &std::path::Path) -> Result<WebhookConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let doc: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let s = |ptr: &str, default: &str| doc.pointer(ptr).and_then(Value::as_str).unwrap_or(default).to_owned();
+        let doc: Value =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let s = |ptr: &str, default: &str| {
+            doc.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_owned()
+        };
         let agent_command = match doc.pointer("/agent/command") {
             Some(v) => serde_json::from_value(v.clone()).context("agent.command")?,
             None => vec![inject_api::layout::BIN_NAME.to_owned()],
@@ -175,7 +186,10 @@ impl Created {
     pub fn pod(self) -> Pod {
         match self.result {
             Ok(p) => p,
-            Err(s) => panic!("the API server refused the pod: {} (HTTP {}, {})", s.message, s.code, s.reason),
+            Err(s) => panic!(
+                "the API server refused the pod: {} (HTTP {}, {})",
+                s.message, s.code, s.reason
+            ),
         }
     }
 
@@ -198,7 +212,9 @@ impl Harness {
     pub async fn new() -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let env = Env::from_env();
-        Self::connect(env).await.expect("connecting to the e2e control plane")
+        Self::connect(env)
+            .await
+            .expect("connecting to the e2e control plane")
     }
 
     async fn connect(env: Env) -> Result<Harness> {
@@ -210,7 +226,8 @@ impl Harness {
         let client = Client::try_from(config).context("building the kube client")?;
         let seed = Seed::load(&env.seed)?;
         let webhook_config = WebhookConfig::load(&env.webhook_config)?;
-        let ca = std::fs::read(&env.emulator_ca).with_context(|| format!("reading {}", env.emulator_ca.display()))?;
+        let ca = std::fs::read(&env.emulator_ca)
+            .with_context(|| format!("reading {}", env.emulator_ca.display()))?;
         let http = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(&ca).context("the emulator CA")?])
             .timeout(Duration::from_secs(10))
@@ -258,9 +275,10 @@ impl Harness {
 
     /// Creates the `default` ServiceAccount in `ns` unless it exists.
     pub async fn service_account(&self, ns: &str) {
-        let sa: ServiceAccount =
-            serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}))
-                .expect("service account JSON");
+        let sa: ServiceAccount = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        )
+        .expect("service account JSON");
         match Api::<ServiceAccount>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &sa)
             .await
@@ -276,8 +294,14 @@ impl Harness {
     pub async fn credentials_secret(&self, ns: &str) {
         let (key, user) = self.seed.api_key().expect("seed credentials");
         let mut data = std::collections::BTreeMap::new();
-        data.insert(self.config.api_key_key.clone(), ByteString(key.as_bytes().to_vec()));
-        data.insert(self.config.run_as_key.clone(), ByteString(user.as_bytes().to_vec()));
+        data.insert(
+            self.config.api_key_key.clone(),
+            ByteString(key.as_bytes().to_vec()),
+        );
+        data.insert(
+            self.config.run_as_key.clone(),
+            ByteString(user.as_bytes().to_vec()),
+        );
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(self.config.secret_name.clone()),
@@ -322,7 +346,10 @@ impl Harness {
             Ok(serde_json::from_slice::<Pod>(&body).context("decoding the created pod")?)
         } else {
             Err(serde_json::from_slice::<Status>(&body).with_context(|| {
-                format!("decoding the refusal (HTTP {status}): {}", String::from_utf8_lossy(&body))
+                format!(
+                    "decoding the refusal (HTTP {status}): {}",
+                    String::from_utf8_lossy(&body)
+                )
             })?)
         };
         Ok(Created { result, warnings })

@@ -70,7 +70,10 @@ pub fn status(pod: &Pod) -> Option<&str> {
 }
 
 pub fn containers(pod: &Pod) -> &[Container] {
-    pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default()
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
 }
 
 pub fn init_containers(pod: &Pod) -> &[Container] {
@@ -105,15 +108,38 @@ pub fn agent_containers<'a>(pod: &'a Pod, agent_image: &str) -> Vec<(&'static st
 /// The injected volume: exactly one, an in-memory emptyDir with a size limit.
 #[track_caller]
 pub fn assert_secrets_volume(pod: &Pod) {
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
-    let ours: Vec<_> = volumes.iter().filter(|v| v.name == layout::VOLUME_NAME).collect();
-    assert_eq!(ours.len(), 1, "pod {}: volume {} once, got {}", name(pod), layout::VOLUME_NAME, ours.len());
-    let ed = ours[0]
-        .empty_dir
+    let volumes = pod
+        .spec
         .as_ref()
-        .unwrap_or_else(|| panic!("pod {}: volume {} is not an emptyDir", name(pod), layout::VOLUME_NAME));
-    assert_eq!(ed.medium.as_deref(), Some("Memory"), "pod {}: the secrets volume must be in memory", name(pod));
-    assert!(ed.size_limit.is_some(), "pod {}: the secrets volume needs a size limit", name(pod));
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
+    let ours: Vec<_> = volumes.iter().filter(|v| v.name == layout::VOLUME_NAME).collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "pod {}: volume {} once, got {}",
+        name(pod),
+        layout::VOLUME_NAME,
+        ours.len()
+    );
+    let ed = ours[0].empty_dir.as_ref().unwrap_or_else(|| {
+        panic!(
+            "pod {}: volume {} is not an emptyDir",
+            name(pod),
+            layout::VOLUME_NAME
+        )
+    });
+    assert_eq!(
+        ed.medium.as_deref(),
+        Some("Memory"),
+        "pod {}: the secrets volume must be in memory",
+        name(pod)
+    );
+    assert!(
+        ed.size_limit.is_some(),
+        "pod {}: the secrets volume needs a size limit",
+        name(pod)
+    );
 }
 
 /// `c` mounts the secrets volume exactly once, read-only, at `mount_path`.
@@ -125,16 +151,34 @@ pub fn assert_reads_secrets(c: &Container, mount_path: &str) {
         .flatten()
         .filter(|m| m.name == layout::VOLUME_NAME)
         .collect();
-    assert_eq!(mounts.len(), 1, "container {}: one mount of {}", c.name, layout::VOLUME_NAME);
-    assert_eq!(mounts[0].mount_path, mount_path, "container {}: mount path", c.name);
-    assert_eq!(mounts[0].read_only, Some(true), "container {}: the app's mount must be read-only", c.name);
+    assert_eq!(
+        mounts.len(),
+        1,
+        "container {}: one mount of {}",
+        c.name,
+        layout::VOLUME_NAME
+    );
+    assert_eq!(
+        mounts[0].mount_path, mount_path,
+        "container {}: mount path",
+        c.name
+    );
+    assert_eq!(
+        mounts[0].read_only,
+        Some(true),
+        "container {}: the app's mount must be read-only",
+        c.name
+    );
 }
 
 /// `c` does not mount the secrets volume.
 #[track_caller]
 pub fn assert_no_secrets_mount(c: &Container) {
     assert!(
-        !c.volume_mounts.iter().flatten().any(|m| m.name == layout::VOLUME_NAME),
+        !c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == layout::VOLUME_NAME),
         "container {} must not mount {}",
         c.name,
         layout::VOLUME_NAME
@@ -150,11 +194,33 @@ pub fn assert_hardened(c: &Container) {
         .as_ref()
         .unwrap_or_else(|| panic!("injected container {} has no securityContext", c.name));
     assert_eq!(sc.run_as_non_root, Some(true), "{}: runAsNonRoot", c.name);
-    assert!(sc.run_as_user.is_some_and(|u| u > 0), "{}: runAsUser must be a non-root id", c.name);
-    assert_eq!(sc.allow_privilege_escalation, Some(false), "{}: allowPrivilegeEscalation", c.name);
-    assert_eq!(sc.read_only_root_filesystem, Some(true), "{}: readOnlyRootFilesystem", c.name);
-    let drop = sc.capabilities.as_ref().and_then(|c| c.drop.as_deref()).unwrap_or_default();
-    assert!(drop.iter().any(|d| d == "ALL"), "{}: capabilities.drop must hold ALL", c.name);
+    assert!(
+        sc.run_as_user.is_some_and(|u| u > 0),
+        "{}: runAsUser must be a non-root id",
+        c.name
+    );
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(false),
+        "{}: allowPrivilegeEscalation",
+        c.name
+    );
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{}: readOnlyRootFilesystem",
+        c.name
+    );
+    let drop = sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.drop.as_deref())
+        .unwrap_or_default();
+    assert!(
+        drop.iter().any(|d| d == "ALL"),
+        "{}: capabilities.drop must hold ALL",
+        c.name
+    );
     assert_eq!(
         sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
         Some("RuntimeDefault"),
@@ -174,7 +240,13 @@ pub fn agent_config(c: &Container) -> AgentConfig {
     let json = env(c, agent_env::AGENT_CONFIG)
         .and_then(|e| e.value.as_deref())
         .unwrap_or_else(|| panic!("container {} has no {} value", c.name, agent_env::AGENT_CONFIG));
-    AgentConfig::from_json(json).unwrap_or_else(|e| panic!("container {}: {} does not parse: {e}", c.name, agent_env::AGENT_CONFIG))
+    AgentConfig::from_json(json).unwrap_or_else(|e| {
+        panic!(
+            "container {}: {} does not parse: {e}",
+            c.name,
+            agent_env::AGENT_CONFIG
+        )
+    })
 }
 
 /// Credentials reach only agent containers: no app container has an env var from the
@@ -207,23 +279,45 @@ pub fn assert_no_credentials(c: &Container, secret_name: &str) {
 /// what was sent: containers (name, image, command, mounts of ours) and volumes of ours.
 #[track_caller]
 pub fn assert_untouched(pod: &Pod, sent: &Value) {
-    assert_eq!(status(pod), None, "pod {}: status annotation on a pod that was not opted in", name(pod));
+    assert_eq!(
+        status(pod),
+        None,
+        "pod {}: status annotation on a pod that was not opted in",
+        name(pod)
+    );
     let sent_names: Vec<&str> = sent["spec"]["containers"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names(containers(pod)), sent_names, "pod {}: containers changed", name(pod));
+    assert_eq!(
+        names(containers(pod)),
+        sent_names,
+        "pod {}: containers changed",
+        name(pod)
+    );
     let sent_inits = sent["spec"]["initContainers"].as_array().map_or(0, Vec::len);
-    assert_eq!(init_containers(pod).len(), sent_inits, "pod {}: init containers changed", name(pod));
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
+    assert_eq!(
+        init_containers(pod).len(),
+        sent_inits,
+        "pod {}: init containers changed",
+        name(pod)
+    );
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
     assert!(
         volumes.iter().all(|v| v.name != layout::VOLUME_NAME),
         "pod {}: the secrets volume was added",
         name(pod)
     );
-    for (c, s) in containers(pod).iter().zip(sent["spec"]["containers"].as_array().into_iter().flatten()) {
+    for (c, s) in containers(pod)
+        .iter()
+        .zip(sent["spec"]["containers"].as_array().into_iter().flatten())
+    {
         assert_eq!(
             serde_json::to_value(&c.command).unwrap_or_default(),
             s["command"],

@@ -58,7 +58,9 @@ impl SecondWebhook {
         let now = std::time::SystemTime::now();
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "e2e second webhook CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "e2e second webhook CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         ca_params.not_before = (now - Duration::from_secs(3600)).into();
@@ -74,11 +76,12 @@ impl SecondWebhook {
 
         let certs = vec![CertificateDer::from(leaf.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("the second webhook's certificate")?;
+        let mut tls =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .context("the second webhook's certificate")?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(tls));
 
@@ -88,12 +91,16 @@ impl SecondWebhook {
         let recorded = calls.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let calls = recorded.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let service = service_fn(move |req| handle(req, calls.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
@@ -161,7 +168,10 @@ impl SecondWebhook {
     }
 }
 
-async fn handle(req: Request<Incoming>, calls: Arc<Mutex<Vec<Call>>>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    calls: Arc<Mutex<Vec<Call>>>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let adds = req.uri().path().trim_start_matches('/').to_owned();
     let body = req.into_body().collect().await?.to_bytes();
     let (status, answer) = match serde_json::from_slice::<Value>(&body) {
@@ -204,7 +214,9 @@ fn review_answer(review: &Value, adds: &str, calls: &Mutex<Vec<Call>>) -> Value 
     calls.lock().expect("calls lock").push(Call {
         adds: adds.to_owned(),
         dry_run: request["dryRun"].as_bool().unwrap_or(false),
-        saw_status: pod["metadata"]["annotations"][ann::STATUS].as_str().map(str::to_owned),
+        saw_status: pod["metadata"]["annotations"][ann::STATUS]
+            .as_str()
+            .map(str::to_owned),
         saw_init_containers: inits,
         patched: !has,
     });

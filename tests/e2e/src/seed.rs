@@ -71,21 +71,30 @@ pub struct ManagedAccount {
 
 impl Seed {
     pub fn load(path: &Path) -> Result<Seed> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the seed {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading the seed {}", path.display()))?;
         serde_yaml_ng::from_str(&text).with_context(|| format!("parsing the seed {}", path.display()))
     }
 
     /// The first API key and the run-as user it names: the credentials the scenarios put into the
     /// credentials Secret.
     pub fn api_key(&self) -> Result<(&str, &str)> {
-        let key = self.api_keys.first().ok_or_else(|| anyhow!("the seed has no api_keys"))?;
-        let user = key.users.first().ok_or_else(|| anyhow!("the seed's first API key names no user"))?;
+        let key = self
+            .api_keys
+            .first()
+            .ok_or_else(|| anyhow!("the seed has no api_keys"))?;
+        let user = key
+            .users
+            .first()
+            .ok_or_else(|| anyhow!("the seed's first API key names no user"))?;
         Ok((&key.key, user))
     }
 
     /// The secret at `safe/folder/.../title`.
     pub fn secret(&self, path: &str) -> Result<&Secret> {
-        let (folder, title) = path.rsplit_once('/').ok_or_else(|| anyhow!("{path:?} has no folder"))?;
+        let (folder, title) = path
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow!("{path:?} has no folder"))?;
         self.folder(folder)?
             .secrets
             .iter()

@@ -15,13 +15,17 @@ use e2e_tests::{
     second_webhook::SecondWebhook,
 };
 use inject_api::{env as agent_env, layout};
-use k8s_openapi::api::{admissionregistration::v1::MutatingWebhookConfiguration, apps::v1::Deployment, batch::v1::Job};
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration, apps::v1::Deployment, batch::v1::Job,
+};
 use kube::{
     Api,
     api::{ListParams, PostParams},
 };
 use serde_json::{Value, json};
 
+/// A pod's annotations as (key, value) pairs.
+type Annotations<'a> = Vec<(&'a str, &'a str)>;
 
 const SECRET_DB: &str = "ps-injector.io/secret-db";
 const DB_PATH: &str = "team-a/db/password";
@@ -48,8 +52,15 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
     assert_eq!(hooks.len(), 1, "one webhook");
     let w = &hooks[0];
     assert_eq!(w.name, WEBHOOK_NAME);
-    assert_eq!(w.client_config.url.as_deref(), Some(h.env.webhook_url.as_str()), "clientConfig.url");
-    assert!(w.client_config.service.is_none(), "no service reference in URL mode");
+    assert_eq!(
+        w.client_config.url.as_deref(),
+        Some(h.env.webhook_url.as_str()),
+        "clientConfig.url"
+    );
+    assert!(
+        w.client_config.service.is_none(),
+        "no service reference in URL mode"
+    );
     let ca = std::fs::read(&h.env.webhook_ca).expect("test CA");
     let bundle = w.client_config.ca_bundle.as_ref().expect("caBundle").0.clone();
     assert_eq!(
@@ -63,9 +74,21 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
     assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
     let rules = w.rules.as_deref().unwrap_or_default();
     assert_eq!(rules.len(), 1, "one rule");
-    assert_eq!(rules[0].operations.as_deref(), Some(&["CREATE".to_owned()][..]), "CREATE only");
-    assert_eq!(rules[0].resources.as_deref(), Some(&["pods".to_owned()][..]), "pods only");
-    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]), "core group");
+    assert_eq!(
+        rules[0].operations.as_deref(),
+        Some(&["CREATE".to_owned()][..]),
+        "CREATE only"
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["pods".to_owned()][..]),
+        "pods only"
+    );
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&[String::new()][..]),
+        "core group"
+    );
     let conditions = w.match_conditions.as_deref().unwrap_or_default();
     assert!(
         conditions.iter().any(|c| c.expression.contains(ann::INJECT)),
@@ -81,8 +104,16 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
         .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
         .flat_map(|e| e.values.iter().flatten().map(String::as_str))
         .collect();
-    for ns in ["kube-system", "kube-public", "kube-node-lease", h.env.release_namespace.as_str()] {
-        assert!(excluded.contains(ns), "namespaceSelector excludes {ns} (got {excluded:?})");
+    for ns in [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        h.env.release_namespace.as_str(),
+    ] {
+        assert!(
+            excluded.contains(ns),
+            "namespaceSelector excludes {ns} (got {excluded:?})"
+        );
     }
 
     // URL mode without the in-cluster Deployment.
@@ -90,7 +121,10 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
         .list(&ListParams::default())
         .await
         .expect("listing deployments");
-    assert!(deployments.items.is_empty(), "deployment.enabled=false installs no Deployment");
+    assert!(
+        deployments.items.is_empty(),
+        "deployment.enabled=false installs no Deployment"
+    );
 
     // The scoping at work: opted-in pods in excluded namespaces never reach the webhook.
     let total0 = h.admissions_total().await;
@@ -101,7 +135,11 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
         let created = h.create_pod(ns, &sent, false).await.pod();
         pods::assert_untouched(&created, &sent);
     }
-    assert_eq!(h.admissions_total().await, total0, "excluded namespaces never reached the webhook");
+    assert_eq!(
+        h.admissions_total().await,
+        total0,
+        "excluded namespaces never reached the webhook"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +171,11 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
         ]),
     );
     let created = h.create_pod(&ns, &sent, false).await;
-    assert!(created.warnings.is_empty(), "no admission warnings: {:?}", created.warnings);
+    assert!(
+        created.warnings.is_empty(),
+        "no admission warnings: {:?}",
+        created.warnings
+    );
     let p = created.pod();
 
     // The object the API server stored.
@@ -169,14 +211,21 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
         Some((h.config.secret_name.clone(), h.config.run_as_key.clone(), true))
     );
     let cfg = pods::agent_config(agent);
-    assert_eq!(cfg.root, h.config.mount_path, "the agent writes where the app reads");
+    assert_eq!(
+        cfg.root, h.config.mount_path,
+        "the agent writes where the app reads"
+    );
     assert_eq!(cfg.password_safe.url, h.env.emulator_url);
     let secret_names: BTreeSet<&str> = cfg.secrets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(secret_names, BTreeSet::from(["api-key", "db", "dsn", "settings"]));
     assert_eq!(cfg.folders.len(), 1);
     assert_eq!(cfg.accounts.len(), 1);
     // Built-in admission ran too: the ServiceAccount plugin's token volume is there.
-    let volumes = p.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
+    let volumes = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
     assert!(
         volumes.iter().any(|v| v.name.starts_with("kube-api-access-")),
         "the ServiceAccount admission plugin added its token volume"
@@ -192,19 +241,29 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
     // Item 4: run the stored agent container.
     let state0 = h.emulator_state().await;
     let volume = Volume::new();
-    let run = h.run_container(&stored, "ps-agent-init", &volume, Options::default()).await;
+    let run = h
+        .run_container(&stored, "ps-agent-init", &volume, Options::default())
+        .await;
     run.assert_success("the stored ps-agent-init container");
     let seed = &h.seed;
     let db = seed.secret(DB_PATH).unwrap();
     let json: Value = serde_json::from_slice(&volume.read("db")).expect("db is JSON");
-    assert_same_value("db (json) value", json["value"].as_str().unwrap_or_default().as_bytes(), db.value().as_bytes());
+    assert_same_value(
+        "db (json) value",
+        json["value"].as_str().unwrap_or_default().as_bytes(),
+        db.value().as_bytes(),
+    );
     assert_same_value(
         "db (json) username",
         json["username"].as_str().unwrap_or_default().as_bytes(),
         db.username.as_deref().unwrap_or_default().as_bytes(),
     );
     assert_eq!(json["title"], "password");
-    assert_same_value("api-key", &volume.read("api-key"), seed.secret("team-a/api/key").unwrap().value().as_bytes());
+    assert_same_value(
+        "api-key",
+        &volume.read("api-key"),
+        seed.secret("team-a/api/key").unwrap().value().as_bytes(),
+    );
     assert_same_value(
         "settings",
         &volume.read("settings"),
@@ -213,7 +272,11 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
     let certs = seed.folder("team-a/certs").unwrap();
     assert_eq!(certs.secrets.len(), 2);
     for s in &certs.secrets {
-        assert_same_value(&format!("certs/{}", s.title), &volume.read(&format!("certs/{}", s.title)), s.value().as_bytes());
+        assert_same_value(
+            &format!("certs/{}", s.title),
+            &volume.read(&format!("certs/{}", s.title)),
+            s.value().as_bytes(),
+        );
     }
     assert_same_value(
         "ledger",
@@ -226,7 +289,11 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
         db.value()
     );
     assert_same_value("dsn (template)", &volume.read("dsn"), dsn.as_bytes());
-    assert_eq!(volume.mode("db"), 0o400, "default file mode for a single known reader");
+    assert_eq!(
+        volume.mode("db"),
+        0o400,
+        "default file mode for a single known reader"
+    );
     assert!(volume.exists(layout::READY_FILE), "the ready file");
     let result: Value = serde_json::from_slice(&volume.read(layout::RESULT_FILE)).expect("result file");
     assert_eq!(result["ok"], true);
@@ -238,7 +305,10 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
         "one sign-in"
     );
     assert_eq!(state1["sessions_open"], 0, "signed out");
-    assert_eq!(state1["requests_open"], 0, "the managed-account request was checked in");
+    assert_eq!(
+        state1["requests_open"], 0,
+        "the managed-account request was checked in"
+    );
 
     // Fail closed through the same path: a secret the run-as user may not read.
     let sent = pod(
@@ -247,9 +317,19 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
     );
     let denied = h.create_pod(&ns, &sent, false).await.pod();
     let volume = Volume::new();
-    let run = h.run_container(&denied, "ps-agent-init", &volume, Options::default()).await;
-    assert_eq!(run.code, Some(1), "a secret the run-as user may not read fails the init container: {}", run.stderr);
-    assert!(!volume.exists("db") && !volume.exists(layout::READY_FILE), "nothing switched in");
+    let run = h
+        .run_container(&denied, "ps-agent-init", &volume, Options::default())
+        .await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a secret the run-as user may not read fails the init container: {}",
+        run.stderr
+    );
+    assert!(
+        !volume.exists("db") && !volume.exists(layout::READY_FILE),
+        "nothing switched in"
+    );
 }
 
 /// Sidecar mode: one refreshing agent container next to the app, no init step.
@@ -258,18 +338,28 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
 async fn sidecar_mode_adds_one_refreshing_container() {
     let h = Harness::new().await;
     let ns = h.namespace("sidecar", &[]).await;
-    let sent = pod("sidecar", &opted_in(&[(ann::MODE, "sidecar"), (SECRET_DB, DB_PATH)]));
+    let sent = pod(
+        "sidecar",
+        &opted_in(&[(ann::MODE, "sidecar"), (SECRET_DB, DB_PATH)]),
+    );
     let p = h.create_pod(&ns, &sent, false).await.pod();
     assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED));
     assert_eq!(pods::names(pods::containers(&p)), ["app", "ps-agent"]);
-    assert_eq!(pods::agent_containers(&p, &h.config.agent_image), vec![("containers", "ps-agent")]);
+    assert_eq!(
+        pods::agent_containers(&p, &h.config.agent_image),
+        vec![("containers", "ps-agent")]
+    );
     let agent = pods::container(&p, "ps-agent").unwrap();
     assert_eq!(agent.args.as_deref(), Some(&["watch".to_owned()][..]));
     pods::assert_hardened(agent);
     pods::assert_secrets_volume(&p);
     pods::assert_reads_secrets(pods::container(&p, "app").unwrap(), &h.config.mount_path);
     assert!(
-        agent.volume_mounts.iter().flatten().any(|m| m.name == layout::VOLUME_NAME && m.read_only != Some(true)),
+        agent
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == layout::VOLUME_NAME && m.read_only != Some(true)),
         "the agent writes the volume"
     );
 }
@@ -288,14 +378,22 @@ async fn native_sidecar_mode_is_an_init_container_with_restart_policy_always() {
         }
         let p = h.create_pod(&ns, &pod(name, &a), false).await.pod();
         assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED), "{name}");
-        assert_eq!(pods::names(pods::containers(&p)), ["app"], "{name}: no classic sidecar");
+        assert_eq!(
+            pods::names(pods::containers(&p)),
+            ["app"],
+            "{name}: no classic sidecar"
+        );
         assert_eq!(
             pods::agent_containers(&p, &h.config.agent_image),
             vec![("initContainers", "ps-agent")],
             "{name}"
         );
         let agent = pods::container(&p, "ps-agent").unwrap();
-        assert_eq!(agent.restart_policy.as_deref(), Some("Always"), "{name}: native sidecar");
+        assert_eq!(
+            agent.restart_policy.as_deref(),
+            Some("Always"),
+            "{name}: native sidecar"
+        );
         assert_eq!(agent.args.as_deref(), Some(&["watch".to_owned()][..]), "{name}");
         let probe = agent
             .startup_probe
@@ -304,7 +402,11 @@ async fn native_sidecar_mode_is_an_init_container_with_restart_policy_always() {
             .and_then(|e| e.command.clone())
             .expect("startup probe exec");
         let mut want = h.config.agent_command.clone();
-        want.extend(["ready".to_owned(), "--root".to_owned(), h.config.mount_path.clone()]);
+        want.extend([
+            "ready".to_owned(),
+            "--root".to_owned(),
+            h.config.mount_path.clone(),
+        ]);
         assert_eq!(probe, want, "{name}: the startup probe waits for the first write");
         pods::assert_hardened(agent);
         pods::assert_reads_secrets(pods::container(&p, "app").unwrap(), &h.config.mount_path);
@@ -361,24 +463,39 @@ async fn job_pod_never_gets_a_classic_sidecar() {
             "{name}: stored with its owner"
         );
         assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED), "{name}");
-        assert_eq!(pods::names(pods::containers(&p)), ["app"], "{name}: no classic sidecar");
+        assert_eq!(
+            pods::names(pods::containers(&p)),
+            ["app"],
+            "{name}: no classic sidecar"
+        );
         assert_eq!(
             pods::agent_containers(&p, &h.config.agent_image),
             vec![("initContainers", "ps-agent")],
             "{name}: one agent, the native sidecar"
         );
-        assert_eq!(pods::container(&p, "ps-agent").unwrap().restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            pods::container(&p, "ps-agent").unwrap().restart_policy.as_deref(),
+            Some("Always")
+        );
         assert!(
-            warnings.iter().any(|w| w.contains(ann::MODE) && w.contains("native-sidecar")),
+            warnings
+                .iter()
+                .any(|w| w.contains(ann::MODE) && w.contains("native-sidecar")),
             "{name}: a warning says the mode was adapted: {warnings:?}"
         );
     }
     // Init mode stays init mode.
-    let mut sent = pod("job-init", &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]));
+    let mut sent = pod(
+        "job-init",
+        &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
+    );
     sent["metadata"]["ownerReferences"] = owner;
     sent["spec"]["restartPolicy"] = json!("Never");
     let p = h.create_pod(&ns, &sent, false).await.pod();
-    assert_eq!(pods::agent_containers(&p, &h.config.agent_image), vec![("initContainers", "ps-agent-init")]);
+    assert_eq!(
+        pods::agent_containers(&p, &h.config.agent_image),
+        vec![("initContainers", "ps-agent-init")]
+    );
 }
 
 /// Exec/env mode: a copy step, the fetch, and the app's command wrapped as `ps-agent exec --`.
@@ -402,22 +519,42 @@ async fn exec_mode_delivers_env_vars_through_the_wrapped_command() {
     );
     let p = h.create_pod(&ns, &sent, false).await.pod();
     assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED));
-    assert_eq!(pods::names(pods::init_containers(&p)), ["ps-agent-copy", "ps-agent-init"]);
+    assert_eq!(
+        pods::names(pods::init_containers(&p)),
+        ["ps-agent-copy", "ps-agent-init"]
+    );
     let bin_dir = format!("{}/{}", h.config.mount_path, layout::BIN_DIR);
     let copy = pods::container(&p, "ps-agent-copy").unwrap();
-    assert_eq!(copy.args.as_deref(), Some(&["copy-self".to_owned(), bin_dir.clone()][..]));
-    assert!(copy.env.as_deref().unwrap_or_default().is_empty(), "the copy step gets no credentials");
+    assert_eq!(
+        copy.args.as_deref(),
+        Some(&["copy-self".to_owned(), bin_dir.clone()][..])
+    );
+    assert!(
+        copy.env.as_deref().unwrap_or_default().is_empty(),
+        "the copy step gets no credentials"
+    );
     pods::assert_hardened(copy);
     pods::assert_hardened(pods::container(&p, "ps-agent-init").unwrap());
     let app = pods::container(&p, "app").unwrap();
-    let mut want: Vec<String> = vec![format!("{bin_dir}/{}", layout::BIN_NAME), "exec".into(), "--".into()];
+    let mut want: Vec<String> = vec![
+        format!("{bin_dir}/{}", layout::BIN_NAME),
+        "exec".into(),
+        "--".into(),
+    ];
     want.extend(["/app/server", "--config", "/etc/app/config.yaml"].map(String::from));
-    assert_eq!(app.command.as_deref(), Some(want.as_slice()), "the app's command is wrapped");
+    assert_eq!(
+        app.command.as_deref(),
+        Some(want.as_slice()),
+        "the app's command is wrapped"
+    );
     pods::assert_reads_secrets(app, &h.config.mount_path);
     pods::assert_no_credentials(app, &h.config.secret_name);
     let cfg = pods::agent_config(pods::container(&p, "ps-agent-init").unwrap());
     let vars: BTreeSet<&str> = cfg.env.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(vars, BTreeSet::from(["API_KEY", "DB_PASSWORD", "DB_USER", "LEDGER"]));
+    assert_eq!(
+        vars,
+        BTreeSet::from(["API_KEY", "DB_PASSWORD", "DB_USER", "LEDGER"])
+    );
 
     // Run the three steps of the stored pod in order, on one volume.
     let volume = Volume::new();
@@ -428,7 +565,8 @@ async fn exec_mode_delivers_env_vars_through_the_wrapped_command() {
         .await
         .assert_success("ps-agent-init");
     let out = tempfile::tempdir().unwrap();
-    let script = "for v in DB_PASSWORD DB_USER API_KEY LEDGER; do eval \"printf %s \\\"\\${$v}\\\"\" >\"$0/$v\"; done";
+    let script =
+        "for v in DB_PASSWORD DB_USER API_KEY LEDGER; do eval \"printf %s \\\"\\${$v}\\\"\" >\"$0/$v\"; done";
     let run = h
         .run_container(
             &p,
@@ -449,12 +587,24 @@ async fn exec_mode_delivers_env_vars_through_the_wrapped_command() {
     let read = |v: &str| std::fs::read(out.path().join(v)).unwrap_or_else(|e| panic!("{v} not saved: {e}"));
     let db = h.seed.secret(DB_PATH).unwrap();
     assert_same_value("$DB_PASSWORD", &read("DB_PASSWORD"), db.value().as_bytes());
-    assert_same_value("$DB_USER", &read("DB_USER"), db.username.as_deref().unwrap_or_default().as_bytes());
-    assert_same_value("$API_KEY", &read("API_KEY"), h.seed.secret("team-a/api/key").unwrap().value().as_bytes());
+    assert_same_value(
+        "$DB_USER",
+        &read("DB_USER"),
+        db.username.as_deref().unwrap_or_default().as_bytes(),
+    );
+    assert_same_value(
+        "$API_KEY",
+        &read("API_KEY"),
+        h.seed.secret("team-a/api/key").unwrap().value().as_bytes(),
+    );
     assert_same_value(
         "$LEDGER",
         &read("LEDGER"),
-        h.seed.account("ledger-db/svc_team_a").unwrap().password.as_bytes(),
+        h.seed
+            .account("ledger-db/svc_team_a")
+            .unwrap()
+            .password
+            .as_bytes(),
     );
 }
 
@@ -473,7 +623,10 @@ async fn opt_out_pods_are_untouched_and_never_reach_the_webhook() {
     let cases: [(&str, Vec<(&str, &str)>); 5] = [
         ("plain", vec![]),
         ("false", vec![(ann::INJECT, "false")]),
-        ("false-mixed-case", vec![(ann::INJECT, " False "), (SECRET_DB, DB_PATH)]),
+        (
+            "false-mixed-case",
+            vec![(ann::INJECT, " False "), (SECRET_DB, DB_PATH)],
+        ),
         ("zero", vec![(ann::INJECT, "0")]),
         ("no-inject-key", vec![(SECRET_DB, DB_PATH), (ann::MODE, "init")]),
     ];
@@ -482,7 +635,11 @@ async fn opt_out_pods_are_untouched_and_never_reach_the_webhook() {
         let p = h.create_pod(&ns, &sent, false).await.pod();
         pods::assert_untouched(&p, &sent);
     }
-    assert_eq!(h.admissions_total().await, total0, "none of them reached the webhook");
+    assert_eq!(
+        h.admissions_total().await,
+        total0,
+        "none of them reached the webhook"
+    );
 }
 
 /// An invalid annotation fails the create with our message (naming the annotation and the
@@ -492,7 +649,7 @@ async fn opt_out_pods_are_untouched_and_never_reach_the_webhook() {
 async fn invalid_annotation_fails_the_create_with_our_message() {
     let h = Harness::new().await;
     let ns = h.namespace("invalid", &[]).await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(&str, Annotations<'_>, &str)> = vec![
         (
             "bad-mode",
             opted_in(&[(ann::MODE, "sidecars"), (SECRET_DB, DB_PATH)]),
@@ -515,7 +672,11 @@ async fn invalid_annotation_fails_the_create_with_our_message() {
         ),
         (
             "bad-interval",
-            opted_in(&[(ann::MODE, "native-sidecar"), (SECRET_DB, DB_PATH), (ann::REFRESH_INTERVAL, "soon")]),
+            opted_in(&[
+                (ann::MODE, "native-sidecar"),
+                (SECRET_DB, DB_PATH),
+                (ann::REFRESH_INTERVAL, "soon"),
+            ]),
             "annotation ps-injector.io/refresh-interval:",
         ),
     ];
@@ -524,21 +685,38 @@ async fn invalid_annotation_fails_the_create_with_our_message() {
             let status = h.create_pod(&ns, &pod(name, &a), dry_run).await.refused();
             assert_eq!(status.code, 403, "{name}: {}", status.message);
             assert!(
-                status.message.contains(&format!("admission webhook \"{WEBHOOK_NAME}\" denied the request")),
+                status.message.contains(&format!(
+                    "admission webhook \"{WEBHOOK_NAME}\" denied the request"
+                )),
                 "{name}: {}",
                 status.message
             );
-            assert!(status.message.contains(want), "{name} (dry run {dry_run}): want {want:?} in {:?}", status.message);
+            assert!(
+                status.message.contains(want),
+                "{name} (dry run {dry_run}): want {want:?} in {:?}",
+                status.message
+            );
         }
-        assert!(h.pods(&ns).get_opt(name).await.unwrap().is_none(), "{name}: nothing stored");
+        assert!(
+            h.pods(&ns).get_opt(name).await.unwrap().is_none(),
+            "{name}: nothing stored"
+        );
     }
 
     // Exec mode without a command in the spec: denied with the fix.
-    let mut sent = pod("no-command", &opted_in(&[(ann::MODE, "init"), ("ps-injector.io/env-DB", DB_PATH)]));
-    sent["spec"]["containers"][0].as_object_mut().unwrap().remove("command");
+    let mut sent = pod(
+        "no-command",
+        &opted_in(&[(ann::MODE, "init"), ("ps-injector.io/env-DB", DB_PATH)]),
+    );
+    sent["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
     let status = h.create_pod(&ns, &sent, false).await.refused();
     assert!(
-        status.message.contains("container \"app\" has no command in the pod spec"),
+        status
+            .message
+            .contains("container \"app\" has no command in the pod spec"),
         "{}",
         status.message
     );
@@ -559,14 +737,22 @@ async fn policy_violation_is_denied() {
             ns,
             &pod(
                 "allowed",
-                &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH), ("ps-injector.io/account-ledger", "ledger-db/svc_team_a")]),
+                &opted_in(&[
+                    (ann::MODE, "init"),
+                    (SECRET_DB, DB_PATH),
+                    ("ps-injector.io/account-ledger", "ledger-db/svc_team_a"),
+                ]),
             ),
             false,
         )
         .await;
-    assert_eq!(ok_status(&allowed), Some(ann::STATUS_INJECTED), "paths inside the policy: {allowed:?}");
+    assert_eq!(
+        ok_status(&allowed),
+        Some(ann::STATUS_INJECTED),
+        "paths inside the policy: {allowed:?}"
+    );
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
+    let cases: Vec<(&str, Annotations<'_>, String)> = vec![
         (
             "other-team-secret",
             opted_in(&[(ann::MODE, "init"), (SECRET_DB, "team-b/db/password")]),
@@ -604,18 +790,31 @@ async fn policy_violation_is_denied() {
         let status = h.create_pod(ns, &pod(name, &a), false).await.refused();
         assert_eq!(status.code, 403, "{name}");
         assert!(
-            status.message.contains(&format!("admission webhook \"{WEBHOOK_NAME}\" denied the request")),
+            status.message.contains(&format!(
+                "admission webhook \"{WEBHOOK_NAME}\" denied the request"
+            )),
             "{name}: {}",
             status.message
         );
-        assert!(status.message.contains(&want), "{name}: want {want:?} in {:?}", status.message);
+        assert!(
+            status.message.contains(&want),
+            "{name}: want {want:?} in {:?}",
+            status.message
+        );
     }
 
     // The policy is per namespace: elsewhere team-b's path passes the webhook (Password Safe's
     // own permissions decide there).
     let other = h.namespace("nopolicy", &[]).await;
     let created = h
-        .create_pod(&other, &pod("other-team", &opted_in(&[(ann::MODE, "init"), (SECRET_DB, "team-b/db/password")])), false)
+        .create_pod(
+            &other,
+            &pod(
+                "other-team",
+                &opted_in(&[(ann::MODE, "init"), (SECRET_DB, "team-b/db/password")]),
+            ),
+            false,
+        )
         .await;
     assert_eq!(ok_status(&created), Some(ann::STATUS_INJECTED), "{created:?}");
 }
@@ -635,12 +834,32 @@ async fn restricted_namespace_accepts_injected_pods() {
             ],
         )
         .await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
-        ("init", opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]), None),
-        ("sidecar", opted_in(&[(ann::MODE, "sidecar"), (SECRET_DB, DB_PATH)]), None),
-        ("native", opted_in(&[(ann::MODE, "native-sidecar"), (SECRET_DB, DB_PATH)]), None),
-        ("init-and-sidecar", opted_in(&[(ann::MODE, "init+sidecar"), (SECRET_DB, DB_PATH)]), None),
-        ("env", opted_in(&[(ann::MODE, "init"), ("ps-injector.io/env-DB", DB_PATH)]), None),
+    let cases: Vec<(&str, Annotations<'_>, Option<&str>)> = vec![
+        (
+            "init",
+            opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
+            None,
+        ),
+        (
+            "sidecar",
+            opted_in(&[(ann::MODE, "sidecar"), (SECRET_DB, DB_PATH)]),
+            None,
+        ),
+        (
+            "native",
+            opted_in(&[(ann::MODE, "native-sidecar"), (SECRET_DB, DB_PATH)]),
+            None,
+        ),
+        (
+            "init-and-sidecar",
+            opted_in(&[(ann::MODE, "init+sidecar"), (SECRET_DB, DB_PATH)]),
+            None,
+        ),
+        (
+            "env",
+            opted_in(&[(ann::MODE, "init"), ("ps-injector.io/env-DB", DB_PATH)]),
+            None,
+        ),
         ("job-like", opted_in(&[(SECRET_DB, DB_PATH)]), Some("Never")),
     ];
     for (name, a, restart) in cases {
@@ -663,10 +882,17 @@ async fn restricted_namespace_accepts_injected_pods() {
 
     // Control: Pod Security is really enforced on opted-in pods (an app container that is not
     // compliant is refused after injection).
-    let mut sent = pod("non-compliant", &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]));
+    let mut sent = pod(
+        "non-compliant",
+        &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
+    );
     sent["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
     let status = h.create_pod(&ns, &sent, false).await.refused();
-    assert!(status.message.contains("violates PodSecurity \"restricted"), "{}", status.message);
+    assert!(
+        status.message.contains("violates PodSecurity \"restricted"),
+        "{}",
+        status.message
+    );
 }
 
 /// Another team's mutating webhook adds an init container too, one ordered before ours and one
@@ -716,7 +942,13 @@ async fn second_webhook_and_reinvocation_keep_exactly_one_agent() {
         "our webhook was called again after the later webhook changed the pod, and did nothing"
     );
     let calls = other.calls();
-    let by = |adds: &str| calls.iter().filter(|c| c.adds == adds).cloned().collect::<Vec<_>>();
+    let by = |adds: &str| {
+        calls
+            .iter()
+            .filter(|c| c.adds == adds)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let later = by("e2e-after-init");
     assert!(!later.is_empty(), "the later webhook was called");
     assert_eq!(
@@ -725,9 +957,15 @@ async fn second_webhook_and_reinvocation_keep_exactly_one_agent() {
         "the later webhook saw the injected pod"
     );
     let earlier = by("e2e-before-init");
-    assert!(earlier.len() >= 2, "the earlier webhook was reinvoked after ours changed the pod: {earlier:?}");
+    assert!(
+        earlier.len() >= 2,
+        "the earlier webhook was reinvoked after ours changed the pod: {earlier:?}"
+    );
     assert!(earlier[0].saw_status.is_none() && earlier[0].patched);
-    assert!(earlier[1..].iter().all(|c| !c.patched), "its reinvocation changed nothing");
+    assert!(
+        earlier[1..].iter().all(|c| !c.patched),
+        "its reinvocation changed nothing"
+    );
 
     SecondWebhook::unregister(&h, before).await;
     SecondWebhook::unregister(&h, after).await;
