@@ -95,6 +95,9 @@ struct Options {
     limits: Limits,
     drain_delay: Duration,
     config: Option<&'static str>,
+    /// Lay the certificate out as kubelet does for a Secret volume: `tls.crt -> ..data/tls.crt`,
+    /// `..data -> ..v1`.
+    kube_layout: bool,
 }
 
 impl Default for Options {
@@ -103,6 +106,25 @@ impl Default for Options {
             limits: Limits::default(),
             drain_delay: Duration::from_millis(100),
             config: None,
+            kube_layout: false,
+        }
+    }
+}
+
+/// Writes a new "version" of a Secret volume the way kubelet's atomic writer does: a fresh
+/// `..NAME` directory, then `..data` swapped to it with one rename.
+fn kube_write(dir: &Path, version: &str, cert: &str, key: &str) {
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), cert).unwrap();
+    std::fs::write(data.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
         }
     }
 }
@@ -112,8 +134,12 @@ impl Harness {
         init();
         let dir = tempfile::tempdir().unwrap();
         let ca = tls::generate("ps-webhook test CA", &["localhost", "127.0.0.1"]).unwrap();
-        std::fs::write(dir.path().join("tls.crt"), &ca.cert_pem).unwrap();
-        std::fs::write(dir.path().join("tls.key"), &ca.key_pem).unwrap();
+        if opts.kube_layout {
+            kube_write(dir.path(), "v1", &ca.cert_pem, &ca.key_pem);
+        } else {
+            std::fs::write(dir.path().join("tls.crt"), &ca.cert_pem).unwrap();
+            std::fs::write(dir.path().join("tls.key"), &ca.key_pem).unwrap();
+        }
         let mut cfg = ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
@@ -532,6 +558,28 @@ async fn certificate_rotation_keeps_connections() {
     assert_eq!(conn.peer_leaf, pem_leaf(&new.cert_pem));
     let (status, body) = h.get_admin("/readyz").await;
     assert_eq!(status, 200, "{body}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_volume_updates_are_seen() {
+    let h = Harness::start(Options {
+        kube_layout: true,
+        ..Options::default()
+    })
+    .await;
+    let addr = h.server().addr();
+    let new = tls::generate("ps-webhook rotated CA", &["localhost", "127.0.0.1"]).unwrap();
+    let cas = [h.ca.ca_pem.as_str(), new.ca_pem.as_str()];
+    let mut old_conn = Conn::open(addr, &cas).await;
+    assert_eq!(old_conn.peer_leaf, pem_leaf(&h.ca.cert_pem));
+
+    kube_write(h.dir.path(), "v2", &new.cert_pem, &new.key_pem);
+    let m = h.server().metrics().clone();
+    wait_for("the certificate reload", || m.certificate_reloads(true) == 1).await;
+    let new_conn = Conn::open(addr, &cas).await;
+    assert_eq!(new_conn.peer_leaf, pem_leaf(&new.cert_pem));
+    assert_eq!(old_conn.post(not_opted_in("old")).await.0, 200);
     h.shutdown().await;
 }
 
