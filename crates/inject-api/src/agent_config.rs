@@ -492,7 +492,8 @@ impl FromStr for UnixSignal {
 }
 
 /// Readiness reporting: the ready file `<root>/.ps-ready` after the first complete
-/// generation, and optionally an HTTP endpoint answering `GET /ready` on loopback.
+/// generation, and optionally an HTTP endpoint answering `GET /ready` on every interface
+/// (kubelet probes come from the node, not from loopback).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Readiness {
