@@ -56,6 +56,16 @@ pub mod layout {
     /// Where `ps-agent copy-self` puts the agent binary for exec mode: `<root>/.ps-bin/ps-agent`.
     pub const BIN_DIR: &str = ".ps-bin";
     pub const BIN_NAME: &str = "ps-agent";
+
+    /// Where Kubernetes' ServiceAccount admission plugin mounts the API token
+    /// (`kube-api-access-*`) into every container that has no mount at this exact path.
+    pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    /// A tiny empty in-memory volume the webhook mounts read-only at [`SERVICE_ACCOUNT_DIR`] in
+    /// every injected container, so the plugin (also when re-run after the webhook) skips them:
+    /// the agent needs no Kubernetes API access and gets no token.
+    pub const NO_TOKEN_VOLUME_NAME: &str = "ps-injector-no-token";
+    /// The `sizeLimit` of [`NO_TOKEN_VOLUME_NAME`]: it stays empty.
+    pub const NO_TOKEN_SIZE_LIMIT: &str = "4Ki";
 }
 
 /// Agent subcommands the webhook writes into container args.

@@ -599,7 +599,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
         }
     }
     let ca = config.password_safe.ca_bundle.as_ref();
-    let mut volume_names = vec![layout::VOLUME_NAME];
+    let mut volume_names = vec![layout::VOLUME_NAME, layout::NO_TOKEN_VOLUME_NAME];
     if ca.is_some() {
         volume_names.push(CA_VOLUME_NAME);
     }
@@ -803,12 +803,16 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             memory: spec.resources.limits.memory.as_deref(),
         },
     };
+    // Every injected container mounts the empty no-token volume where the ServiceAccount
+    // admission plugin would put the API token: the plugin skips a container with a mount at that
+    // path, also when it is re-run after this mutation.
     let agent_mounts = |with_ca: bool| {
-        let mut m = vec![Mount {
+        let mut m = Vec::with_capacity(3);
+        m.push(Mount {
             name: layout::VOLUME_NAME,
             mount_path: &spec.mount_path,
             read_only: false,
-        }];
+        });
         if with_ca && ca.is_some() {
             m.push(Mount {
                 name: CA_VOLUME_NAME,
@@ -816,6 +820,11 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                 read_only: true,
             });
         }
+        m.push(Mount {
+            name: layout::NO_TOKEN_VOLUME_NAME,
+            mount_path: layout::SERVICE_ACCOUNT_DIR,
+            read_only: true,
+        });
         m
     };
     let agent_container = |name: &'static str, args: Vec<String>, env, native: bool| Container {
@@ -905,8 +914,18 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             }],
         }),
     });
-    let mut volumes = vec![secrets_volume];
+    let no_token_volume = Volume {
+        name: layout::NO_TOKEN_VOLUME_NAME,
+        empty_dir: Some(EmptyDir {
+            medium: "Memory",
+            size_limit: layout::NO_TOKEN_SIZE_LIMIT,
+        }),
+        config_map: None,
+    };
+    let mut volumes = Vec::with_capacity(3);
+    volumes.push(secrets_volume);
     volumes.extend(ca_volume);
+    volumes.push(no_token_volume);
     if pod.spec.volumes.is_some() {
         for v in &volumes {
             patch.push(PatchOp::add(pointer(["spec", "volumes", "-"]), v));
@@ -1031,6 +1050,8 @@ fn agent_env_vars<'a>(
             auth == Auth::Auto,
         ));
     }
+    // The CA bundle's one place (not also `passwordSafe.caFile`): running the agent outside its
+    // pod (the demo, the end-to-end suite) points this variable at another bundle.
     if let Some(path) = ca_file {
         env.push(Env {
             name: agent_env::CA_FILE,
@@ -1128,6 +1149,7 @@ mod tests {
                 config: URL,
                 job: false,
                 expect: Ok(&[
+                    "add /spec/volumes/-",
                     "add /spec/volumes/-",
                     "add /spec/containers/0/volumeMounts",
                     "add /spec/containers/-",
@@ -1273,6 +1295,14 @@ mod tests {
                 config: URL,
                 job: false,
                 expect: Err("already has a container named \"ps-agent-init\""),
+            },
+            Case {
+                name: "no-token volume clash",
+                annotations: &[("secret-db", "a/b")],
+                spec: json!({"securityContext": {"runAsUser": 1}, "volumes": [{"name": "ps-injector-no-token", "emptyDir": {}}], "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err("already has a volume named \"ps-injector-no-token\""),
             },
             Case {
                 name: "native sidecar disabled but named",
@@ -1461,13 +1491,10 @@ mod tests {
             agent["resources"]["limits"],
             json!({"cpu": "50m", "memory": "32Mi"})
         );
-        assert_eq!(
-            agent_config(&pod, "ps-agent-init")
-                .password_safe
-                .ca_file
-                .as_deref(),
-            Some("/etc/ps-injector/ca/ca.crt")
-        );
+        // The path is in PS_CA_FILE only (the override point outside a pod); caOnly stays.
+        let rendered = agent_config(&pod, "ps-agent-init");
+        assert_eq!(rendered.password_safe.ca_file, None);
+        assert!(!rendered.password_safe.ca_only);
         // The app never mounts the CA or gets credentials.
         assert_eq!(
             pod["spec"]["containers"][0]["volumeMounts"]
@@ -1491,6 +1518,60 @@ mod tests {
             .map(|e| e["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, ["PS_AGENT_CONFIG", "PS_CLIENT_ID", "PS_CLIENT_SECRET"]);
+    }
+
+    #[test]
+    fn injected_containers_mount_the_no_token_volume_at_the_token_path() {
+        let sa_mount =
+            json!({"name": "kube-api-access-x", "mountPath": layout::SERVICE_ACCOUNT_DIR, "readOnly": true});
+        let no_token = json!({"name": "ps-injector-no-token", "mountPath": layout::SERVICE_ACCOUNT_DIR, "readOnly": true});
+        let mut app_c = app(Some(7));
+        app_c["volumeMounts"] = json!([sa_mount]);
+        let cases: [(&'static [(&'static str, &'static str)], bool); 2] = [
+            (&[("env-X", "a/b"), ("mode", "init+sidecar")], false),
+            (&[("secret-db", "a/b"), ("mode", "native-sidecar")], true),
+        ];
+        for (annotations, caonly) in cases {
+            let config = if caonly {
+                "passwordSafe:\n  url: https://ps.example.com/x\n  caBundle: {configMap: corp-ca}\n  caOnly: true\n"
+            } else {
+                URL
+            };
+            let c = Case {
+                name: "no-token",
+                annotations,
+                spec: json!({"volumes": [{"name": "kube-api-access-x", "projected": {"sources": []}}], "containers": [app_c.clone()]}),
+                config,
+                job: false,
+                expect: Ok(&[]),
+            };
+            let (pod, _) = patched(&c);
+            let volumes = pod["spec"]["volumes"].as_array().unwrap();
+            assert_eq!(
+                volumes.last().unwrap(),
+                &json!({"name": "ps-injector-no-token", "emptyDir": {"medium": "Memory", "sizeLimit": "4Ki"}})
+            );
+            let injected: Vec<&Value> = pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(pod["spec"]["containers"].as_array().unwrap().iter().skip(1))
+                .collect();
+            assert!(!injected.is_empty());
+            for c in injected {
+                let mounts = c["volumeMounts"].as_array().unwrap();
+                assert_eq!(mounts.last().unwrap(), &no_token, "{}", c["name"]);
+                let at_token_path = mounts
+                    .iter()
+                    .filter(|m| m["mountPath"] == layout::SERVICE_ACCOUNT_DIR)
+                    .count();
+                assert_eq!(at_token_path, 1, "{}", c["name"]);
+            }
+            // The app keeps the plugin's token mount and never gets ours.
+            let app_mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
+            assert_eq!(app_mounts[0], sa_mount);
+            assert!(!app_mounts.iter().any(|m| m["name"] == "ps-injector-no-token"));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use inject_api::{
     AccountOutput, AccountRef, AgentConfig, BeyondTrustLists, ChangeSignal, EnvVar, FileMode, FolderOutput,
     Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, ValueRef,
     annotations::{self as ann, Key, Mode},
-    names,
+    layout, names,
 };
 
 use crate::config::{self, Config, NamespacePolicy, Resources};
@@ -225,10 +225,20 @@ pub fn build<'a>(
             .strip_prefix(outer)
             .is_some_and(|rest| rest.starts_with('/'))
     };
-    if mount_path == CA_MOUNT_DIR || nested(&mount_path, CA_MOUNT_DIR) || nested(CA_MOUNT_DIR, &mount_path) {
+    let overlaps = |dir: &str| mount_path == dir || nested(&mount_path, dir) || nested(dir, &mount_path);
+    if overlaps(CA_MOUNT_DIR) {
         return Err(Deny::annotation(
             ann::MOUNT_PATH,
             format!("{mount_path:?} overlaps the agent's CA directory {CA_MOUNT_DIR}; choose another path"),
+        ));
+    }
+    if overlaps(layout::SERVICE_ACCOUNT_DIR) {
+        return Err(Deny::annotation(
+            ann::MOUNT_PATH,
+            format!(
+                "{mount_path:?} overlaps the ServiceAccount token directory {}; choose another path",
+                layout::SERVICE_ACCOUNT_DIR
+            ),
         ));
     }
 
@@ -326,11 +336,9 @@ pub fn build<'a>(
             url,
             api_version: config.password_safe.api_version.clone(),
             verify_tls: config.password_safe.verify_tls,
-            ca_file: config
-                .password_safe
-                .ca_bundle
-                .as_ref()
-                .map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}")),
+            // The CA bundle's path is given in one place only, `PS_CA_FILE` (see
+            // `crate::mutate`): the documented override for running the agent elsewhere.
+            ca_file: None,
             ca_only: config.password_safe.ca_only,
             client_cert_file: None,
             client_key_file: None,
@@ -887,6 +895,19 @@ policy:
             "ca overlap",
             &[("secret-db", "team-a/db"), ("mount-path", "/etc/ps-injector")],
             "overlaps the agent's CA directory",
+        ),
+        (
+            "token dir overlap",
+            &[("secret-db", "team-a/db"), ("mount-path", "/var/run/secrets")],
+            "overlaps the ServiceAccount token directory /var/run/secrets/kubernetes.io/serviceaccount",
+        ),
+        (
+            "token dir",
+            &[
+                ("secret-db", "team-a/db"),
+                ("mount-path", "/var/run/secrets/kubernetes.io/serviceaccount"),
+            ],
+            "overlaps the ServiceAccount token directory",
         ),
         (
             "http url",

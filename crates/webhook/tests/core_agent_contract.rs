@@ -1,5 +1,10 @@
 //! The agent accepts what the webhook renders: every injected golden case's agent container
 //! environment is loaded with `ps_agent::config::load`, the agent's own start-up parser.
+//!
+//! The in-cluster CA bundle path is rendered in one place, `PS_CA_FILE`: the test points it at
+//! a bundle outside any pod (as the demo and the end-to-end suite do) and the agent loads,
+//! `caOnly` included; without the variable a `caOnly` configuration is refused, so nothing else
+//! names a CA file the override could not reach.
 
 use std::{collections::BTreeMap, fs, path::Path};
 
@@ -17,6 +22,16 @@ fn fixtures() -> std::path::PathBuf {
 #[test]
 fn the_agent_loads_every_rendered_configuration() {
     let mut checked = 0;
+    let mut ca_checked = 0;
+    let tmp = tempfile::tempdir().unwrap();
+    let local_ca = tmp.path().join("ca.pem");
+    fs::write(
+        &local_ca,
+        ps_webhook::tls::generate("contract CA", &["localhost"])
+            .unwrap()
+            .ca_pem,
+    )
+    .unwrap();
     for entry in fs::read_dir(fixtures().join("admission")).unwrap() {
         let path = entry.unwrap().path();
         let case = path.file_stem().unwrap().to_str().unwrap().to_owned();
@@ -78,9 +93,26 @@ fn the_agent_loads_every_rendered_configuration() {
                 vars.remove("PS_CLIENT_ID");
                 vars.remove("PS_CLIENT_SECRET");
             }
-            // The CA bundle exists only in the pod.
             if vars.contains_key("PS_CA_FILE") {
-                continue;
+                let in_pod = &vars["PS_CA_FILE"];
+                assert!(in_pod.starts_with("/etc/ps-injector/ca/"), "{case}: {in_pod}");
+                let rendered: &str = &vars["PS_AGENT_CONFIG"];
+                assert!(
+                    !rendered.contains(in_pod.as_str()) && !rendered.contains("caFile"),
+                    "{case}: {name}: the CA path is also in PS_AGENT_CONFIG"
+                );
+                let ca_only = rendered.contains("\"caOnly\":true");
+                if ca_only {
+                    let mut without = vars.clone();
+                    without.remove("PS_CA_FILE");
+                    let e = ps_agent::config::load(&without, &ps_agent::config::Tuning::default())
+                        .err()
+                        .unwrap_or_else(|| panic!("{case}: caOnly without a CA accepted"));
+                    assert!(e.0.contains("passwordSafe.caOnly: needs"), "{case}: {}", e.0);
+                }
+                // The bundle exists only in the pod: redirect the one place that names it.
+                vars.insert("PS_CA_FILE".into(), local_ca.display().to_string());
+                ca_checked += usize::from(ca_only);
             }
             let settings = ps_agent::config::load(&vars, &ps_agent::config::Tuning::default())
                 .unwrap_or_else(|e| panic!("{case}: the agent refuses {name}'s configuration: {}", e.0));
@@ -89,4 +121,5 @@ fn the_agent_loads_every_rendered_configuration() {
         }
     }
     assert!(checked >= 15, "only {checked} configurations checked");
+    assert!(ca_checked >= 1, "no caOnly configuration checked");
 }

@@ -7,8 +7,10 @@
 //!
 //! Every injected case is also checked for the invariants: the patch applies with json-patch,
 //! the result is a valid `k8s_openapi` Pod with each agent container once, the volume once,
-//! every target container mounted read-only, restricted-compliant injected containers, and a
-//! second pass that changes nothing.
+//! every target container mounted read-only, restricted-compliant injected containers, the
+//! no-token volume once and mounted at the ServiceAccount token path in every injected container
+//! (so the ServiceAccount admission plugin gives none of them a token) and in no app container,
+//! and a second pass that changes nothing.
 
 use std::{
     collections::BTreeSet,
@@ -204,6 +206,72 @@ fn check_invariants(case: &str, body: &[u8], config: &Config) {
     let empty_dir = ours[0].empty_dir.as_ref().expect("emptyDir");
     assert_eq!(empty_dir.medium.as_deref(), Some("Memory"), "{case}");
     assert!(empty_dir.size_limit.is_some(), "{case}: sizeLimit");
+
+    // The no-token volume once, in memory, tiny.
+    let no_token: Vec<_> = volumes
+        .iter()
+        .filter(|v| v.name == layout::NO_TOKEN_VOLUME_NAME)
+        .collect();
+    assert_eq!(no_token.len(), 1, "{case}: no-token volume count");
+    let empty_dir = no_token[0].empty_dir.as_ref().expect("no-token emptyDir");
+    assert_eq!(empty_dir.medium.as_deref(), Some("Memory"), "{case}");
+    assert_eq!(
+        empty_dir.size_limit.as_ref().map(|q| q.0.as_str()),
+        Some(layout::NO_TOKEN_SIZE_LIMIT),
+        "{case}"
+    );
+
+    // Every injected container has exactly one mount at the ServiceAccount token path, the
+    // no-token volume read-only: the ServiceAccount plugin (re-run after us) skips it. No app
+    // container mounts the no-token volume, and the app's own mounts are kept as they were.
+    for c in &all {
+        let mounts: Vec<_> = c.volume_mounts.iter().flatten().collect();
+        let ours: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.name == layout::NO_TOKEN_VOLUME_NAME)
+            .collect();
+        if AGENT_NAMES.contains(&c.name.as_str()) {
+            let at_token_path: Vec<_> = mounts
+                .iter()
+                .filter(|m| m.mount_path.trim_end_matches('/') == layout::SERVICE_ACCOUNT_DIR)
+                .collect();
+            assert_eq!(at_token_path.len(), 1, "{case}: {} token-path mounts", c.name);
+            assert_eq!(
+                at_token_path[0].name,
+                layout::NO_TOKEN_VOLUME_NAME,
+                "{case}: {}",
+                c.name
+            );
+            assert_eq!(at_token_path[0].read_only, Some(true), "{case}: {}", c.name);
+            assert!(
+                !mounts.iter().any(|m| m.name.starts_with("kube-api-access-")),
+                "{case}: {} mounts a ServiceAccount token",
+                c.name
+            );
+        } else {
+            assert!(
+                ours.is_empty(),
+                "{case}: app container {} mounts the no-token volume",
+                c.name
+            );
+            let array = if spec.containers.iter().any(|a| a.name == c.name) {
+                "containers"
+            } else {
+                "initContainers"
+            };
+            let before: Vec<Value> = original["spec"][array]
+                .as_array()
+                .and_then(|a| a.iter().find(|o| o["name"] == c.name.as_str()))
+                .and_then(|o| o["volumeMounts"].as_array().cloned())
+                .unwrap_or_default();
+            let after: Vec<Value> = mounts
+                .iter()
+                .take(before.len())
+                .map(|m| serde_json::to_value(m).unwrap())
+                .collect();
+            assert_eq!(after, before, "{case}: {}'s own mounts kept", c.name);
+        }
+    }
 
     // The user's volumes and containers are kept, in order.
     let original_volumes: Vec<&str> = original["spec"]["volumes"]

@@ -13,8 +13,9 @@
 //! - the secrets volume: a local directory ([`Volume`]). `PS_AGENT_ROOT` (the agent's documented
 //!   override for running outside a pod) points at it, and arguments that start with the
 //!   container's mount path of the volume (`copy-self /ps/secrets/.ps-bin`) are rewritten to it;
-//! - the CA: the e2e configuration names no in-cluster CA bundle, so `PS_CA_FILE` is set to the
-//!   emulator's CA (it replaces the value when the stored env has one pointing into the pod);
+//! - the CA: the e2e configuration names a CA bundle ConfigMap with `caOnly`; the webhook gives
+//!   its in-cluster path (`/etc/ps-injector/ca/ca.crt`) in `PS_CA_FILE` only — never also in
+//!   `PS_AGENT_CONFIG` — so replacing that one variable with the emulator's CA redirects it;
 //! - the environment starts empty (no host variables leak in).
 
 use std::{

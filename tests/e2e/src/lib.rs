@@ -134,6 +134,10 @@ pub struct WebhookConfig {
     pub mount_path: String,
     pub agent_image: String,
     pub agent_command: Vec<String>,
+    /// `passwordSafe.caBundle.configMap`, when set.
+    pub ca_bundle: Option<String>,
+    /// `passwordSafe.caOnly`.
+    pub ca_only: bool,
 }
 
 impl WebhookConfig {
@@ -158,6 +162,14 @@ impl WebhookConfig {
             mount_path: s("/injection/mountPath", inject_api::layout::DEFAULT_MOUNT_PATH),
             agent_image: s("/agent/image", ""),
             agent_command,
+            ca_bundle: doc
+                .pointer("/passwordSafe/caBundle/configMap")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            ca_only: doc
+                .pointer("/passwordSafe/caOnly")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }

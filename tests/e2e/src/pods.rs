@@ -230,6 +230,70 @@ pub fn assert_hardened(c: &Container) {
     assert!(sc.privileged != Some(true), "{}: privileged", c.name);
 }
 
+/// The ServiceAccount admission plugin (which runs again after the webhook) gave the injected
+/// container `c` no API token: no mount of a `kube-api-access-*` volume, and its one mount at
+/// the token path is the webhook's empty, read-only no-token volume (the plugin skips a
+/// container that already mounts something there).
+#[track_caller]
+pub fn assert_no_token(c: &Container) {
+    let mounts: Vec<_> = c.volume_mounts.iter().flatten().collect();
+    assert!(
+        !mounts.iter().any(|m| m.name.starts_with("kube-api-access-")),
+        "injected container {} got the ServiceAccount token: mounts {:?}",
+        c.name,
+        mounts
+            .iter()
+            .map(|m| (&m.name, &m.mount_path))
+            .collect::<Vec<_>>()
+    );
+    let at_token_path: Vec<_> = mounts
+        .iter()
+        .filter(|m| m.mount_path.trim_end_matches('/') == layout::SERVICE_ACCOUNT_DIR)
+        .collect();
+    assert_eq!(
+        at_token_path.len(),
+        1,
+        "injected container {}: one mount at {}",
+        c.name,
+        layout::SERVICE_ACCOUNT_DIR
+    );
+    assert_eq!(
+        at_token_path[0].name,
+        layout::NO_TOKEN_VOLUME_NAME,
+        "injected container {}",
+        c.name
+    );
+    assert_eq!(
+        at_token_path[0].read_only,
+        Some(true),
+        "injected container {}: the no-token mount is read-only",
+        c.name
+    );
+}
+
+/// Control for [`assert_no_token`]: the ServiceAccount plugin did mount its token into the
+/// user's container `c`, and the webhook's no-token volume is not mounted there.
+#[track_caller]
+pub fn assert_has_token(c: &Container) {
+    assert!(
+        c.volume_mounts.iter().flatten().any(|m| {
+            m.name.starts_with("kube-api-access-")
+                && m.mount_path.trim_end_matches('/') == layout::SERVICE_ACCOUNT_DIR
+        }),
+        "container {}: the ServiceAccount admission plugin mounted no token",
+        c.name
+    );
+    assert!(
+        !c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == layout::NO_TOKEN_VOLUME_NAME),
+        "container {} must not mount {}",
+        c.name,
+        layout::NO_TOKEN_VOLUME_NAME
+    );
+}
+
 pub fn env<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
     c.env.iter().flatten().find(|e| e.name == name)
 }

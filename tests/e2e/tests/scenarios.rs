@@ -194,6 +194,9 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
     pods::assert_secrets_volume(&p);
     let app = pods::container(&p, "app").expect("app");
     pods::assert_reads_secrets(app, &h.config.mount_path);
+    // The ServiceAccount plugin ran after the webhook: the app has its token, the agent none.
+    pods::assert_no_token(agent);
+    pods::assert_has_token(app);
     pods::assert_no_credentials(app, &h.config.secret_name);
     let key_ref = |var: &str| {
         pods::env(agent, var)
@@ -216,6 +219,21 @@ async fn init_mode_injects_and_the_stored_agent_fetches_every_secret() {
         "the agent writes where the app reads"
     );
     assert_eq!(cfg.password_safe.url, h.env.emulator_url);
+    // The CA bundle: its in-pod path in PS_CA_FILE only (the override point the run below
+    // replaces), never also in the agent configuration; caOnly as configured.
+    assert!(
+        h.config.ca_bundle.is_some() && h.config.ca_only,
+        "config.yaml names a CA bundle"
+    );
+    assert_eq!(
+        pods::env(agent, agent_env::CA_FILE).and_then(|e| e.value.as_deref()),
+        Some("/etc/ps-injector/ca/ca.crt")
+    );
+    assert_eq!(
+        cfg.password_safe.ca_file, None,
+        "the CA path is in PS_CA_FILE only"
+    );
+    assert!(cfg.password_safe.ca_only);
     let secret_names: BTreeSet<&str> = cfg.secrets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(secret_names, BTreeSet::from(["api-key", "db", "dsn", "settings"]));
     assert_eq!(cfg.folders.len(), 1);
@@ -352,6 +370,8 @@ async fn sidecar_mode_adds_one_refreshing_container() {
     let agent = pods::container(&p, "ps-agent").unwrap();
     assert_eq!(agent.args.as_deref(), Some(&["watch".to_owned()][..]));
     pods::assert_hardened(agent);
+    pods::assert_no_token(agent);
+    pods::assert_has_token(pods::container(&p, "app").unwrap());
     pods::assert_secrets_volume(&p);
     pods::assert_reads_secrets(pods::container(&p, "app").unwrap(), &h.config.mount_path);
     assert!(
@@ -409,6 +429,7 @@ async fn native_sidecar_mode_is_an_init_container_with_restart_policy_always() {
         ]);
         assert_eq!(probe, want, "{name}: the startup probe waits for the first write");
         pods::assert_hardened(agent);
+        pods::assert_no_token(agent);
         pods::assert_reads_secrets(pods::container(&p, "app").unwrap(), &h.config.mount_path);
     }
 }
@@ -535,6 +556,8 @@ async fn exec_mode_delivers_env_vars_through_the_wrapped_command() {
     );
     pods::assert_hardened(copy);
     pods::assert_hardened(pods::container(&p, "ps-agent-init").unwrap());
+    pods::assert_no_token(copy);
+    pods::assert_no_token(pods::container(&p, "ps-agent-init").unwrap());
     let app = pods::container(&p, "app").unwrap();
     let mut want: Vec<String> = vec![
         format!("{bin_dir}/{}", layout::BIN_NAME),
@@ -877,6 +900,7 @@ async fn restricted_namespace_accepts_injected_pods() {
         );
         for (_, agent) in pods::agent_containers(&p, &h.config.agent_image) {
             pods::assert_hardened(pods::container(&p, agent).unwrap());
+            pods::assert_no_token(pods::container(&p, agent).unwrap());
         }
     }
 
@@ -936,6 +960,11 @@ async fn second_webhook_and_reinvocation_keep_exactly_one_agent() {
     );
     pods::assert_secrets_volume(&p);
     pods::assert_reads_secrets(pods::container(&p, "app").unwrap(), &h.config.mount_path);
+    // Through every reinvocation the ServiceAccount plugin skipped only our container.
+    pods::assert_no_token(pods::container(&p, "ps-agent-init").unwrap());
+    for other in ["app", "e2e-before-init", "e2e-after-init"] {
+        pods::assert_has_token(pods::container(&p, other).unwrap());
+    }
     assert_eq!(h.admissions("injected").await - injected0, 1.0, "injected once");
     assert!(
         h.admissions("already_injected").await - again0 >= 1.0,
