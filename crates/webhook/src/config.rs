@@ -3,7 +3,7 @@
 //! One YAML document (camelCase keys), usually mounted from a ConfigMap. Every field has a
 //! built-in default, so `Config::default()` is a working configuration and an empty file is
 //! valid. Unknown fields are rejected; every error names the field (`policy.namespaces.team-a.
-//! allowedPaths[2]: ...`). The schema is documented in `docs/configuration.md`.
+//! allowedPaths[2]: ...`). The schema is documented in the README (Cluster configuration and policy).
 
 use std::{
     collections::BTreeMap,
