@@ -19,7 +19,11 @@ fn every_annotation_key_is_in_the_table() {
         } else {
             format!("| `{}` |", info.short())
         };
-        assert!(text.contains(&cell), "README.md has no annotation row for {}", info.key);
+        assert!(
+            text.contains(&cell),
+            "README.md has no annotation row for {}",
+            info.key
+        );
     }
 }
 
