@@ -80,7 +80,11 @@ impl Agent {
     fn new(settings: Settings) -> Result<Agent, AgentError> {
         let started = Instant::now();
         let plan = Plan::new(&settings.config, &settings.refs);
-        let client = Client::new(settings.client.clone()).map_err(|e| match e {
+        let mut client_config = settings.client.clone();
+        // Every reference is fetched at once right after sign-in (`fetch_all`): let the client
+        // open their connections while sign-in is in flight.
+        client_config.warm_connections = plan.reference_count();
+        let client = Client::new(client_config).map_err(|e| match e {
             PsError::InvalidInput { .. } => {
                 AgentError::Config(crate::config::ConfigError(format!("Password Safe client: {e}")))
             }

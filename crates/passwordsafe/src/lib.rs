@@ -35,7 +35,7 @@
 //!   `connect_timeout` (10 s), `request_timeout` (30 s), [`RetryPolicy`] (200 ms × 2, max 5 s,
 //!   budget 60 s, full jitter), [`RequestOptions`] (5 minutes, reason `ps-injector`,
 //!   `rotate_on_checkin`), [`Resolver`] (`Builtin` on Linux), `max_concurrent_requests` (16),
-//!   `max_file_bytes` (5,000,000).
+//!   `warm_connections` (0), `max_file_bytes` (5,000,000).
 //! - [`Client::new`] → [`Client::sign_in`] → [`Session`] (`Clone + Send + Sync`, all methods
 //!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`],
 //!   [`Session::user`], [`Session::sign_out`].
@@ -84,6 +84,14 @@
 //! - **DNS.** [`Resolver::Builtin`] ([`dns`]) reads `/etc/hosts` and `/etc/resolv.conf` (search,
 //!   ndots) and queries the nameservers over UDP/TCP, so a static binary on `FROM scratch` needs
 //!   no NSS. HTTP proxies are taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
+//! - **Connection warm-up.** HTTP/1.1 needs one connection per call in flight. With
+//!   [`ClientConfig::warm_connections`] = N, sign-in's first connect also opens N − 1 more
+//!   (at most `max_concurrent_requests` − 1): TCP at once, TLS once sign-in's connection is up
+//!   and its request written, all during the sign-in round trip. The calls that follow take
+//!   them instead of connecting (they wait for one under way rather than open another). A
+//!   warm-up never sends an HTTP request, so it costs the server handshakes, never an API
+//!   call; connections nobody took (or older than 10 s) are closed. Later handshakes resume the
+//!   first connection's TLS session while its tickets last (rustls' in-memory session cache).
 //! - **TLS.** See [`TlsOptions`]; system roots come from the platform bundle
 //!   (`rustls-native-certs`, chosen over `webpki-roots` to keep the static binary small), and are
 //!   not read at all in [`CaMode::Replace`].
@@ -96,6 +104,7 @@ mod path;
 mod retry;
 mod secret;
 mod tls;
+mod warm;
 
 pub use client::{Client, Session};
 pub use config::{
