@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// How often the certificate, key and configuration files are checked for changes.
     #[arg(long, env = "PS_WEBHOOK_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub reload_interval: Duration,
-    /// Tokio worker threads.
+    /// Connection threads, each running its own tokio runtime (connections stay on one thread).
     #[arg(long, env = "PS_WEBHOOK_WORKER_THREADS", default_value_t = 2)]
     pub worker_threads: usize,
 }
@@ -188,9 +188,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         drain_delay,
         shutdown_timeout,
         reload_interval,
+        workers: worker_threads,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
+    // Signals, the accept loop, the admin port and the reload pollers run on the main thread;
+    // admissions on the server's connection threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

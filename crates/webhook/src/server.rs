@@ -3,6 +3,14 @@
 //! - **Accept loop**: `TCP_NODELAY` on every socket; the TLS handshake is bounded by
 //!   [`Limits::handshake_timeout`]; then hyper HTTP/1.1 with keep-alive and a header-read
 //!   timeout (which also closes keep-alive connections idle for that long).
+//! - **Connection threads**: accepted connections are handed round-robin to
+//!   [`ServerConfig::workers`] threads, each running its own current-thread tokio runtime, and
+//!   stay on that thread for their lifetime. Not the work-stealing scheduler: hyper's HTTP/1
+//!   body channel wakes the connection's own task while it runs (the body receiver signals
+//!   "want" to the dispatcher), so every request ends with the task rescheduled as a yield, and
+//!   a multi-thread runtime answers each of those by waking a parked sibling worker to steal
+//!   it: one futex wake and often a migration of the connection to the other core per request,
+//!   which is what made the single-connection p99 tail (see `docs/webhook.md` §8).
 //! - **Routes**: `POST /mutate` and `POST /` call [`admission::review`] inline (it takes
 //!   microseconds, no blocking pool). Other paths are 404; another method is 405. A
 //!   `Content-Type` that is present and not JSON is 400 (kube-apiserver always sends
@@ -89,6 +97,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Poll interval of the certificate and configuration watchers.
     pub reload_interval: Duration,
+    /// Connection threads (each a current-thread tokio runtime); at least 1.
+    pub workers: usize,
 }
 
 impl ServerConfig {
@@ -104,6 +114,7 @@ impl ServerConfig {
             drain_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             reload_interval: reload::DEFAULT_INTERVAL,
+            workers: 2,
         }
     }
 }
@@ -115,6 +126,8 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("cannot start the connection threads: {0}")]
+    Workers(#[source] std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -233,6 +246,16 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
         ));
     }
 
+    let (stop_workers_tx, stop_workers_rx) = watch::channel(false);
+    let workers = match start_workers(cfg.workers.max(1), stop_workers_rx) {
+        Ok(w) => w,
+        Err(error) => {
+            for w in watchers {
+                w.abort();
+            }
+            return Err(ServeError::Workers(error));
+        }
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
     let (stop_accept_tx, stop_accept_rx) = watch::channel(false);
@@ -249,7 +272,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
         metrics: metrics.clone(),
         limits: cfg.limits.clone(),
     });
-    let accept_task = tokio::spawn(accept_loop(listener, acceptor, state, stop_accept_rx));
+    let accept_task = tokio::spawn(accept_loop(listener, acceptor, state, workers, stop_accept_rx));
     readiness.set(true);
     tracing::info!(%addr, %admin_addr, "serving admission requests");
 
@@ -275,6 +298,8 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
             }
             stop_admin_tx.send_replace(true);
             let _ = admin_task.await;
+            // The connection threads end their runtimes (dropping anything still open).
+            stop_workers_tx.send_replace(true);
             tracing::info!("stopped");
         }
     });
@@ -291,14 +316,45 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
     })
 }
 
+/// Starts `n` connection threads, each with a current-thread runtime that runs until `stop`
+/// holds `true`; returns their runtime handles. The runtimes are built and dropped on their
+/// own threads.
+fn start_workers(n: usize, stop: watch::Receiver<bool>) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("ps-webhook-conn-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(error) => {
+                        let _ = tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(runtime.handle().clone()));
+                runtime.block_on(stopped(&mut stop));
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("a connection thread exited at start"))??;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
 /// Accepts until `stop`, then waits for the connections to finish gracefully. The caller
-/// bounds that wait.
+/// bounds that wait. Each connection is served on one of `workers`, round-robin.
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     state: Arc<State>,
+    workers: Vec<tokio::runtime::Handle>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut next = 0usize;
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -321,12 +377,29 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
+        // Moved to the connection thread's runtime, which registers it with its own driver.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand the connection over");
+                continue;
+            }
+        };
         // Created here, before any shutdown signal, so every accepted connection is drained.
         let watcher = graceful.watcher();
         let (acceptor, state, builder) = (acceptor.clone(), state.clone(), builder.clone());
         let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(
+        let worker = &workers[next % workers.len()];
+        next = next.wrapping_add(1);
+        worker.spawn(
             async move {
+                let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => tcp,
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot register the connection");
+                        return;
+                    }
+                };
                 let tls =
                     match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => tls,
