@@ -6,6 +6,9 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+-- CONNECTION=close: one TLS connection per request (wrk reconnects after each answer).
+local connection = os.getenv("CONNECTION")
+if connection and connection ~= "" then wrk.headers["Connection"] = connection end
 
 local bad = 0
 function response(status, headers, body)
