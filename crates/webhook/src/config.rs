@@ -494,8 +494,8 @@ pub struct InjectionSettings {
     pub volume_size_limit: String,
     /// Place the agent's init step before every other init container by default.
     pub init_first: bool,
-    /// Deny (true) or only warn (false) when the webhook cannot tell which user the app runs as
-    /// and so cannot make the files readable to it.
+    /// When the readers' users are unknown or differ and the pod has no fsGroup: deny (true), or
+    /// add the agent's group to the pod's supplementalGroups so 0440 files reach them (false).
     pub require_known_user: bool,
     /// Init containers that set up a service mesh's traffic interception; the agent's init step
     /// goes before them.
@@ -517,7 +517,7 @@ impl Default for InjectionSettings {
             mount_path: layout::DEFAULT_MOUNT_PATH.to_owned(),
             volume_size_limit: "16Mi".to_owned(),
             init_first: false,
-            require_known_user: true,
+            require_known_user: false,
             mesh_init_containers: vec!["istio-init".to_owned(), "linkerd-init".to_owned()],
             mesh_annotations: vec![
                 "sidecar.istio.io/status".to_owned(),

@@ -195,12 +195,14 @@ pub struct MountView<'a> {
     pub mount_path: Option<Text<'a>>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct PodSecurityView {
     #[serde(default, rename = "runAsUser")]
     pub run_as_user: Option<i64>,
     #[serde(default, rename = "fsGroup")]
     pub fs_group: Option<i64>,
+    #[serde(default, rename = "supplementalGroups")]
+    pub supplemental_groups: Option<Vec<i64>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
@@ -390,9 +392,11 @@ pub struct Mutation {
 enum Readers {
     /// Every reader runs as this non-root user: the agent runs as it too, files 0400.
     User(i64),
-    /// Readers share the pod's fsGroup: the agent runs as the configured user, files 0440.
-    Group(i64),
-    /// Only root readers (or, with `requireKnownUser: false`, unknown ones).
+    /// Readers share a group: the agent runs as the configured user, files 0440. Either the
+    /// pod's fsGroup, or (`added`) the agent's group, which the patch adds to the pod's
+    /// `supplementalGroups` because the readers' users are unknown or differ.
+    Group { gid: i64, added: bool },
+    /// Only root readers: the agent runs as the configured user.
     AgentDefault,
 }
 
@@ -619,8 +623,9 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     }
 
     // --- Readers: who must be able to read the files -------------------------------------------
-    let pod_uid = pod.spec.security_context.and_then(|s| s.run_as_user);
-    let fs_group = pod.spec.security_context.and_then(|s| s.fs_group);
+    let pod_security = pod.spec.security_context.as_ref();
+    let pod_uid = pod_security.and_then(|s| s.run_as_user);
+    let fs_group = pod_security.and_then(|s| s.fs_group);
     let mut known: Vec<(i64, &str)> = Vec::new();
     let mut unknown: Vec<&str> = Vec::new();
     for place in &targets {
@@ -642,11 +647,6 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     } else if unknown.is_empty() && distinct.is_empty() {
         Readers::AgentDefault
     } else {
-        let warning = if unknown.is_empty() {
-            "the containers that read the secrets run as different users".to_owned()
-        } else {
-            format!("the user of container(s) {} is unknown", unknown.join(", "))
-        };
         let problem = if unknown.is_empty() {
             format!(
                 "the containers that read the secrets run as different users ({}), so no single owner can make \
@@ -670,22 +670,19 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
         };
         match fs_group {
             // The agent writes the env file for `exec` group-readable (0440) as well.
-            Some(g) => Readers::Group(g),
-            None if spec.exec() || config.injection.require_known_user => {
+            Some(gid) => Readers::Group { gid, added: false },
+            None if config.injection.require_known_user => {
                 return Err(Deny(format!(
                     "{problem}; set spec.securityContext.runAsUser to the app's user, or spec.securityContext.\
-                     fsGroup so the files are group-readable (0440), or limit the mount with {}",
+                     fsGroup so the files are group-readable (0440), or limit the mount with {} (this cluster \
+                     sets injection.requireKnownUser)",
                     ann::CONTAINERS
                 )));
             }
-            None => {
-                warnings.push(format!(
-                    "{warning}; the agent runs as {} and the app may not be able to read the files (set \
-                     runAsUser or fsGroup)",
-                    config.agent.run_as_user
-                ));
-                Readers::AgentDefault
-            }
+            None => Readers::Group {
+                gid: config.agent.run_as_group.unwrap_or(config.agent.run_as_user),
+                added: true,
+            },
         }
     };
 
@@ -693,7 +690,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     let mut group_agent = None;
     let agent_uid = match readers {
         Readers::User(uid) => uid,
-        Readers::Group(gid) => {
+        Readers::Group { gid, .. } => {
             let agent = group_agent.insert(spec.agent.clone());
             let group_mode = FileMode::new(0o440).unwrap_or_default();
             let mut renders: Vec<(&str, &mut inject_api::Render)> = Vec::new();
@@ -710,7 +707,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                     if render.file_mode.bits() & 0o040 == 0 {
                         warnings.push(format!(
                             "annotation {}{name}: {} lets only the agent's user read the file, but the app reads \
-                             it through fsGroup {gid}; use \"0440\"",
+                             it through group {gid}; use \"0440\"",
                             ann::FILE_MODE_PREFIX,
                             render.file_mode
                         ));
@@ -782,7 +779,11 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     let agent_json = group_agent.as_ref().unwrap_or(&spec.agent).to_json();
     let security = SecurityContext {
         run_as_user: agent_uid,
-        run_as_group: config.agent.run_as_group,
+        // Files must be owned by the group the readers were given.
+        run_as_group: match readers {
+            Readers::Group { gid, added: true } => Some(gid),
+            _ => config.agent.run_as_group,
+        },
         run_as_non_root: true,
         allow_privilege_escalation: false,
         read_only_root_filesystem: true,
@@ -932,6 +933,27 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
         }
     } else {
         patch.push(PatchOp::add(pointer(["spec", "volumes"]), &volumes));
+    }
+
+    // Readers of unknown or different users get the agent's group, so 0440 files reach them.
+    if let Readers::Group { gid, added: true } = readers {
+        match pod_security {
+            None => patch.push(PatchOp::add(
+                pointer(["spec", "securityContext"]),
+                &serde_json::json!({ "supplementalGroups": [gid] }),
+            )),
+            Some(sc) => match &sc.supplemental_groups {
+                Some(groups) if groups.contains(&gid) => {}
+                Some(_) => patch.push(PatchOp::add(
+                    pointer(["spec", "securityContext", "supplementalGroups", "-"]),
+                    &gid,
+                )),
+                None => patch.push(PatchOp::add(
+                    pointer(["spec", "securityContext", "supplementalGroups"]),
+                    &[gid],
+                )),
+            },
+        }
     }
 
     // Mounts and command rewrites use the original indices, so they come before inserts.
@@ -1434,19 +1456,99 @@ mod tests {
             65532
         );
 
-        // Unknown users, requireKnownUser off: allowed with a warning.
+        // Unknown users, no fsGroup (the default): the agent's group is added to the pod's
+        // supplementalGroups, the agent runs with it as its primary group, files 0440; an
+        // explicit mode the group cannot read is kept and named in a warning.
+        let c = case(
+            &[
+                ("secret-db", "a/b"),
+                ("secret-key", "a/c"),
+                ("file-mode-key", "0400"),
+                ("mode", "init"),
+            ],
+            json!({"containers": [app(None)]}),
+            URL,
+        );
+        let (pod, m) = patched(&c);
+        assert_eq!(
+            pod["spec"]["securityContext"],
+            json!({"supplementalGroups": [65532]})
+        );
+        let agent = &pod["spec"]["initContainers"][0]["securityContext"];
+        assert_eq!(
+            (agent["runAsUser"].as_i64(), agent["runAsGroup"].as_i64()),
+            (Some(65532), Some(65532))
+        );
+        let config = agent_config(&pod, "ps-agent-init");
+        let mode_of = |n: &str| {
+            config
+                .secrets
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .render
+                .file_mode
+                .bits()
+        };
+        assert_eq!((mode_of("db"), mode_of("key")), (0o440, 0o400));
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("file-mode-key: 0400"), "{:?}", m.warnings);
+
+        // Different users, an existing securityContext and list: the group is appended once;
+        // a configured runAsGroup is the group used.
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"securityContext": {"supplementalGroups": [5]}, "containers": [app(Some(1000)), {"name": "w", "image": "x", "securityContext": {"runAsUser": 1001}}]}),
+            "passwordSafe: {url: \"https://ps.example.com/x\"}\nagent: {runAsGroup: 7000}\n",
+        );
+        let (pod, m) = patched(&c);
+        assert_eq!(
+            pod["spec"]["securityContext"]["supplementalGroups"],
+            json!([5, 7000])
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["securityContext"]["runAsGroup"],
+            7000
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"securityContext": {"runAsNonRoot": true, "supplementalGroups": [65532]}, "containers": [app(None)]}),
+            URL,
+        );
+        let (lines, _) = run(&c).unwrap();
+        assert!(!lines.iter().any(|l| l.contains("securityContext")), "{lines:?}");
+        let c = case(
+            &[("secret-db", "a/b")],
+            json!({"securityContext": {"runAsNonRoot": true}, "containers": [app(None)]}),
+            URL,
+        );
+        let (pod, _) = patched(&c);
+        assert_eq!(
+            pod["spec"]["securityContext"],
+            json!({"runAsNonRoot": true, "supplementalGroups": [65532]})
+        );
+
+        // Exec mode works the same way: the wrapped command reads the 0440 env file through
+        // the group.
+        let c = case(&[("env-DB", "a/b")], json!({"containers": [app(None)]}), URL);
+        let (pod, _) = patched(&c);
+        assert_eq!(
+            pod["spec"]["securityContext"]["supplementalGroups"],
+            json!([65532])
+        );
+
+        // injection.requireKnownUser: true denies instead, naming the fix.
         let c = case(
             &[("secret-db", "a/b")],
             json!({"containers": [app(None)]}),
-            "passwordSafe: {url: \"https://ps.example.com/x\"}\ninjection: {requireKnownUser: false}\n",
+            "passwordSafe: {url: \"https://ps.example.com/x\"}\ninjection: {requireKnownUser: true}\n",
         );
-        let (_, m) = patched(&c);
+        let deny = run(&c).unwrap_err();
         assert!(
-            m.warnings
-                .iter()
-                .any(|w| w.contains("the user of container(s) app is unknown")),
-            "{:?}",
-            m.warnings
+            deny.contains("cannot tell which user container \"app\" runs as")
+                && deny.contains("set spec.securityContext.runAsUser"),
+            "{deny}"
         );
     }
 

@@ -999,3 +999,70 @@ async fn second_webhook_and_reinvocation_keep_exactly_one_agent() {
     SecondWebhook::unregister(&h, before).await;
     SecondWebhook::unregister(&h, after).await;
 }
+
+/// Pods that do not say which user the app runs as — a manifest with no securityContext, and a
+/// restricted one that only sets `runAsNonRoot` and leaves the user to the image — are injected:
+/// the agent's group is added to the pod's `supplementalGroups` (appended to an existing list)
+/// and the agent runs with it as its primary group, so the 0440 files reach any app user.
+#[tokio::test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run"]
+async fn pods_without_a_known_user_read_the_files_through_a_supplemental_group() {
+    let h = Harness::new().await;
+    let ns = h
+        .namespace(
+            "no-user",
+            &[
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+                ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ],
+        )
+        .await;
+    let mut image_user = pod(
+        "image-user",
+        &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
+    );
+    image_user["spec"]["securityContext"] = json!({
+        "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "supplementalGroups": [4242],
+    });
+    let p = h.create_pod(&ns, &image_user, false).await.pod();
+    assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED));
+    let agent = pods::container(&p, "ps-agent-init").unwrap();
+    let agent_group = agent
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_group)
+        .expect("the agent runs with an explicit group");
+    let groups = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.supplemental_groups.clone());
+    assert_eq!(groups, Some(vec![4242, agent_group]), "appended, never replaced");
+    pods::assert_hardened(agent);
+    let config = pods::agent_config(agent);
+    assert!(
+        config.secrets.iter().all(|s| s.render.file_mode.bits() == 0o440),
+        "group-readable files"
+    );
+
+    // No securityContext at all (Pod Security baseline allows it).
+    let plain_ns = h.namespace("no-user-plain", &[]).await;
+    let mut plain = pod("plain", &opted_in(&[(SECRET_DB, DB_PATH)]));
+    plain["spec"].as_object_mut().unwrap().remove("securityContext");
+    plain["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("securityContext");
+    let created = h.create_pod(&plain_ns, &plain, false).await;
+    assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+    let p = created.pod();
+    assert_eq!(pods::status(&p), Some(ann::STATUS_INJECTED));
+    let groups = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.supplemental_groups.clone());
+    assert_eq!(groups, Some(vec![agent_group]));
+}
