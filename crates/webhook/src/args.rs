@@ -282,7 +282,7 @@ pub fn inject_io(
         writeln!(err, "warning: {warning}")?;
     }
     if diff {
-        out.write_all(inject::diff(input, &injected.output).as_bytes())?;
+        out.write_all(inject::diff(&injected.before, &injected.output).as_bytes())?;
     } else {
         out.write_all(injected.output.as_bytes())?;
     }
@@ -334,6 +334,22 @@ mod tests {
                 .any(|l| l.starts_with('+') && l.contains("ps-injector.io/status")),
             "{out}"
         );
+    }
+
+    #[test]
+    fn inject_diff_leaves_out_restyling() {
+        // The serialiser re-quotes and unfolds flow mappings; none of that is part of the change.
+        let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {ps-injector.io/inject: \"true\", \
+                     ps-injector.io/secret-db: \"a/b\", note: \"*/5 * * * *\"}\nspec:\n  securityContext: {runAsUser: 1000}\n  \
+                     containers: [{name: app, image: \"busybox\"}]\n";
+        let (code, out, err) = inject(input, true);
+        assert_eq!(code, 0, "{err}");
+        let removed: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+            .collect();
+        assert!(removed.is_empty(), "only additions expected: {removed:?}\n{out}");
+        assert!(out.lines().any(|l| l.starts_with('+')), "{out}");
     }
 
     #[test]

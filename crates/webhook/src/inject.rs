@@ -26,6 +26,10 @@ use crate::{
 pub struct Injected {
     /// The documents, pod templates mutated, others byte-for-byte unchanged.
     pub output: String,
+    /// The input as `output` would print it without the injection: changed documents
+    /// re-serialised unmutated, so a diff against `output` shows only the injection and none of
+    /// the serialiser's restyling (quotes, flow mappings).
+    pub before: String,
     /// Admission warnings, each prefixed with the object (`Deployment/web: ...`).
     pub warnings: Vec<String>,
     /// How many pod templates were injected.
@@ -60,13 +64,16 @@ pub fn inject_manifests(
     namespace: Option<&str>,
 ) -> Result<Injected, InjectError> {
     let mut output = String::with_capacity(input.len() + 1024);
+    let mut before = String::with_capacity(input.len());
     let mut warnings = Vec::new();
     let mut changed = 0;
     for (index, doc) in split_documents(input).into_iter().enumerate() {
         output.push_str(doc.separator);
+        before.push_str(doc.separator);
         let number = index + 1;
         if is_blank(doc.body) {
             output.push_str(doc.body);
+            before.push_str(doc.body);
             continue;
         }
         let mut value: Value = serde_yaml_ng::from_str(doc.body).map_err(|e| InjectError::Yaml {
@@ -80,33 +87,41 @@ pub fn inject_manifests(
             warnings: &mut warnings,
             changed: 0,
         };
+        let original = value.clone();
         ctx.object(&mut value)?;
         if ctx.changed == 0 {
             output.push_str(doc.body);
+            before.push_str(doc.body);
             continue;
         }
         changed += ctx.changed;
-        output.push_str(leading_comments(doc.body));
-        if doc.body.trim_start().starts_with('{') {
-            let json = serde_json::to_string_pretty(&value).map_err(|e| InjectError::Yaml {
-                document: number,
-                message: e.to_string(),
-            })?;
-            output.push_str(&json);
-            output.push('\n');
-        } else {
-            let yaml = serde_yaml_ng::to_string(&value).map_err(|e| InjectError::Yaml {
-                document: number,
-                message: e.to_string(),
-            })?;
-            output.push_str(&yaml);
+        let json = doc.body.trim_start().starts_with('{');
+        for (text, value) in [(&mut output, &value), (&mut before, &original)] {
+            text.push_str(leading_comments(doc.body));
+            text.push_str(&render(value, json, number)?);
         }
     }
     Ok(Injected {
         output,
+        before,
         warnings,
         changed,
     })
+}
+
+/// A changed document as text: pretty JSON when it was JSON, else YAML.
+fn render(value: &Value, json: bool, document: usize) -> Result<String, InjectError> {
+    let yaml_error = |e: &dyn std::fmt::Display| InjectError::Yaml {
+        document,
+        message: e.to_string(),
+    };
+    if json {
+        let mut text = serde_json::to_string_pretty(value).map_err(|e| yaml_error(&e))?;
+        text.push('\n');
+        Ok(text)
+    } else {
+        serde_yaml_ng::to_string(value).map_err(|e| yaml_error(&e))
+    }
 }
 
 /// A unified diff of two texts.
