@@ -38,6 +38,10 @@ pub enum RenderError {
     Template(String),
 }
 
+/// Instructions one render may execute: far above what a config-file template needs (a few
+/// hundred per field), far below a runaway loop.
+const TEMPLATE_FUEL: u64 = 2_000_000;
+
 /// The templates of all outputs, compiled once at start-up (syntax errors are configuration
 /// errors). Undefined variables and attributes are errors (strict mode).
 pub struct Templates {
@@ -63,6 +67,9 @@ impl Templates {
         env.set_keep_trailing_newline(true);
         // Plain text output: no HTML escaping whatever the template's name.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // A template comes from a pod annotation: bound its work, so nested loops over a large
+        // secret end in an error instead of spinning the agent into its CPU and memory limits.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         Templates { env }
     }
 
@@ -122,6 +129,9 @@ fn template_error(e: &minijinja::Error) -> String {
     );
     if detail_is_safe && let Some(d) = e.detail() {
         let _ = write!(msg, ": {d}");
+    }
+    if e.kind() == ErrorKind::OutOfFuel {
+        msg.push_str(" (the template does too much work, e.g. nested loops over long values)");
     }
     if e.kind() == ErrorKind::UndefinedError {
         msg.push_str(" (a variable or attribute the template uses does not exist)");
@@ -443,5 +453,33 @@ mod tests {
                 assert!(!e.contains("SEKRIT"), "{name}: value in error message");
             }
         }
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let mut t = Templates::new();
+        // Four nested loops over a 100-character value: 10^8 iterations without the bound.
+        t.add(
+            "runaway",
+            "{% for a in secret.value %}{% for b in secret.value %}{% for c in secret.value %}\
+             {% for d in secret.value %}x{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let long = "v".repeat(100);
+        let mine = fields(&[("value", long.as_str())]);
+        let e = t
+            .render("runaway", &mine, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuel"), "{e}");
+        // An ordinary loop over a secret's fields stays far within it.
+        t.add(
+            "fields",
+            "{% for k in secret %}{{ k }}={{ secret[k] }}\n{% endfor %}",
+        )
+        .unwrap();
+        let many: Vec<(String, String)> = (0..500).map(|i| (format!("k{i}"), "v".repeat(64))).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(t.render("fields", &fields(&many), &BTreeMap::new()).is_ok());
     }
 }
