@@ -611,9 +611,11 @@ fn folders(call: &Call<'_>) -> Result<Resp> {
     let list: Vec<Value> = (0..cat.folders.len())
         .filter(|f| can_read_safe(shared, &p, cat.folders[*f].safe))
         .filter(|f| !root_only || cat.folders[*f].parent.is_none())
+        // `folderName` is "the partial name of the folder" (API guide, quoted by BeyondTrust's
+        // Python library): a case-insensitive substring match.
         .filter(|f| {
             name.as_ref()
-                .is_none_or(|n| cat.folders[*f].name.to_lowercase() == *n)
+                .is_none_or(|n| cat.folders[*f].name.to_lowercase().contains(n.as_str()))
         })
         .filter(|f| base.is_none_or(|b| *f == b || is_under(*f, b)))
         .skip(offset)
@@ -951,9 +953,12 @@ fn get_requests(call: &Call<'_>) -> Result<Resp> {
     let mut requests = lock(&shared.requests);
     sweep_requests(shared, &mut requests);
     let cat = &shared.catalog;
+    // `status=all` means "both active and pending requests" (API guide, quoted by BeyondTrust's
+    // Python library): checked-in, expired and cancelled requests are never listed.
     let list: Vec<Value> = requests
-        .list
+        .open
         .iter()
+        .map(|i| &requests.list[*i])
         .filter(|r| r.owner == p.owner)
         .filter(|r| match filter.as_str() {
             "active" => r.status == RequestStatus::Active,

@@ -58,6 +58,10 @@ pub(crate) fn generate_tls() -> Result<TlsMaterial, Error> {
     let mut leaf = CertificateParams::new(vec!["127.0.0.1".into(), "::1".into(), "localhost".into()])
         .map_err(Error::CertGen)?;
     leaf.distinguished_name.push(DnType::CommonName, "ps-emulator");
+    // RFC 5280 §4.2.1.1: a certificate not self-issued names its issuer's key. OpenSSL's strict
+    // verification (`VERIFY_X509_STRICT`, on by default in Python 3.13's `ssl` and in urllib3 2.x
+    // on Python 3.13+, so in BeyondTrust's Python library) refuses a leaf without it.
+    leaf.use_authority_key_identifier_extension = true;
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(Error::CertGen)?;
@@ -266,4 +270,82 @@ async fn handle(
     let resp = api::dispatch(route, &call);
     tracing::debug!(%peer, route = route.key(), status = resp.status().as_u16(), "call");
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::generate_tls;
+
+    /// Object identifiers (DER contents) of subjectKeyIdentifier and authorityKeyIdentifier.
+    const SKI: &[u8] = &[0x55, 0x1d, 0x0e];
+    const AKI: &[u8] = &[0x55, 0x1d, 0x23];
+
+    /// Splits one DER element off `der`: (tag, contents, rest).
+    fn tlv(der: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (len, header) = match der[1] {
+            short if short < 0x80 => (usize::from(short), 2),
+            long => {
+                let n = usize::from(long & 0x7f);
+                let len = der[2..2 + n]
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+                (len, 2 + n)
+            }
+        };
+        (der[0], &der[header..header + len], &der[header + len..])
+    }
+
+    /// The extensions of a DER certificate: (OID contents, extnValue contents).
+    fn extensions(cert: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (_, cert, _) = tlv(cert);
+        let (_, mut tbs, _) = tlv(cert);
+        let mut out = Vec::new();
+        while !tbs.is_empty() {
+            let (tag, body, rest) = tlv(tbs);
+            tbs = rest;
+            if tag != 0xa3 {
+                continue;
+            }
+            let (_, mut exts, _) = tlv(body);
+            while !exts.is_empty() {
+                let (_, ext, rest) = tlv(exts);
+                exts = rest;
+                let (_, oid, ext) = tlv(ext);
+                let (tag, value, ext) = tlv(ext);
+                // An optional `critical` BOOLEAN comes before the value.
+                let value = if tag == 0x01 { tlv(ext).1 } else { value };
+                out.push((oid.to_vec(), value.to_vec()));
+            }
+        }
+        out
+    }
+
+    fn extension(cert: &[u8], oid: &[u8]) -> Option<Vec<u8>> {
+        extensions(cert)
+            .into_iter()
+            .find(|(o, _)| o == oid)
+            .map(|(_, v)| v)
+    }
+
+    /// OpenSSL's strict mode (Python 3.13 `ssl`, urllib3 2.x on Python 3.13+) refuses a leaf
+    /// without an authority key identifier ("Missing Authority Key Identifier"), so the generated
+    /// leaf must carry one, equal to the CA's subject key identifier.
+    #[test]
+    fn generated_leaf_names_the_ca_key() {
+        let tls = generate_tls().expect("generate");
+        assert_eq!(tls.chain.len(), 2, "leaf and CA");
+        let (leaf, ca) = (tls.chain[0].as_ref(), tls.chain[1].as_ref());
+
+        let ski = extension(ca, SKI).expect("the CA has a subject key identifier");
+        let (tag, ca_key_id, _) = tlv(&ski);
+        assert_eq!(tag, 0x04, "SKI is an OCTET STRING");
+        assert!(!ca_key_id.is_empty());
+
+        let aki = extension(leaf, AKI).expect("the leaf has an authority key identifier");
+        let (tag, aki_seq, _) = tlv(&aki);
+        assert_eq!(tag, 0x30, "AKI is a SEQUENCE");
+        let (tag, leaf_key_id, _) = tlv(aki_seq);
+        assert_eq!(tag, 0x80, "AKI starts with [0] keyIdentifier");
+        assert_eq!(leaf_key_id, ca_key_id, "the leaf's AKI names the CA's key");
+    }
 }

@@ -147,6 +147,15 @@ async fn conflicts_reuse_and_renew() {
         "renewed release",
     );
     assert_eq!(state(&emu).await["requests_open"], 1);
+    // The cancelled request is no longer listed; the renewed one is.
+    let (_, listed) = get_json(&c, &emu, "Requests").await;
+    let ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["RequestID"].to_string())
+        .collect();
+    assert_eq!(ids, [renewed.clone()]);
 
     // Another user's open request does not conflict with ours, and is not ours to read.
     let cd = client(&emu);
@@ -331,8 +340,10 @@ async fn get_requests_lists_the_callers_requests() {
     assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
     let (_, active) = get_json(&c, &emu, "Requests?status=active").await;
     assert_eq!(active, json!([]));
+    // status=all is "both active and pending requests": a checked-in request is not listed.
     let (_, all) = get_json(&c, &emu, "requests?status=all&queue=req").await;
-    assert_eq!(all[0]["Status"], "Checked In");
+    assert_eq!(all, json!([]));
+    assert_eq!(get_json(&c, &emu, "Requests").await.1, json!([]));
     // Another user sees none of them.
     let cb = client(&emu);
     sign_in_b(&cb, &emu).await;
@@ -390,8 +401,9 @@ async fn expired_requests_are_closed_and_rotate() {
     assert_eq!(state(&emu).await["requests_open"], 0);
     assert_eq!(credentials(&c, &emu, &id).await.0, StatusCode::FORBIDDEN);
     assert_eq!(checkin(&c, &emu, &id).await, StatusCode::FORBIDDEN);
+    // An expired request is no longer listed (status=all is active and pending only).
     let (_, list) = get_json(&c, &emu, "Requests").await;
-    assert_eq!(list[0]["Status"], "Expired");
+    assert_eq!(list, json!([]));
     // No conflict any more, and the rotating account has a new password.
     let (status, id2) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -438,6 +450,9 @@ async fn pending_approval_mode() {
     );
     let (_, pending) = get_json(&c, &emu, "Requests?status=pending").await;
     assert_eq!(pending[0]["Status"], "Pending");
+    // status=all is both active and pending requests.
+    assert_eq!(get_json(&c, &emu, "Requests?status=all").await.1, pending);
+    assert_eq!(get_json(&c, &emu, "Requests?status=active").await.1, json!([]));
 
     faults(&emu, json!({"approve_requests": true, "pending_approval": false})).await;
     let (status, body) = credentials(&c, &emu, &id).await;
@@ -480,6 +495,12 @@ async fn many_requests_stay_fast_and_consistent() {
         assert_eq!(checkin(&c, &emu, &id.to_string()).await, StatusCode::NO_CONTENT);
     }
     assert_eq!(state(&emu).await["requests_open"], 0);
+    // Checked-in requests are not listed; one more open request is.
     let (_, all) = get_json(&c, &emu, "Requests").await;
-    assert_eq!(all.as_array().unwrap().len(), 200);
+    assert_eq!(all, json!([]));
+    let (_, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], None)).await;
+    let (_, all) = get_json(&c, &emu, "Requests").await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(all[0]["RequestID"].to_string(), id);
+    assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
 }

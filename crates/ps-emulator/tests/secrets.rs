@@ -390,6 +390,20 @@ async fn folders_and_safes() {
     assert_eq!(roots.as_array().unwrap().len(), 2);
     let (_, named) = get_json(&c, &emu, "secrets-safe/folders?folderName=DB").await;
     assert_eq!(named.as_array().unwrap().len(), 1);
+    // folderName is "the partial name of the folder": a case-insensitive substring match.
+    let names_of = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, partial) = get_json(&c, &emu, "secrets-safe/folders?folderName=EPL").await;
+    assert_eq!(names_of(&partial), ["replica"]);
+    let (_, partial) = get_json(&c, &emu, "secrets-safe/folders?folderName=a").await;
+    assert_eq!(names_of(&partial), ["team-a", "replica", "a/b", "platform"]);
+    let (_, none) = get_json(&c, &emu, "secrets-safe/folders?folderName=zz").await;
+    assert_eq!(none, serde_json::json!([]));
     let (_, under) = get_json(&c, &emu, "secrets-safe/folders?folderPath=team-a/db").await;
     assert_eq!(under.as_array().unwrap().len(), 2, "db and replica");
     let (_, under) = get_json(
