@@ -2,6 +2,8 @@
 //! the drain runs, exit 0), start-up failures (exit 1 with a message, before binding), and
 //! `inject` through standard input and output.
 
+mod common;
+
 use std::{
     io::Write,
     process::{Command, Stdio},
@@ -14,25 +16,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ps-webhook");
 const WAIT: Duration = Duration::from_secs(20);
-
-fn skip_review() -> Vec<u8> {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "bin-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "tester"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-                       "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_until_sigterm() {
@@ -95,7 +78,7 @@ async fn serve_until_sigterm() {
     let rsp = client
         .post(format!("https://localhost:{}/mutate", addr.port()))
         .header("content-type", "application/json")
-        .body(skip_review())
+        .body(common::pod_review("bin-1", common::app_pod("p", json!({}))))
         .send()
         .await
         .unwrap();

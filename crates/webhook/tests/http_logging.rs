@@ -2,6 +2,8 @@
 //! pod, outcome and mode; denials logged with the core's message; request bodies never logged.
 //! (A test binary of its own: it installs the global subscriber.)
 
+mod common;
+
 use std::{
     io,
     sync::{Arc, Mutex},
@@ -39,34 +41,9 @@ impl<'a> MakeWriter<'a> for Capture {
 const CANARY: &str = "canary-value-that-must-never-be-logged";
 
 fn review(uid: &str, annotations: Value) -> Vec<u8> {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "tester"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "web-5f7c9-", "namespace": "team-a", "annotations": annotations},
-                "spec": {
-                    "securityContext": {"runAsUser": 10001},
-                    "containers": [{
-                        "name": "app",
-                        "image": "busybox:1.36",
-                        "command": ["sleep", "3600"],
-                        "env": [{"name": "TOKEN", "value": CANARY}]
-                    }]
-                }
-            }
-        }
-    })
-    .to_string()
-    .into_bytes()
+    let mut pod = common::app_pod("web-5f7c9-", annotations);
+    pod["spec"]["containers"][0]["env"] = json!([{"name": "TOKEN", "value": CANARY}]);
+    common::pod_review(uid, pod)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

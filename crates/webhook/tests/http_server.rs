@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,35 +35,7 @@ fn init() {
 }
 
 fn review(uid: &str, annotations: Value) -> Vec<u8> {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "app",
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
-                    "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]
-                }
-            },
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
-    .to_string()
-    .into_bytes()
+    common::pod_review(uid, common::app_pod("app", annotations))
 }
 
 fn opted_in(uid: &str) -> Vec<u8> {
