@@ -155,7 +155,7 @@ async fn conflicts_reuse_and_renew() {
         .iter()
         .map(|r| r["RequestID"].to_string())
         .collect();
-    assert_eq!(ids, [renewed.clone()]);
+    assert_eq!(ids.as_slice(), std::slice::from_ref(&renewed));
 
     // Another user's open request does not conflict with ours, and is not ours to read.
     let cd = client(&emu);
