@@ -237,6 +237,9 @@ impl Ctx<'_> {
             }
             _ => return Ok(()),
         };
+        if !path.is_empty() {
+            self.warn_misplaced_annotations(value, &object, path);
+        }
         let mut template = &mut *value;
         for key in path {
             match template.get_mut(*key) {
@@ -292,6 +295,32 @@ impl Ctx<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Annotations under the prefix on a workload's own metadata do nothing (the webhook sees
+    /// only pods); a common slip, so `inject` names it and the place they belong.
+    fn warn_misplaced_annotations(&mut self, workload: &Value, object: &str, template_path: &[&str]) {
+        let Some(Value::Mapping(annotations)) = workload.get("metadata").and_then(|m| m.get("annotations"))
+        else {
+            return;
+        };
+        let misplaced: Vec<&str> = annotations
+            .keys()
+            .filter_map(Value::as_str)
+            .filter(|k| k.starts_with(inject_api::ANNOTATION_PREFIX))
+            .collect();
+        if misplaced.is_empty() {
+            return;
+        }
+        let place = template_path.join(".");
+        self.warnings.push(format!(
+            "{object}: {} on the {}'s own metadata {} ignored: the webhook reads the pod template's annotations; \
+             move {} to {place}.metadata.annotations",
+            misplaced.join(", "),
+            object.split('/').next().unwrap_or("object"),
+            if misplaced.len() == 1 { "is" } else { "are" },
+            if misplaced.len() == 1 { "it" } else { "them" },
+        ));
     }
 
     fn push_warnings(&mut self, object: &str, warnings: Vec<String>) {

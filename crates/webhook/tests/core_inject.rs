@@ -283,3 +283,44 @@ fn diff_shows_only_the_change() {
     assert!(d.contains("-b\n+B\n"), "{d}");
     assert!(d.starts_with("--- before\n+++ after\n"), "{d}");
 }
+
+#[test]
+fn annotations_on_the_workload_instead_of_its_template_are_named() {
+    let input = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    \
+                 ps-injector.io/inject: \"true\"\n    ps-injector.io/secret-db: team-a/db\n    other: x\nspec:\n  \
+                 template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+    let out = inject_manifests(input, &config(), Some("team-a")).unwrap();
+    assert_eq!(out.changed, 0);
+    assert_eq!(out.output, input, "nothing is injected");
+    let warning = out
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("Deployment/web: "))
+        .expect("a warning");
+    assert!(
+        warning.contains("ps-injector.io/inject, ps-injector.io/secret-db")
+            && warning.contains("move them to spec.template.metadata.annotations")
+            && !warning.contains("other"),
+        "{warning}"
+    );
+
+    // A CronJob names its deeper template path; annotations in the right place warn nothing.
+    let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: c\n  annotations: {ps-injector.io/inject: \"true\"}\n\
+                spec:\n  schedule: \"@daily\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          \
+                restartPolicy: Never\n          containers: [{name: c, image: x}]\n";
+    let out = inject_manifests(cron, &config(), Some("team-a")).unwrap();
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("move it to spec.jobTemplate.spec.template.metadata.annotations")),
+        "{:?}",
+        out.warnings
+    );
+    let fine = fixture("inject/workloads.yaml");
+    let out = inject_manifests(&fine, &config(), Some("team-a")).unwrap();
+    assert!(
+        !out.warnings.iter().any(|w| w.contains("own metadata")),
+        "{:?}",
+        out.warnings
+    );
+}
