@@ -521,9 +521,9 @@ fn bt_env(
     Ok((Origin::BeyondTrust, config, auth, tls, default_mode))
 }
 
-/// `BT_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate chain and the private key
-/// (unencrypted). PKCS#12 (`.pfx`/`.p12`, what BeyondInsight hands out) is refused with the
-/// openssl command that converts it.
+/// `BT_CLIENT_CERTIFICATE_PATH`: a PKCS#12 file (`.pfx`/`.p12`, what BeyondInsight hands out)
+/// opened with `BT_CLIENT_CERTIFICATE_PASSWORD` (absent = empty password), or a PEM file with the
+/// certificate chain and the private key (unencrypted). Messages never show the password.
 fn bt_client_certificate(
     env: &dyn Env,
     warnings: &mut Vec<String>,
@@ -536,11 +536,10 @@ fn bt_client_certificate(
         .ok()
         .filter(|t| t.contains("-----BEGIN"));
     let Some(text) = text else {
-        return err(format!(
-            "BT_CLIENT_CERTIFICATE_PATH: {path} is not PEM (a PKCS#12 .pfx/.p12 file?). ps-agent reads PEM only; \
-             convert it once with: openssl pkcs12 -in {path} -out client.pem -nodes \
-             (it asks for BT_CLIENT_CERTIFICATE_PASSWORD), then point BT_CLIENT_CERTIFICATE_PATH at client.pem"
-        ));
+        let bytes = secrecy::zeroize::Zeroizing::new(bytes);
+        let password =
+            secrecy::SecretString::from(env.var("BT_CLIENT_CERTIFICATE_PASSWORD")?.unwrap_or_default());
+        return bt_pkcs12(&path, &bytes, secrecy::ExposeSecret::expose_secret(&password)).map(Some);
     };
     if !text.contains("-----BEGIN CERTIFICATE-----") {
         return err(format!(
@@ -568,6 +567,36 @@ fn bt_client_certificate(
         cert_pem: bytes.clone(),
         key_pem: bytes.into(),
     }))
+}
+
+/// A PKCS#12 `BT_CLIENT_CERTIFICATE_PATH`, converted to the PEM the TLS layer takes.
+fn bt_pkcs12(path: &str, der: &[u8], password: &str) -> Result<ClientIdentity, ConfigError> {
+    use crate::pkcs12::Pkcs12Error as E;
+    let id = crate::pkcs12::decode(der, password).map_err(|e| {
+        ConfigError(match e {
+            E::Mac | E::Decrypt(_) => format!(
+                "BT_CLIENT_CERTIFICATE_PASSWORD does not open {path} ({e}); set the password the \
+                 PKCS#12 file was exported with (empty or unset = no password)"
+            ),
+            E::Malformed(_) | E::Expected(_) => format!(
+                "BT_CLIENT_CERTIFICATE_PATH: {path} is neither PEM nor PKCS#12 ({e}); point it at the \
+                 .pfx/.p12 file, or at one PEM file with the certificate chain and its unencrypted key"
+            ),
+            E::Unsupported { .. } | E::TooCostly(_) => format!(
+                "BT_CLIENT_CERTIFICATE_PATH: {path}: {e}; convert it once to PEM with: openssl pkcs12 \
+                 -in {path} -out client.pem -nodes -legacy (omit -legacy before OpenSSL 3) and point \
+                 BT_CLIENT_CERTIFICATE_PATH at client.pem, or re-export that as PKCS#12 with the OpenSSL 3 \
+                 defaults (AES-256, SHA-256): openssl pkcs12 -export -in client.pem -out client.p12"
+            ),
+            E::Content(_) => format!(
+                "BT_CLIENT_CERTIFICATE_PATH: {path}: {e}; export the client certificate with its private key"
+            ),
+        })
+    })?;
+    Ok(ClientIdentity {
+        cert_pem: id.cert_pem(),
+        key_pem: id.key_pem(),
+    })
 }
 
 fn parse_err(field: &str, input: &str, e: impl std::fmt::Display) -> ConfigError {
@@ -899,18 +928,84 @@ mod tests {
         assert!(msg(&[]).contains("nothing to do"));
     }
 
-    #[test]
-    fn pfx_is_refused_with_the_conversion_command() {
-        let dir = tempfile::tempdir().unwrap();
-        let pfx = dir.path().join("client.pfx");
-        std::fs::write(&pfx, [0x30, 0x82, 0x01, 0x00, 0xff]).unwrap();
-        let e = msg(&[
+    fn pkcs12_fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/pkcs12/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn bt_with_certificate(path: &str, password: Option<&str>) -> Result<Settings, ConfigError> {
+        let mut pairs = vec![
             ("BT_API_URL", "https://ps/x"),
             ("BT_API_KEY", "K;runas=u;"),
             ("SECRETS_LIST", "a/b"),
-            ("BT_CLIENT_CERTIFICATE_PATH", pfx.to_str().unwrap()),
-        ]);
+            ("BT_CLIENT_CERTIFICATE_PATH", path),
+        ];
+        if let Some(p) = password {
+            pairs.push(("BT_CLIENT_CERTIFICATE_PASSWORD", p));
+        }
+        load_env(&pairs)
+    }
+
+    #[test]
+    fn pkcs12_client_certificate_is_read_with_its_password() {
+        let s = bt_with_certificate(&pkcs12_fixture("chain-ec.p12"), Some("test-password")).unwrap();
+        let id = s.client.tls.client_identity.as_ref().expect("a client identity");
+        let chain = [
+            std::fs::read_to_string(pkcs12_fixture("leaf-ec.pem")).unwrap(),
+            std::fs::read_to_string(pkcs12_fixture("intermediate.pem")).unwrap(),
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8_lossy(&id.cert_pem),
+            chain,
+            "leaf first, then the chain"
+        );
+        assert!(
+            id.key_pem
+                .expose_secret()
+                .starts_with(b"-----BEGIN PRIVATE KEY-----\n")
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // No password: BT_CLIENT_CERTIFICATE_PASSWORD unset or empty.
+        for password in [None, Some("")] {
+            let s = bt_with_certificate(&pkcs12_fixture("nopass.p12"), password).unwrap();
+            assert!(s.client.tls.client_identity.is_some());
+        }
+        // The legacy algorithms too.
+        let s = bt_with_certificate(&pkcs12_fixture("legacy-rc2-40.p12"), Some("test-password")).unwrap();
+        assert!(s.client.tls.client_identity.is_some());
+    }
+
+    #[test]
+    fn pkcs12_errors_name_the_variable_and_never_the_password() {
+        let path = pkcs12_fixture("modern-rsa.p12");
+        let e = bt_with_certificate(&path, Some("hunter2-wrong")).unwrap_err().0;
+        assert!(
+            e.contains(&format!(
+                "BT_CLIENT_CERTIFICATE_PASSWORD does not open {path} (the PKCS#12 MAC does not verify)"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = bt_with_certificate(&path, None).unwrap_err().0;
+        assert!(e.contains("BT_CLIENT_CERTIFICATE_PASSWORD does not open"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let pfx = dir.path().join("client.pfx");
+        std::fs::write(&pfx, [0x30, 0x82, 0x01, 0x00, 0xff]).unwrap();
+        let e = bt_with_certificate(pfx.to_str().unwrap(), Some("hunter2"))
+            .unwrap_err()
+            .0;
         assert!(e.contains("BT_CLIENT_CERTIFICATE_PATH"), "{e}");
+        assert!(e.contains("neither PEM nor PKCS#12"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+
+        // A valid file with an algorithm ps-agent does not read: the conversion command.
+        let mut der = std::fs::read(pkcs12_fixture("plain-nomac.p12")).unwrap();
+        let version = der.windows(3).position(|w| w == [0x02, 0x01, 0x03]).unwrap();
+        der[version + 2] = 4;
+        std::fs::write(&pfx, &der).unwrap();
+        let e = bt_with_certificate(pfx.to_str().unwrap(), None).unwrap_err().0;
+        assert!(e.contains("unsupported PFX version: 4"), "{e}");
         assert!(e.contains("openssl pkcs12"), "{e}");
     }
 

@@ -11,6 +11,7 @@ pub mod generation;
 pub mod log;
 pub mod notify;
 pub mod paths;
+pub mod pkcs12;
 pub mod render;
 pub mod run;
 pub mod value;

@@ -1004,3 +1004,81 @@ fn client_certificate_both_ways() {
     assert_file(&h.root().join("bt/apps/db/password"), DB_PASSWORD.as_bytes());
     h.assert_closed();
 }
+
+/// The drop-in agent configured with BeyondTrust's variables, its client certificate a PKCS#12
+/// file (`BT_CLIENT_CERTIFICATE_PATH` + `BT_CLIENT_CERTIFICATE_PASSWORD`), against an emulator
+/// that requires mutual TLS (`--client-ca`). The committed fixtures come from
+/// `tests/fixtures/pkcs12/gen.sh`: `chain-ec.p12` holds an EC leaf and the intermediate CA that
+/// signed it (OpenSSL 3 defaults), so the handshake only verifies if the intermediate is sent
+/// too; `legacy-3des.p12` an RSA leaf of the root (3DES, SHA-1 MAC).
+#[test]
+fn beyondtrust_pkcs12_client_certificate() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkcs12");
+    let ca = fs::read_to_string(fixtures.join("ca.pem")).unwrap();
+    let h = Harness::with_options(ps_emulator::Options {
+        client_ca_pem: Some(ca),
+        ..Default::default()
+    });
+    let password = "test-password";
+    let bt = |p12: &str, out: &str, password: &str, tls: (&str, &str)| {
+        env_of(&[
+            ("BT_API_URL", &h.base_url()),
+            ("BT_API_KEY", &format!("{KEY};runas={RUNAS};")),
+            ("SECRETS_LIST", "apps/db/password"),
+            ("SECRETS_PATH", &h.root().join(out).to_string_lossy()),
+            tls,
+            (
+                "BT_CLIENT_CERTIFICATE_PATH",
+                &fixtures.join(p12).to_string_lossy(),
+            ),
+            ("BT_CLIENT_CERTIFICATE_PASSWORD", password),
+        ])
+    };
+    let ca_file = h.ca_file.to_string_lossy().into_owned();
+    for (p12, out) in [("chain-ec.p12", "ec"), ("legacy-3des.p12", "rsa")] {
+        let run = h.run(&bt(p12, out, password, ("PS_CA_FILE", &ca_file)), &[]);
+        expect_code(&run, 0);
+        assert_no_leak(&run.log(), &[password]);
+        assert_file(
+            &h.root().join(out).join("apps/db/password"),
+            DB_PASSWORD.as_bytes(),
+        );
+    }
+    // The same EC leaf without its intermediate (legacy-rc2-40.p12): the emulator cannot verify
+    // it and refuses the handshake.
+    let run = h.run(
+        &bt(
+            "legacy-rc2-40.p12",
+            "no-chain",
+            password,
+            ("PS_CA_FILE", &ca_file),
+        ),
+        &[],
+    );
+    expect_code(&run, 1);
+    assert!(run.stderr.contains("UnknownCA"), "{}", run.stderr);
+    // BeyondTrust's variables alone (server verification off, as BT_VERIFY_CA=false does).
+    let run = h.run(
+        &bt("chain-ec.p12", "bt-only", password, ("BT_VERIFY_CA", "false")),
+        &[],
+    );
+    expect_code(&run, 0);
+    assert_file(&h.root().join("bt-only/apps/db/password"), DB_PASSWORD.as_bytes());
+    // A wrong password: exit 2 before any call, the password never shown.
+    let signins = h.calls("POST auth/signappin");
+    let run = h.run(
+        &bt("chain-ec.p12", "wrong", "Wrong-Pw-8181", ("PS_CA_FILE", &ca_file)),
+        &[],
+    );
+    expect_code(&run, 2);
+    assert_no_leak(&run.log(), &["Wrong-Pw-8181", password]);
+    assert!(
+        run.stderr
+            .contains("BT_CLIENT_CERTIFICATE_PASSWORD does not open")
+            && run.stderr.contains("the PKCS#12 MAC does not verify"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(h.calls("POST auth/signappin"), signins, "no sign-in attempted");
+    h.assert_closed();
+}
