@@ -28,6 +28,12 @@ use serde_json::{Value, json};
 type Annotations<'a> = Vec<(&'a str, &'a str)>;
 
 const SECRET_DB: &str = "ps-injector.io/secret-db";
+
+/// Namespace labels enforcing the restricted Pod Security standard.
+const RESTRICTED: &[(&str, &str)] = &[
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+];
 const DB_PATH: &str = "team-a/db/password";
 
 fn ok_status(created: &e2e_tests::Created) -> Option<&str> {
@@ -848,15 +854,7 @@ async fn policy_violation_is_denied() {
 #[ignore = "needs the e2e control plane: run tests/e2e/run"]
 async fn restricted_namespace_accepts_injected_pods() {
     let h = Harness::new().await;
-    let ns = h
-        .namespace(
-            "restricted",
-            &[
-                ("pod-security.kubernetes.io/enforce", "restricted"),
-                ("pod-security.kubernetes.io/enforce-version", "latest"),
-            ],
-        )
-        .await;
+    let ns = h.namespace("restricted", RESTRICTED).await;
     let cases: Vec<(&str, Annotations<'_>, Option<&str>)> = vec![
         (
             "init",
@@ -1008,15 +1006,7 @@ async fn second_webhook_and_reinvocation_keep_exactly_one_agent() {
 #[ignore = "needs the e2e control plane: run tests/e2e/run"]
 async fn pods_without_a_known_user_read_the_files_through_a_supplemental_group() {
     let h = Harness::new().await;
-    let ns = h
-        .namespace(
-            "no-user",
-            &[
-                ("pod-security.kubernetes.io/enforce", "restricted"),
-                ("pod-security.kubernetes.io/enforce-version", "latest"),
-            ],
-        )
-        .await;
+    let ns = h.namespace("no-user", RESTRICTED).await;
     let mut image_user = pod(
         "image-user",
         &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
