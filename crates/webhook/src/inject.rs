@@ -76,6 +76,10 @@ pub fn inject_manifests(
             before.push_str(doc.body);
             continue;
         }
+        check_flow_depth(doc.body).map_err(|message| InjectError::Yaml {
+            document: number,
+            message,
+        })?;
         let mut value: Value = serde_yaml_ng::from_str(doc.body).map_err(|e| InjectError::Yaml {
             document: number,
             message: e.to_string(),
@@ -107,6 +111,35 @@ pub fn inject_manifests(
         warnings,
         changed,
     })
+}
+
+/// Deepest `[`/`{` nesting a document may reach. The YAML scanner's time grows with the square
+/// of the nesting, so a deeply nested (hostile) document is refused before it is parsed; real
+/// manifests stay in single digits.
+const MAX_FLOW_DEPTH: usize = 256;
+
+/// Refuses a document whose brackets nest deeper than [`MAX_FLOW_DEPTH`]. Brackets inside
+/// scalars count too, which can only over-estimate the depth of a legitimate document slightly.
+fn check_flow_depth(body: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for (line, text) in body.lines().enumerate() {
+        for b in text.bytes() {
+            match b {
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(format!(
+                            "flow collections ([ ] or {{ }}) nest deeper than {MAX_FLOW_DEPTH} levels at line {}",
+                            line + 1
+                        ));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A changed document as text: pretty JSON when it was JSON, else YAML.
@@ -402,6 +435,22 @@ mod tests {
         }
         assert_eq!(split_documents("a: 1\n---\nb: 2\n---\n").len(), 3);
         assert_eq!(split_documents("a: |\n  --- x\n").len(), 1);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!(
+            "kind: Pod\nspec: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = super::inject_manifests(&deep, &crate::config::Config::default(), None).unwrap_err();
+        assert!(
+            e.to_string().contains("nest deeper than 256 levels at line 2"),
+            "{e}"
+        );
+        // Templates and flow mappings of real manifests pass.
+        assert!(check_flow_depth("a: {b: [1, {c: \"{{ x }}\"}]}\n").is_ok());
     }
 
     #[test]
