@@ -1,0 +1,68 @@
+# Shared by bench/agent/run and bench/agent/gate (sourced, not run): tool installation, and
+# `start_emulator`, which starts ps-emulator ($EMU) on 127.0.0.1 with five secrets and exports
+# the agent's environment to fetch them into $root (tmpfs when available). Sets $work, $root,
+# $origin; cleans up on exit.
+
+need() { command -v "$1" >/dev/null 2>&1; }
+install() { # install <command> <debian package>
+  need "$1" && return 0
+  echo "$1 is missing: installing $2 with apt-get" >&2
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  elif need sudo; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+  need "$1" || { echo "FAIL: $1 could not be installed (apt-get install $2)" >&2; exit 1; }
+}
+work="$(mktemp -d)"
+shm_root="/dev/shm/ps-agent-bench.$$"
+emu_pid=""
+cleanup() {
+  [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
+  rm -rf "$work" "$shm_root"
+}
+trap cleanup EXIT
+
+start_emulator() {
+cat >"$work/seed.yaml" <<'EOF'
+users:
+  - {name: svc-bench, groups: [bench]}
+api_keys:
+  - {key: "bench-key-0123456789abcdef0123456789", users: [svc-bench]}
+safes:
+  - name: bench
+    readers: [bench]
+    folders:
+      - name: app
+        secrets:
+          - {title: s1, type: credential, username: u1, password: "bench-value-1"}
+          - {title: s2, type: credential, username: u2, password: "bench-value-2"}
+          - {title: s3, type: text, text: "bench-value-3"}
+          - {title: s4, type: text, text: "bench-value-4"}
+          - {title: s5, type: credential, username: u5, password: "bench-value-5"}
+EOF
+
+"$EMU" --listen 127.0.0.1:0 --data "$work/seed.yaml" --ca-out "$work/ca.pem" >"$work/emu.out" 2>"$work/emu.err" &
+emu_pid=$!
+for _ in $(seq 100); do
+  grep -q '^listening on ' "$work/emu.out" 2>/dev/null && break
+  sleep 0.05
+done
+origin="$(sed -n 's/^listening on //p' "$work/emu.out" | head -1)"
+[ -n "$origin" ] || { echo "FAIL: the emulator did not start:" >&2; cat "$work/emu.err" >&2; exit 1; }
+
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then root="$shm_root"; else root="$work/out"; fi
+PS_AGENT_CONFIG="$(python3 - "$origin" "$root" <<'EOF'
+import json, sys
+origin, root = sys.argv[1], sys.argv[2]
+print(json.dumps({
+    "version": 1,
+    "passwordSafe": {"url": origin + "/BeyondTrust/api/public/v3", "apiVersion": "3.1"},
+    "root": root,
+    "secrets": [{"name": f"s{i}", "path": f"bench/app/s{i}"} for i in range(1, 6)],
+}))
+EOF
+)"
+export PS_AGENT_CONFIG PS_CA_FILE="$work/ca.pem" PS_API_KEY="bench-key-0123456789abcdef0123456789" PS_RUNAS=svc-bench
+export PS_LOG_LEVEL=warn
+}
