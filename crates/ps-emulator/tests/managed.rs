@@ -26,6 +26,16 @@ async fn credentials(c: &Client, emu: &ps_emulator::Emulator, id: &str) -> (Stat
     (r.status(), r.text().await.unwrap())
 }
 
+/// Checks a `Credentials/{id}` body (a JSON string) against the expected password, never
+/// printing either.
+fn assert_password(body: &str, expected: &str, what: &str) {
+    assert_value(
+        serde_json::from_str::<String>(body).ok().as_deref(),
+        expected,
+        what,
+    );
+}
+
 async fn checkin(c: &Client, emu: &ps_emulator::Emulator, id: &str) -> StatusCode {
     c.put(url(emu, &format!("Requests/{id}/checkin")))
         .json(&json!({}))
@@ -141,11 +151,7 @@ async fn conflicts_reuse_and_renew() {
     assert_eq!(credentials(&c, &emu, &first).await.0, StatusCode::FORBIDDEN);
     let (status, body) = credentials(&c, &emu, &renewed).await;
     assert_eq!(status, StatusCode::OK);
-    assert_value(
-        serde_json::from_str::<String>(&body).ok().as_deref(),
-        "static-1",
-        "renewed release",
-    );
+    assert_password(&body, "static-1", "renewed release");
     assert_eq!(state(&emu).await["requests_open"], 1);
     // The cancelled request is no longer listed; the renewed one is.
     let (_, listed) = get_json(&c, &emu, "Requests").await;
@@ -169,11 +175,7 @@ async fn conflicts_reuse_and_renew() {
     assert_eq!(checkin(&c, &emu, &renewed).await, StatusCode::NO_CONTENT);
     let (_, again) = post_request(&c, &emu, req(sys, acc, Some("reuse"))).await;
     let (_, body) = credentials(&c, &emu, &again).await;
-    assert_value(
-        serde_json::from_str::<String>(&body).ok().as_deref(),
-        "static-1",
-        "not rotated",
-    );
+    assert_password(&body, "static-1", "not rotated");
 }
 
 #[tokio::test]
@@ -193,11 +195,7 @@ async fn rotate_on_checkin_false_in_the_request_keeps_the_password() {
     )
     .await;
     let (_, pw) = credentials(&c, &emu, &id).await;
-    assert_value(
-        serde_json::from_str::<String>(&pw).ok().as_deref(),
-        "initial-1",
-        "not rotated",
-    );
+    assert_password(&pw, "initial-1", "not rotated");
 }
 
 #[tokio::test]
@@ -457,11 +455,7 @@ async fn pending_approval_mode() {
     faults(&emu, json!({"approve_requests": true, "pending_approval": false})).await;
     let (status, body) = credentials(&c, &emu, &id).await;
     assert_eq!(status, StatusCode::OK);
-    assert_value(
-        serde_json::from_str::<String>(&body).ok().as_deref(),
-        "static-1",
-        "approved release",
-    );
+    assert_password(&body, "static-1", "approved release");
     assert_eq!(state(&emu).await["requests_open"], 1);
     assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
 

@@ -1372,6 +1372,12 @@ mod tests {
         (pod, m)
     }
 
+    /// The file mode the agent configuration gives secret output `name`.
+    fn secret_mode(config: &inject_api::AgentConfig, name: &str) -> u32 {
+        let secret = config.secrets.iter().find(|s| s.name == name);
+        secret.expect("no such secret output").render.file_mode.bits()
+    }
+
     fn agent_config(pod: &Value, name: &str) -> inject_api::AgentConfig {
         let containers = pod["spec"]["initContainers"]
             .as_array()
@@ -1424,17 +1430,10 @@ mod tests {
             65532
         );
         let config = agent_config(&pod, "ps-agent-init");
-        let mode = |name: &str| {
-            config
-                .secrets
-                .iter()
-                .find(|s| s.name == name)
-                .unwrap()
-                .render
-                .file_mode
-                .bits()
-        };
-        assert_eq!((mode("db"), mode("key")), (0o440, 0o400));
+        assert_eq!(
+            (secret_mode(&config, "db"), secret_mode(&config, "key")),
+            (0o440, 0o400)
+        );
         assert_eq!(config.beyondtrust.unwrap().file_mode.bits(), 0o440);
         assert!(
             m.warnings
@@ -1480,17 +1479,10 @@ mod tests {
             (Some(65532), Some(65532))
         );
         let config = agent_config(&pod, "ps-agent-init");
-        let mode_of = |n: &str| {
-            config
-                .secrets
-                .iter()
-                .find(|s| s.name == n)
-                .unwrap()
-                .render
-                .file_mode
-                .bits()
-        };
-        assert_eq!((mode_of("db"), mode_of("key")), (0o440, 0o400));
+        assert_eq!(
+            (secret_mode(&config, "db"), secret_mode(&config, "key")),
+            (0o440, 0o400)
+        );
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         assert!(m.warnings[0].contains("file-mode-key: 0400"), "{:?}", m.warnings);
 

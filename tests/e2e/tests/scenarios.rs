@@ -133,18 +133,28 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
     );
 
     // The scoping at work: opted-in pods in excluded namespaces never reach the webhook.
-    let total0 = h.admissions_total().await;
+    let mut sent = Vec::new();
     for ns in [h.env.release_namespace.as_str(), "kube-public"] {
         h.service_account(ns).await;
         let name = format!("excluded-{:04x}", fastrand::u16(..));
-        let sent = pod(&name, &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]));
-        let created = h.create_pod(ns, &sent, false).await.pod();
-        pods::assert_untouched(&created, &sent);
+        let p = pod(&name, &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]));
+        sent.push((ns, p));
+    }
+    assert_created_untouched_without_admission(&h, &sent, "excluded namespaces").await;
+}
+
+/// Creates each (namespace, pod), checks the stored pod is the one sent, and that the webhook
+/// saw none of them.
+async fn assert_created_untouched_without_admission(h: &Harness, sent: &[(&str, Value)], what: &str) {
+    let total0 = h.admissions_total().await;
+    for (ns, p) in sent {
+        let created = h.create_pod(ns, p, false).await.pod();
+        pods::assert_untouched(&created, p);
     }
     assert_eq!(
         h.admissions_total().await,
         total0,
-        "excluded namespaces never reached the webhook"
+        "{what}: never reached the webhook"
     );
 }
 
@@ -648,7 +658,6 @@ async fn exec_mode_delivers_env_vars_through_the_wrapped_command() {
 async fn opt_out_pods_are_untouched_and_never_reach_the_webhook() {
     let h = Harness::new().await;
     let ns = h.namespace("optout", &[]).await;
-    let total0 = h.admissions_total().await;
     let cases: [(&str, Vec<(&str, &str)>); 5] = [
         ("plain", vec![]),
         ("false", vec![(ann::INJECT, "false")]),
@@ -659,16 +668,11 @@ async fn opt_out_pods_are_untouched_and_never_reach_the_webhook() {
         ("zero", vec![(ann::INJECT, "0")]),
         ("no-inject-key", vec![(SECRET_DB, DB_PATH), (ann::MODE, "init")]),
     ];
-    for (name, a) in cases {
-        let sent = pod(name, &a);
-        let p = h.create_pod(&ns, &sent, false).await.pod();
-        pods::assert_untouched(&p, &sent);
-    }
-    assert_eq!(
-        h.admissions_total().await,
-        total0,
-        "none of them reached the webhook"
-    );
+    let sent: Vec<(&str, Value)> = cases
+        .iter()
+        .map(|(name, a)| (ns.as_str(), pod(name, a)))
+        .collect();
+    assert_created_untouched_without_admission(&h, &sent, "opt-out pods").await;
 }
 
 /// An invalid annotation fails the create with our message (naming the annotation and the
