@@ -111,68 +111,10 @@ pub fn certified_key_from_pem(
     })
 }
 
-/// The `notAfter` of a DER X.509 certificate, as Unix seconds. A small DER walk
-/// (Certificate → TBSCertificate → Validity); `None` when the certificate is not as expected.
+/// The `notAfter` of a DER X.509 certificate, as Unix seconds; `None` when it does not parse.
 pub fn not_after(cert: &[u8]) -> Option<i64> {
-    /// One DER element: (tag, contents, rest).
-    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (first as usize, rest)
-        } else {
-            let n = (first & 0x7f) as usize;
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
-            (len, &rest[n..])
-        };
-        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-    }
-    let (0x30, cert, _) = element(cert)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = element(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    // [0] version (optional), serialNumber, signature, issuer, then validity.
-    if rest.first() == Some(&0xa0) {
-        rest = element(rest)?.2;
-    }
-    for _ in 0..3 {
-        rest = element(rest)?.2;
-    }
-    let (0x30, validity, _) = element(rest)? else {
-        return None;
-    };
-    let (_, _, after) = element(validity)?;
-    let (tag, time, _) = element(after)?;
-    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
-    let digits = |s: &str| -> Option<i64> { s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok())? };
-    let (year, rest) = match tag {
-        0x17 if text.len() == 12 => {
-            let yy = digits(&text[..2])?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
-        }
-        0x18 if text.len() == 14 => (digits(&text[..4])?, &text[4..]),
-        _ => return None,
-    };
-    let field = |i: usize| digits(&rest[i..i + 2]);
-    let (month, day, hour, min, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// Hands the current certificate to every handshake; [`CertResolver::set`] swaps it.

@@ -177,3 +177,34 @@ fn inject_through_stdin_and_stdout() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("ps-injector.io/secret-db"), "{stderr}");
 }
+
+#[test]
+fn plain_logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::generate("plain log CA", &["localhost"]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &ca.key_pem).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "plain"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .env("PS_WEBHOOK_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.contains("serving admission requests"), "{first:?}");
+    assert!(!first.contains('\x1b'), "colour codes in a pipe: {first:?}");
+}

@@ -51,7 +51,7 @@ async fn json_logs_have_one_span_per_admission_and_no_values() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let capture = Capture::default();
     tracing::subscriber::set_global_default(
-        logging::subscriber(LogFormat::Json, "info", capture.clone()).unwrap(),
+        logging::subscriber(LogFormat::Json, "info", capture.clone(), false).unwrap(),
     )
     .unwrap();
 
