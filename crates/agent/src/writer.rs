@@ -552,15 +552,15 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
 
 /// `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn_rrrr`: sortable, unique, reserved (starts with `..`).
 fn new_generation_name() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (y, mo, d, h, mi, s) = crate::log::civil(now.as_secs());
-    format!(
-        "..{y:04}_{mo:02}_{d:02}_{h:02}_{mi:02}_{s:02}.{:09}_{:04x}",
-        now.subsec_nanos(),
-        fastrand::u16(..)
-    )
+    // RFC 3339 with nanoseconds (`2026-01-02T03:04:05.123456789Z`) has the fields in the
+    // order wanted; only the separators differ.
+    let stamp = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    let stamp: String = stamp
+        .trim_end_matches('Z')
+        .chars()
+        .map(|c| if matches!(c, '-' | 'T' | ':') { '_' } else { c })
+        .collect();
+    format!("..{stamp}_{:04x}", fastrand::u16(..))
 }
 
 #[cfg(test)]
@@ -722,6 +722,18 @@ mod tests {
         assert_eq!(root.current().as_deref(), Some(c1.generation.as_str()));
         assert_eq!(read(&r.join("a")), "1");
         assert_eq!(entries(r), [&c1.generation, "..data", "a", "b"]);
+    }
+
+    #[test]
+    fn generation_names_sort_by_time_and_are_reserved() {
+        let a = new_generation_name();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_generation_name();
+        // `..2026_01_02_03_04_05.123456789_1a2b`
+        assert_eq!(a.len(), 36, "{a}");
+        assert!(a.starts_with("..") && a.as_bytes()[12] == b'_' && a.as_bytes()[21] == b'.', "{a}");
+        assert!(a[2..31].bytes().all(|c| c.is_ascii_digit() || c == b'_' || c == b'.'), "{a}");
+        assert!(a[..31] < b[..31], "{a} then {b}");
     }
 
     #[test]
