@@ -731,8 +731,16 @@ mod tests {
         let b = new_generation_name();
         // `..2026_01_02_03_04_05.123456789_1a2b`
         assert_eq!(a.len(), 36, "{a}");
-        assert!(a.starts_with("..") && a.as_bytes()[12] == b'_' && a.as_bytes()[21] == b'.', "{a}");
-        assert!(a[2..31].bytes().all(|c| c.is_ascii_digit() || c == b'_' || c == b'.'), "{a}");
+        assert!(
+            a.starts_with("..") && a.as_bytes()[12] == b'_' && a.as_bytes()[21] == b'.',
+            "{a}"
+        );
+        assert!(
+            a[2..31]
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c == b'_' || c == b'.'),
+            "{a}"
+        );
         assert!(a[..31] < b[..31], "{a} then {b}");
     }
 

@@ -186,7 +186,13 @@ fn plain_logs_to_a_pipe_carry_no_colour_codes() {
     std::fs::write(dir.path().join("tls.crt"), &ca.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &ca.key_pem).unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--log-format", "plain"])
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))
