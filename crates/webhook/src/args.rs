@@ -93,7 +93,8 @@ pub struct InjectArgs {
     /// Cluster configuration (YAML); built-in defaults without it.
     #[arg(long, env = "PS_WEBHOOK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Print only a diff of the change instead of the mutated manifests.
+    /// Print only a unified diff of the injection instead of the mutated manifests; exits 1
+    /// when something would be injected, 0 when nothing would (like `diff`, `kubectl diff`).
     #[arg(long, env = "PS_WEBHOOK_INJECT_DIFF")]
     pub diff: bool,
     /// Namespace to assume for documents that name none (policy is per namespace).
@@ -248,8 +249,10 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let config = load_config(config.as_deref())?;
     let input = read_input(&file)?;
+    let name = if file == "-" { "(standard input)" } else { file.as_str() };
     let code = inject_io(
         &input,
+        name,
         &config,
         diff,
         namespace.as_deref(),
@@ -260,11 +263,14 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// `ps-webhook inject` on text already read: the mutated manifests (or, with `diff`, the diff)
-/// to `out`, warnings and the error message to `err`. Returns the exit code: 0, or 1 when the
-/// core refuses the input (with the message the webhook would give).
+/// `ps-webhook inject` on text already read from `name`: the mutated manifests (or, with
+/// `diff`, the diff) to `out`, warnings and the error message (`name:LINE:COLUMN: ...`) to
+/// `err`. Returns the exit code. Without `diff`: 0, or 1 when the core refuses the input (with
+/// the message the webhook would give). With `diff`, as `diff` and `kubectl diff` do: 0 when
+/// nothing would be injected, 1 when something would, 2 on an error.
 pub fn inject_io(
     input: &str,
+    name: &str,
     config: &Config,
     diff: bool,
     namespace: Option<&str>,
@@ -274,20 +280,22 @@ pub fn inject_io(
     let injected = match inject::inject_manifests(input, config, namespace) {
         Ok(injected) => injected,
         Err(error) => {
-            writeln!(err, "ps-webhook inject: {error}")?;
-            return Ok(1);
+            writeln!(err, "ps-webhook inject: {}", error.located(name))?;
+            return Ok(if diff { 2 } else { 1 });
         }
     };
     for warning in &injected.warnings {
         writeln!(err, "warning: {warning}")?;
     }
-    if diff {
-        out.write_all(inject::diff(&injected.before, &injected.output).as_bytes())?;
+    let code = if diff {
+        out.write_all(injected.diff(name, &format!("{name} (injected)")).as_bytes())?;
+        u8::from(injected.changed > 0)
     } else {
         out.write_all(injected.output.as_bytes())?;
-    }
+        0
+    };
     out.flush()?;
-    Ok(0)
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -305,7 +313,7 @@ mod tests {
 
     fn inject(input: &str, diff: bool) -> (u8, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = inject_io(input, &Config::default(), diff, None, &mut out, &mut err).unwrap();
+        let code = inject_io(input, "app.yaml", &Config::default(), diff, None, &mut out, &mut err).unwrap();
         (
             code,
             String::from_utf8(out).unwrap(),
@@ -327,8 +335,8 @@ mod tests {
     #[test]
     fn inject_diff_shows_only_the_change() {
         let (code, out, _) = inject(DEPLOYMENT, true);
-        assert_eq!(code, 0);
-        assert!(out.starts_with("--- "), "{out}");
+        assert_eq!(code, 1, "differences: exit 1, like diff");
+        assert!(out.starts_with("--- app.yaml\n+++ app.yaml (injected)\n@@ "), "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with('+') && l.contains("ps-injector.io/status")),
@@ -343,7 +351,7 @@ mod tests {
                      ps-injector.io/secret-db: \"a/b\", note: \"*/5 * * * *\"}\nspec:\n  securityContext: {runAsUser: 1000}\n  \
                      containers: [{name: app, image: \"busybox\"}]\n";
         let (code, out, err) = inject(input, true);
-        assert_eq!(code, 0, "{err}");
+        assert_eq!(code, 1, "{err}");
         let removed: Vec<&str> = out
             .lines()
             .filter(|l| l.starts_with('-') && !l.starts_with("---"))
@@ -358,8 +366,16 @@ mod tests {
         let (code, out, err) = inject(&bad, false);
         assert_eq!(code, 1);
         assert!(out.is_empty(), "{out}");
-        assert!(err.starts_with("ps-webhook inject: "), "{err}");
+        assert!(err.starts_with("ps-webhook inject: app.yaml:"), "{err}");
         assert!(err.contains("ps-injector.io/secret-stripe-key"), "{err}");
+        // With --diff an error is 2 (1 means "differences").
+        assert_eq!(inject(&bad, true).0, 2);
+    }
+
+    #[test]
+    fn inject_diff_of_nothing_exits_0() {
+        let (code, out, err) = inject("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", true);
+        assert_eq!((code, out.as_str()), (0, ""), "{err}");
     }
 
     #[test]

@@ -1,226 +1,274 @@
 //! Offline injection (`ps-webhook inject`): manifests in, the same manifests out with their pod
 //! templates injected by the same code path as the webhook ([`crate::admission::decide`]).
 //!
-//! - The input is split on `---` lines by hand, so every document that is not changed is
-//!   copied byte for byte, comments included, and the order is kept.
-//! - Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob
-//!   and `List` documents are understood; the templates of Jobs and CronJobs run to completion
-//!   and so never get a classic sidecar.
-//! - A changed document is re-serialised with its keys in their original order; its leading
-//!   comment lines are kept, comments inside it are not (YAML libraries do not keep them). A
-//!   JSON document stays JSON.
-//! - A denied pod template is an [`InjectError`] carrying the webhook's message.
+//! - The stream is read exactly as `kubectl apply -f` reads it ([`crate::kubeyaml`]): the same
+//!   document splitting, YAML 1.1 values (`no` is false, `0400` is 256), merge keys, JSON
+//!   streams, a byte-order mark. Every document that is not changed is copied byte for byte,
+//!   comments included, and the order is kept.
+//! - The built-in workloads are injected: `v1` Pod and ReplicationController, `apps/v1`
+//!   Deployment, StatefulSet, DaemonSet and ReplicaSet, `batch/v1` Job and CronJob, and the
+//!   items of `List` documents. The templates of Jobs and CronJobs run to completion and so
+//!   never get a classic sidecar. The opt-in on any other object (an Argo Rollout, a
+//!   DeploymentConfig, a PodTemplate, a custom resource of kind `Deployment`) is left alone
+//!   with a warning naming its kind.
+//! - A changed document is written again with its keys in their original order and strings
+//!   quoted wherever a YAML 1.1 or 1.2 reader could take them for another type
+//!   ([`crate::kubeyaml::write`]); its leading and trailing comment lines are kept, comments
+//!   inside it are not; aliases and merge keys are written out expanded. A JSON document stays
+//!   JSON, a CRLF document stays CRLF.
+//! - A denied pod template is an [`InjectError`] carrying the webhook's message; every error
+//!   has its line and column in the input.
 
 use serde_json::value::RawValue;
-use serde_yaml_ng::{Mapping, Value};
 
 use crate::{
     admission::{Decision, SpecInput, decide},
     config::Config,
+    kubeyaml::{self, Entry, Map, Mark, Node, Syntax, Value, write},
     mutate::PodMeta,
     patch::{OpKind, PatchOp},
 };
 
 /// The result of [`inject_manifests`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Injected {
     /// The documents, pod templates mutated, others byte-for-byte unchanged.
     pub output: String,
-    /// The input as `output` would print it without the injection: changed documents
-    /// re-serialised unmutated, so a diff against `output` shows only the injection and none of
-    /// the serialiser's restyling (quotes, flow mappings).
-    pub before: String,
     /// Admission warnings, each prefixed with the object (`Deployment/web: ...`).
     pub warnings: Vec<String>,
     /// How many pod templates were injected.
     pub changed: usize,
+    /// The changed documents, written as they were and as they are now.
+    changes: Vec<Change>,
+}
+
+/// One changed document: its text written unchanged and injected, and where it starts in the
+/// input and in the output.
+#[derive(Clone, Debug, PartialEq)]
+struct Change {
+    before: String,
+    after: String,
+    input_line: usize,
+    output_line: usize,
 }
 
 /// Why `inject` failed; the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("document {document}: not valid YAML: {message}")]
-    Yaml { document: usize, message: String },
+    /// The stream cannot be read as kubectl reads it (or is beyond inject's limits).
+    #[error("{message}")]
+    Yaml { mark: Mark, message: String },
     /// The webhook would deny this pod; `message` is exactly the webhook's message.
     #[error("document {document} ({object}): {message}")]
     Denied {
         document: usize,
         object: String,
+        mark: Mark,
+        message: String,
+    },
+    /// A value Kubernetes would refuse, named by its path in the document.
+    #[error("document {document} ({object}): {path}: {message}")]
+    Invalid {
+        document: usize,
+        object: String,
+        mark: Mark,
+        path: String,
         message: String,
     },
     #[error("document {document} ({object}): {message}")]
     Unusable {
         document: usize,
         object: String,
+        mark: Mark,
         message: String,
     },
 }
 
-/// Injects every pod template in a multi-document YAML stream. `namespace` is used for policy
-/// lookups when a document names none (then `default`).
-pub fn inject_manifests(
-    input: &str,
-    config: &Config,
-    namespace: Option<&str>,
-) -> Result<Injected, InjectError> {
-    let mut output = String::with_capacity(input.len() + 1024);
-    let mut before = String::with_capacity(input.len());
-    let mut warnings = Vec::new();
-    let mut changed = 0;
-    for (index, doc) in split_documents(input).into_iter().enumerate() {
-        output.push_str(doc.separator);
-        before.push_str(doc.separator);
-        let number = index + 1;
-        if is_blank(doc.body) {
-            output.push_str(doc.body);
-            before.push_str(doc.body);
-            continue;
+impl InjectError {
+    /// Where in the input the error is.
+    pub fn mark(&self) -> Mark {
+        match self {
+            Self::Yaml { mark, .. }
+            | Self::Denied { mark, .. }
+            | Self::Invalid { mark, .. }
+            | Self::Unusable { mark, .. } => *mark,
         }
-        check_flow_depth(doc.body).map_err(|message| InjectError::Yaml {
-            document: number,
-            message,
-        })?;
-        let mut value: Value = serde_yaml_ng::from_str(doc.body).map_err(|e| InjectError::Yaml {
-            document: number,
-            message: e.to_string(),
-        })?;
+    }
+
+    /// `FILE:LINE:COLUMN: message`, as compilers print errors.
+    pub fn located(&self, file: &str) -> String {
+        let mark = self.mark();
+        if mark.is_none() {
+            format!("{file}: {self}")
+        } else {
+            format!("{file}:{}:{}: {self}", mark.line, mark.column)
+        }
+    }
+}
+
+/// The built-in workloads `inject` injects: where the pod template is, and whether it runs to
+/// completion.
+fn workload(api_version: &str, kind: &str) -> Option<(&'static [&'static str], bool)> {
+    const TEMPLATE: &[&str] = &["spec", "template"];
+    match (api_version, kind) {
+        ("v1", "Pod") => Some((&[], false)),
+        ("v1", "ReplicationController")
+        | ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some((TEMPLATE, false)),
+        ("batch/v1", "Job") => Some((TEMPLATE, true)),
+        ("batch/v1", "CronJob") => Some((&["spec", "jobTemplate", "spec", "template"], true)),
+        _ => None,
+    }
+}
+
+/// The handled kinds, for messages and the README.
+pub const HANDLED_KINDS: &str = "Pod and ReplicationController (v1), Deployment, StatefulSet, DaemonSet and ReplicaSet \
+     (apps/v1), Job and CronJob (batch/v1), and the items of List documents";
+
+/// Injects every pod template in a manifest stream. `namespace` is used for policy lookups when
+/// a document names none (then `default`).
+pub fn inject_manifests(input: &str, config: &Config, namespace: Option<&str>) -> Result<Injected, InjectError> {
+    let stream = kubeyaml::read_stream(input).map_err(|e| InjectError::Yaml {
+        mark: e.mark,
+        message: e.message,
+    })?;
+    let mut output = String::with_capacity(input.len() + 1024);
+    let mut warnings = Vec::new();
+    let mut changes = Vec::new();
+    let mut changed = 0;
+    let mut document = 0;
+    let mut output_lines = LineCount::default();
+    for doc in stream.documents {
+        output.push_str(doc.before);
+        let Some(original) = doc.node else {
+            output.push_str(doc.text);
+            continue;
+        };
+        document += 1;
+        let mut node = original.clone();
         let mut ctx = Ctx {
             config,
             namespace,
-            document: number,
+            document,
             warnings: &mut warnings,
             changed: 0,
         };
-        let original = value.clone();
-        ctx.object(&mut value)?;
+        ctx.object(&mut node)?;
         if ctx.changed == 0 {
-            output.push_str(doc.body);
-            before.push_str(doc.body);
+            output.push_str(doc.text);
             continue;
         }
         changed += ctx.changed;
-        let json = doc.body.trim_start().starts_with('{');
-        for (text, value) in [(&mut output, &value), (&mut before, &original)] {
-            text.push_str(leading_comments(doc.body));
-            text.push_str(&render(value, json, number)?);
-        }
+        let crlf = doc.text.contains("\r\n");
+        let (lead, rest) = doc.text.split_at(doc.lead);
+        let (content, trail) = rest.split_at(rest.len() - doc.trail);
+        let render = |node: &Node| match doc.syntax {
+            Syntax::Json => {
+                let mut text = write::to_json(node, crlf);
+                text.truncate(text.trim_end().len());
+                text
+            }
+            Syntax::Yaml if content.trim_start().starts_with('{') => write::to_json(node, crlf),
+            Syntax::Yaml => write::to_yaml(node, crlf),
+        };
+        let (before, after) = (render(&original), render(&node));
+        output.push_str(lead);
+        let output_line = output_lines.line_at(&output, output.len());
+        output.push_str(&after);
+        output.push_str(trail);
+        changes.push(Change {
+            before,
+            after,
+            input_line: doc.line + lead.matches('\n').count(),
+            output_line,
+        });
     }
+    output.push_str(stream.tail);
     Ok(Injected {
         output,
-        before,
         warnings,
         changed,
+        changes,
     })
 }
 
-/// Deepest `[`/`{` nesting a document may reach. The YAML scanner's time grows with the square
-/// of the nesting, so a deeply nested (hostile) document is refused before it is parsed; real
-/// manifests stay in single digits.
-const MAX_FLOW_DEPTH: usize = 256;
+/// Line numbers of byte positions, counted incrementally (positions only grow).
+#[derive(Default)]
+struct LineCount {
+    pos: usize,
+    lines: usize,
+}
 
-/// Refuses a document whose brackets nest deeper than [`MAX_FLOW_DEPTH`]. Brackets inside
-/// scalars count too, which can only over-estimate the depth of a legitimate document slightly.
-fn check_flow_depth(body: &str) -> Result<(), String> {
-    let mut depth = 0usize;
-    for (line, text) in body.lines().enumerate() {
-        for b in text.bytes() {
-            match b {
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
-                        return Err(format!(
-                            "flow collections ([ ] or {{ }}) nest deeper than {MAX_FLOW_DEPTH} levels at line {}",
-                            line + 1
-                        ));
+impl LineCount {
+    fn line_at(&mut self, text: &str, pos: usize) -> usize {
+        self.lines += text.as_bytes()[self.pos..pos].iter().filter(|&&b| b == b'\n').count();
+        self.pos = pos;
+        self.lines + 1
+    }
+}
+
+impl Injected {
+    /// A unified diff of the injection, `--- old` / `+++ new` headers: each changed document
+    /// is compared with itself written unchanged, so the diff holds only the injection (none
+    /// of the writer's restyling), and hunks carry the document's lines in the input and the
+    /// output. Each document is diffed on its own, so the time grows with the size of the
+    /// changed documents, not with the square of the stream. Empty when nothing changed.
+    pub fn diff(&self, old: &str, new: &str) -> String {
+        if self.changes.is_empty() {
+            return String::new();
+        }
+        let mut out = format!("--- {old}\n+++ {new}\n");
+        for change in &self.changes {
+            let diff = similar::TextDiff::from_lines(&change.before, &change.after);
+            for group in diff.grouped_ops(3) {
+                let (Some(first), Some(last)) = (group.first(), group.last()) else {
+                    continue;
+                };
+                let old_range = first.old_range().start..last.old_range().end;
+                let new_range = first.new_range().start..last.new_range().end;
+                out.push_str(&format!(
+                    "@@ -{} +{} @@\n",
+                    hunk_range(change.input_line, &old_range),
+                    hunk_range(change.output_line, &new_range)
+                ));
+                for op in &group {
+                    for c in diff.iter_changes(op) {
+                        let sign = match c.tag() {
+                            similar::ChangeTag::Equal => ' ',
+                            similar::ChangeTag::Delete => '-',
+                            similar::ChangeTag::Insert => '+',
+                        };
+                        out.push(sign);
+                        let line = c.value();
+                        out.push_str(line.strip_suffix('\n').unwrap_or(line).trim_end_matches('\r'));
+                        out.push('\n');
                     }
                 }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
             }
         }
+        out
     }
-    Ok(())
 }
 
-/// A changed document as text: pretty JSON when it was JSON, else YAML.
-fn render(value: &Value, json: bool, document: usize) -> Result<String, InjectError> {
-    let yaml_error = |e: &dyn std::fmt::Display| InjectError::Yaml {
-        document,
-        message: e.to_string(),
-    };
-    if json {
-        let mut text = serde_json::to_string_pretty(value).map_err(|e| yaml_error(&e))?;
-        text.push('\n');
-        Ok(text)
+/// `start,len` of a hunk in unified-diff notation (1-based; `start-1,0` for an empty range).
+fn hunk_range(first_line: usize, range: &std::ops::Range<usize>) -> String {
+    let len = range.end - range.start;
+    let start = first_line + range.start;
+    if len == 0 {
+        format!("{},0", start - 1)
+    } else if len == 1 {
+        start.to_string()
     } else {
-        serde_yaml_ng::to_string(value).map_err(|e| yaml_error(&e))
+        format!("{start},{len}")
     }
 }
 
-/// A unified diff of two texts.
+/// A unified diff of two small texts (`--- before` / `+++ after`).
 pub fn diff(before: &str, after: &str) -> String {
     similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
         .header("before", "after")
         .to_string()
-}
-
-struct Document<'a> {
-    /// The `---` line (with its newline) before the body; empty for the first document.
-    separator: &'a str,
-    body: &'a str,
-}
-
-/// Splits on lines that are `---` (optionally followed by spaces or a comment).
-fn split_documents(input: &str) -> Vec<Document<'_>> {
-    let mut docs = Vec::new();
-    let mut separator = "";
-    let mut body_start = 0;
-    let mut pos = 0;
-    while pos < input.len() {
-        let end = input[pos..].find('\n').map_or(input.len(), |i| pos + i + 1);
-        let line = input[pos..end].trim_end_matches(['\n', '\r']);
-        let is_separator = line
-            .strip_prefix("---")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '#']));
-        if is_separator {
-            docs.push(Document {
-                separator,
-                body: &input[body_start..pos],
-            });
-            separator = &input[pos..end];
-            body_start = end;
-        }
-        pos = end;
-    }
-    docs.push(Document {
-        separator,
-        body: &input[body_start..],
-    });
-    // A stream starting with `---` has an empty first "document" before it: keep it (it is
-    // blank, so it is copied as is).
-    docs
-}
-
-fn is_blank(body: &str) -> bool {
-    body.lines().all(|l| {
-        let l = l.trim();
-        l.is_empty() || l.starts_with('#')
-    })
-}
-
-fn leading_comments(body: &str) -> &str {
-    let mut end = 0;
-    for line in body.split_inclusive('\n') {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            end += line.len();
-        } else {
-            break;
-        }
-    }
-    &body[..end]
 }
 
 struct Ctx<'c> {
@@ -231,115 +279,161 @@ struct Ctx<'c> {
     changed: usize,
 }
 
+fn str_at<'n>(node: &'n Node, path: &[&str]) -> Option<&'n str> {
+    node.at(path).and_then(Node::as_str)
+}
+
 impl Ctx<'_> {
     /// Injects the pod template(s) of one object, in place.
-    fn object(&mut self, value: &mut Value) -> Result<(), InjectError> {
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
-            .and_then(Value::as_str)
+    fn object(&mut self, node: &mut Node) -> Result<(), InjectError> {
+        let kind = str_at(node, &["kind"]).unwrap_or_default().to_owned();
+        let api_version = str_at(node, &["apiVersion"]).unwrap_or_default().to_owned();
+        let name = str_at(node, &["metadata", "name"])
+            .or_else(|| str_at(node, &["metadata", "generateName"]))
             .unwrap_or("-")
             .to_owned();
-        let namespace = value
-            .get("metadata")
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
+        let namespace = str_at(node, &["metadata", "namespace"])
             .or(self.namespace)
             .unwrap_or("default")
             .to_owned();
         let object = format!("{kind}/{name}");
-        let (path, runs_to_completion): (&[&str], bool) = match kind.as_str() {
-            "Pod" => (&[], false),
-            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => {
-                (&["spec", "template"], false)
+        if kind.ends_with("List")
+            && let Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) = node.get_mut("items")
+        {
+            for item in items {
+                self.object(item)?;
             }
-            "Job" => (&["spec", "template"], true),
-            "CronJob" => (&["spec", "jobTemplate", "spec", "template"], true),
-            "List" => {
-                if let Some(Value::Sequence(items)) = value.get_mut("items") {
-                    for item in items {
-                        self.object(item)?;
-                    }
-                }
-                return Ok(());
-            }
-            _ => return Ok(()),
+            return Ok(());
+        }
+        let Some((path, runs_to_completion)) = workload(&api_version, &kind) else {
+            self.warn_unhandled(node, &object, &api_version);
+            return Ok(());
         };
         if !path.is_empty() {
-            self.warn_misplaced_annotations(value, &object, path);
+            self.warn_misplaced_annotations(node, &object, path);
         }
-        let mut template = &mut *value;
+        let mut template = &mut *node;
         for key in path {
-            match template.get_mut(*key) {
+            match template.get_mut(key) {
                 Some(next) => template = next,
                 None => return Ok(()),
             }
         }
-        self.template(template, &object, &namespace, runs_to_completion)
+        let place = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", path.join("."))
+        };
+        self.template(template, &place, &object, &namespace, runs_to_completion)
     }
 
     fn template(
         &mut self,
-        template: &mut Value,
+        template: &mut Node,
+        place: &str,
         object: &str,
         namespace: &str,
         runs_to_completion: bool,
     ) -> Result<(), InjectError> {
         let document = self.document;
-        let unusable = |message: String| InjectError::Unusable {
+        let unusable = |mark: Mark, message: String| InjectError::Unusable {
             document,
             object: object.to_owned(),
+            mark,
             message,
         };
-        let meta_json = match template.get("metadata") {
-            Some(m) => serde_json::to_string(m).map_err(|e| unusable(e.to_string()))?,
-            None => return Ok(()),
+        let Some(meta) = template.get("metadata") else {
+            return Ok(());
         };
+        let Some(annotations) = meta.get("annotations").and_then(Node::as_map) else {
+            return Ok(());
+        };
+        if !self.opted_in(annotations, place, object)? {
+            return Ok(());
+        }
+        let meta_json = serde_json::to_string(meta).map_err(|e| unusable(meta.mark, e.to_string()))?;
         let spec_json = match template.get("spec") {
-            Some(s) => Some(serde_json::to_string(s).map_err(|e| unusable(e.to_string()))?),
+            Some(spec) => Some(serde_json::to_string(spec).map_err(|e| unusable(spec.mark, e.to_string()))?),
             None => None,
         };
-        let meta: PodMeta<'_> =
-            serde_json::from_str(&meta_json).map_err(|e| unusable(format!("metadata: {e}")))?;
+        let pod_meta: PodMeta<'_> = serde_json::from_str(&meta_json)
+            .map_err(|e| unusable(meta.mark, format!("{place}metadata: {e}")))?;
         let spec_raw: Option<Box<RawValue>> = spec_json
             .map(RawValue::from_string)
             .transpose()
-            .map_err(|e| unusable(e.to_string()))?;
+            .map_err(|e| unusable(template.mark, e.to_string()))?;
         let spec = SpecInput::Raw(spec_raw.as_deref());
-        match decide(meta, spec, namespace, runs_to_completion, self.config) {
+        match decide(pod_meta, spec, namespace, runs_to_completion, self.config) {
             Decision::Skip | Decision::AlreadyInjected => Ok(()),
             Decision::Deny { message, warnings } => {
                 self.push_warnings(object, warnings);
                 Err(InjectError::Denied {
                     document: self.document,
                     object: object.to_owned(),
+                    mark: denied_mark(template, &message),
                     message,
                 })
             }
             Decision::Inject { patch, warnings, .. } => {
                 self.push_warnings(object, warnings);
-                apply(template, &patch).map_err(|e| unusable(format!("cannot apply the patch: {e}")))?;
+                apply(template, &patch).map_err(|e| unusable(template.mark, format!("cannot apply the patch: {e}")))?;
                 self.changed += 1;
                 Ok(())
             }
         }
     }
 
+    /// Whether the template opts in, by the webhook's own rule. An opted-in template must have
+    /// only string annotations (Kubernetes refuses anything else); a non-string opt-in is
+    /// refused as such.
+    fn opted_in(&self, annotations: &Map, place: &str, object: &str) -> Result<bool, InjectError> {
+        let invalid = |key: &str, entry: &Entry| {
+            let text = match &entry.node.value {
+                Value::String(s) => s.clone(),
+                _ => serde_json::to_string(&entry.node).unwrap_or_default(),
+            };
+            InjectError::Invalid {
+                document: self.document,
+                object: object.to_owned(),
+                mark: entry.node.mark,
+                path: format!("{place}metadata.annotations.{key}"),
+                message: format!(
+                    "{} where Kubernetes wants a string (annotation values are strings); quote it: {key}: {}",
+                    entry.node.describe(),
+                    serde_json::to_string(&text).unwrap_or_default()
+                ),
+            }
+        };
+        if let Some(entry) = annotations.get(inject_api::annotations::INJECT)
+            && !matches!(entry.node.value, Value::String(_))
+        {
+            return Err(invalid(inject_api::annotations::INJECT, entry));
+        }
+        let strings = annotations
+            .iter()
+            .filter_map(|(k, e)| e.node.as_str().map(|v| (k.as_str(), v)));
+        // A malformed opt-in counts as one: the webhook's refusal follows.
+        if !crate::spec::opted_in(strings).unwrap_or(true) {
+            return Ok(false);
+        }
+        match annotations.iter().find(|(_, e)| !matches!(e.node.value, Value::String(_))) {
+            Some((key, entry)) => Err(invalid(key, entry)),
+            None => Ok(true),
+        }
+    }
+
     /// Annotations under the prefix on a workload's own metadata do nothing (the webhook sees
     /// only pods); a common slip, so `inject` names it and the place they belong.
-    fn warn_misplaced_annotations(&mut self, workload: &Value, object: &str, template_path: &[&str]) {
-        let Some(Value::Mapping(annotations)) = workload.get("metadata").and_then(|m| m.get("annotations"))
-        else {
+    fn warn_misplaced_annotations(&mut self, workload: &Node, object: &str, template_path: &[&str]) {
+        let Some(annotations) = workload.at(&["metadata", "annotations"]).and_then(Node::as_map) else {
             return;
         };
         let misplaced: Vec<&str> = annotations
             .keys()
-            .filter_map(Value::as_str)
+            .map(String::as_str)
             .filter(|k| k.starts_with(inject_api::ANNOTATION_PREFIX))
             .collect();
         if misplaced.is_empty() {
@@ -356,16 +450,77 @@ impl Ctx<'_> {
         ));
     }
 
+    /// The opt-in anywhere in an object `inject` does not handle: a warning naming the kind.
+    fn warn_unhandled(&mut self, node: &Node, object: &str, api_version: &str) {
+        let mut places = Vec::new();
+        find_opt_ins(node, &mut Vec::new(), &mut places);
+        if places.is_empty() {
+            return;
+        }
+        let kind = object.split('/').next().unwrap_or_default();
+        let what = if api_version.is_empty() {
+            format!("kind {kind:?} without an apiVersion")
+        } else {
+            format!("kind {kind} of {api_version}")
+        };
+        self.warnings.push(format!(
+            "{object}: {} at {} is not injected: inject handles only {HANDLED_KINDS}, not {what}; \
+             the webhook still injects the pods made from it when they are created in the cluster",
+            inject_api::annotations::INJECT,
+            places.join(", ")
+        ));
+    }
+
     fn push_warnings(&mut self, object: &str, warnings: Vec<String>) {
         self.warnings
             .extend(warnings.into_iter().map(|w| format!("{object}: {w}")));
     }
 }
 
-/// Applies the webhook's patch (adds and replaces) to a YAML value, keeping key order.
-pub fn apply(target: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
+/// Paths of `annotations` mappings that hold the opt-in.
+fn find_opt_ins<'n>(node: &'n Node, path: &mut Vec<&'n str>, found: &mut Vec<String>) {
+    match &node.value {
+        Value::Map(map) => {
+            for (key, entry) in map {
+                if key == "annotations"
+                    && entry
+                        .node
+                        .as_map()
+                        .is_some_and(|a| a.contains_key(inject_api::annotations::INJECT))
+                {
+                    found.push(path.iter().chain([&"annotations"]).copied().collect::<Vec<_>>().join("."));
+                }
+                path.push(key);
+                find_opt_ins(&entry.node, path, found);
+                path.pop();
+            }
+        }
+        Value::Seq(items) => {
+            for item in items {
+                path.push("[]");
+                find_opt_ins(item, path, found);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where a denial points: the annotation it names (`annotation ps-injector.io/x: ...`), else the
+/// template.
+fn denied_mark(template: &Node, message: &str) -> Mark {
+    let annotations = template.at(&["metadata", "annotations"]).and_then(Node::as_map);
+    message
+        .strip_prefix("annotation ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|key| annotations?.get(key))
+        .map_or(template.mark, |e| e.key_mark)
+}
+
+/// Applies the webhook's patch (adds and replaces) to a document, keeping key order.
+pub fn apply(target: &mut Node, ops: &[PatchOp]) -> Result<(), String> {
     for op in ops {
-        let value: Value = serde_json::from_str(op.value.get()).map_err(|e| e.to_string())?;
+        let value = Node::from_json(op.value.get(), Mark::NONE).map_err(|e| e.to_string())?;
         let tokens: Vec<String> = op
             .path
             .split('/')
@@ -379,17 +534,28 @@ pub fn apply(target: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
         for token in parents {
             node = child(node, token).ok_or_else(|| format!("{}: no {token:?}", op.path))?;
         }
-        if node.is_null() && op.op == OpKind::Add {
-            *node = Value::Mapping(Mapping::new());
+        if node.value == Value::Null && op.op == OpKind::Add {
+            node.value = Value::Map(Map::new());
         }
-        match node {
-            Value::Mapping(map) => {
+        match &mut node.value {
+            Value::Map(map) => {
                 if op.op == OpKind::Replace && !map.contains_key(last.as_str()) {
                     return Err(format!("{}: nothing to replace", op.path));
                 }
-                map.insert(Value::String(last.clone()), value);
+                match map.get_mut(last.as_str()) {
+                    Some(entry) => entry.node = value,
+                    None => {
+                        map.insert(
+                            last.clone(),
+                            Entry {
+                                key_mark: Mark::NONE,
+                                node: value,
+                            },
+                        );
+                    }
+                }
             }
-            Value::Sequence(seq) => {
+            Value::Seq(seq) => {
                 if last == "-" {
                     seq.push(value);
                 } else {
@@ -407,10 +573,10 @@ pub fn apply(target: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
     Ok(())
 }
 
-fn child<'v>(node: &'v mut Value, token: &str) -> Option<&'v mut Value> {
-    match node {
-        Value::Mapping(map) => map.get_mut(token),
-        Value::Sequence(seq) => token.parse::<usize>().ok().and_then(|i| seq.get_mut(i)),
+fn child<'v>(node: &'v mut Node, token: &str) -> Option<&'v mut Node> {
+    match &mut node.value {
+        Value::Map(map) => map.get_mut(token).map(|e| &mut e.node),
+        Value::Seq(seq) => token.parse::<usize>().ok().and_then(|i| seq.get_mut(i)),
         _ => None,
     }
 }
@@ -420,42 +586,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_and_rejoins_byte_for_byte() {
-        for input in [
-            "",
-            "a: 1\n",
-            "---\na: 1\n",
-            "# c\na: 1\n---\nb: 2\n--- # x\nc: 3",
-            "a: |\n  ---not a separator\n---\n\n",
-            "a: 1\r\n---\r\nb: 2\r\n",
-        ] {
-            let docs = split_documents(input);
-            let joined: String = docs.iter().flat_map(|d| [d.separator, d.body]).collect();
-            assert_eq!(joined, input);
-        }
-        assert_eq!(split_documents("a: 1\n---\nb: 2\n---\n").len(), 3);
-        assert_eq!(split_documents("a: |\n  --- x\n").len(), 1);
-    }
-
-    #[test]
-    fn deep_flow_nesting_is_refused_before_parsing() {
-        let deep = format!(
-            "kind: Pod\nspec: {}{}\n",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
+    fn deep_nesting_is_refused_with_its_line() {
+        let deep = format!("kind: Pod\nspec: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         let e = super::inject_manifests(&deep, &crate::config::Config::default(), None).unwrap_err();
-        assert!(
-            e.to_string().contains("nest deeper than 256 levels at line 2"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("nest deeper than 256 levels"), "{e}");
+        assert_eq!(e.mark().line, 2);
         // Templates and flow mappings of real manifests pass.
-        assert!(check_flow_depth("a: {b: [1, {c: \"{{ x }}\"}]}\n").is_ok());
+        let ok = "a: {b: [1, {c: \"{{ x }}\"}]}\n";
+        assert!(super::inject_manifests(ok, &crate::config::Config::default(), None).is_ok());
     }
 
     #[test]
-    fn leading_comment_lines() {
-        assert_eq!(leading_comments("# a\n\n# b\nkind: Pod\n# c\n"), "# a\n\n# b\n");
-        assert_eq!(leading_comments("kind: Pod\n"), "");
+    fn hunk_ranges() {
+        assert_eq!(hunk_range(10, &(0..3)), "10,3");
+        assert_eq!(hunk_range(10, &(2..3)), "12");
+        assert_eq!(hunk_range(10, &(2..2)), "11,0");
     }
 }

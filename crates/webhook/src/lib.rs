@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod config;
 pub mod inject;
+pub mod kubeyaml;
 pub mod mutate;
 pub mod patch;
 pub mod spec;

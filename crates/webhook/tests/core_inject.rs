@@ -8,6 +8,7 @@ use ps_webhook::{
     admission::{Outcome, review},
     config::Config,
     inject::{InjectError, diff, inject_manifests},
+    kubeyaml::read_stream,
 };
 use serde_json::{Value, json};
 
@@ -37,8 +38,14 @@ fn documents(text: &str) -> Vec<String> {
     docs
 }
 
+/// The first document of `text` as kubectl reads it.
 fn yaml_to_json(text: &str) -> Value {
-    serde_yaml_ng::from_str(text).unwrap()
+    let stream = read_stream(text).unwrap();
+    stream
+        .documents
+        .iter()
+        .find_map(|d| d.node.as_ref())
+        .map_or(Value::Null, |n| n.to_json())
 }
 
 #[test]
@@ -194,16 +201,16 @@ fn every_workload_kind_and_json_documents() {
     let config = config();
     let template = r#"{"metadata": {"annotations": {"ps-injector.io/inject": "true", "ps-injector.io/secret-db": "team-a/db/password"}},
         "spec": {"securityContext": {"runAsUser": 1000}, "containers": [{"name": "app", "image": "x", "command": ["/app"]}]}}"#;
-    for kind in [
-        "Deployment",
-        "StatefulSet",
-        "DaemonSet",
-        "ReplicaSet",
-        "ReplicationController",
-        "Job",
+    for (api_version, kind) in [
+        ("apps/v1", "Deployment"),
+        ("apps/v1", "StatefulSet"),
+        ("apps/v1", "DaemonSet"),
+        ("apps/v1", "ReplicaSet"),
+        ("v1", "ReplicationController"),
+        ("batch/v1", "Job"),
     ] {
         let doc = format!(
-            r#"{{"apiVersion": "x/v1", "kind": "{kind}", "metadata": {{"name": "w"}}, "spec": {{"template": {template}}}}}"#
+            r#"{{"apiVersion": "{api_version}", "kind": "{kind}", "metadata": {{"name": "w"}}, "spec": {{"template": {template}}}}}"#
         );
         let out = inject_manifests(&doc, &config, Some("team-a")).unwrap();
         assert_eq!(out.changed, 1, "{kind}");
@@ -236,6 +243,7 @@ fn errors_carry_the_webhooks_message() {
         document,
         object,
         message,
+        ..
     } = &err
     else {
         panic!("{err}")
@@ -259,13 +267,18 @@ fn errors_carry_the_webhooks_message() {
             .starts_with("document 2 (Deployment/web): annotation ps-injector.io/format-db")
     );
 
-    let err = inject_manifests("a: [1,\n", &config(), None).unwrap_err();
-    assert!(matches!(err, InjectError::Yaml { document: 1, .. }), "{err}");
+    // The location is the annotation the message names, in the file's own lines.
+    assert_eq!(err.mark().line, 13, "{err}");
+    assert!(err.located("app.yaml").starts_with("app.yaml:13:9: document 2 (Deployment/web): "), "{}", err.located("app.yaml"));
+
+    let err = inject_manifests("a: 1\n---\nb: [1,\n", &config(), None).unwrap_err();
+    assert!(matches!(err, InjectError::Yaml { .. }), "{err}");
+    assert_eq!(err.mark().line, 4, "{err}");
 }
 
 #[test]
 fn namespace_argument_feeds_the_policy() {
-    let doc = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    ps-injector.io/inject: \"true\"\n    ps-injector.io/secret-db: team-b/db/password\nspec:\n  securityContext: {runAsUser: 1000}\n  containers: [{name: app, image: x}]\n";
+    let doc = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    ps-injector.io/inject: \"true\"\n    ps-injector.io/secret-db: team-b/db/password\nspec:\n  securityContext: {runAsUser: 1000}\n  containers: [{name: app, image: x}]\n";
     // team-a may read only team-a/** and shared/*.
     let err = inject_manifests(doc, &config(), Some("team-a")).unwrap_err();
     assert!(
