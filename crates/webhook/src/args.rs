@@ -249,7 +249,11 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let config = load_config(config.as_deref())?;
     let input = read_input(&file)?;
-    let name = if file == "-" { "(standard input)" } else { file.as_str() };
+    let name = if file == "-" {
+        "(standard input)"
+    } else {
+        file.as_str()
+    };
     let code = inject_io(
         &input,
         name,
@@ -313,7 +317,16 @@ mod tests {
 
     fn inject(input: &str, diff: bool) -> (u8, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = inject_io(input, "app.yaml", &Config::default(), diff, None, &mut out, &mut err).unwrap();
+        let code = inject_io(
+            input,
+            "app.yaml",
+            &Config::default(),
+            diff,
+            None,
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
         (
             code,
             String::from_utf8(out).unwrap(),
@@ -336,7 +349,10 @@ mod tests {
     fn inject_diff_shows_only_the_change() {
         let (code, out, _) = inject(DEPLOYMENT, true);
         assert_eq!(code, 1, "differences: exit 1, like diff");
-        assert!(out.starts_with("--- app.yaml\n+++ app.yaml (injected)\n@@ "), "{out}");
+        assert!(
+            out.starts_with("--- app.yaml\n+++ app.yaml (injected)\n@@ "),
+            "{out}"
+        );
         assert!(
             out.lines()
                 .any(|l| l.starts_with('+') && l.contains("ps-injector.io/status")),

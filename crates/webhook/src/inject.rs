@@ -126,7 +126,11 @@ pub const HANDLED_KINDS: &str = "Pod and ReplicationController (v1), Deployment,
 
 /// Injects every pod template in a manifest stream. `namespace` is used for policy lookups when
 /// a document names none (then `default`).
-pub fn inject_manifests(input: &str, config: &Config, namespace: Option<&str>) -> Result<Injected, InjectError> {
+pub fn inject_manifests(
+    input: &str,
+    config: &Config,
+    namespace: Option<&str>,
+) -> Result<Injected, InjectError> {
     let stream = kubeyaml::read_stream(input).map_err(|e| InjectError::Yaml {
         mark: e.mark,
         message: e.message,
@@ -200,7 +204,10 @@ struct LineCount {
 
 impl LineCount {
     fn line_at(&mut self, text: &str, pos: usize) -> usize {
-        self.lines += text.as_bytes()[self.pos..pos].iter().filter(|&&b| b == b'\n').count();
+        self.lines += text.as_bytes()[self.pos..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         self.pos = pos;
         self.lines + 1
     }
@@ -379,7 +386,8 @@ impl Ctx<'_> {
             }
             Decision::Inject { patch, warnings, .. } => {
                 self.push_warnings(object, warnings);
-                apply(template, &patch).map_err(|e| unusable(template.mark, format!("cannot apply the patch: {e}")))?;
+                apply(template, &patch)
+                    .map_err(|e| unusable(template.mark, format!("cannot apply the patch: {e}")))?;
                 self.changed += 1;
                 Ok(())
             }
@@ -419,7 +427,10 @@ impl Ctx<'_> {
         if !crate::spec::opted_in(strings).unwrap_or(true) {
             return Ok(false);
         }
-        match annotations.iter().find(|(_, e)| !matches!(e.node.value, Value::String(_))) {
+        match annotations
+            .iter()
+            .find(|(_, e)| !matches!(e.node.value, Value::String(_)))
+        {
             Some((key, entry)) => Err(invalid(key, entry)),
             None => Ok(true),
         }
@@ -488,7 +499,13 @@ fn find_opt_ins<'n>(node: &'n Node, path: &mut Vec<&'n str>, found: &mut Vec<Str
                         .as_map()
                         .is_some_and(|a| a.contains_key(inject_api::annotations::INJECT))
                 {
-                    found.push(path.iter().chain([&"annotations"]).copied().collect::<Vec<_>>().join("."));
+                    found.push(
+                        path.iter()
+                            .chain([&"annotations"])
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("."),
+                    );
                 }
                 path.push(key);
                 find_opt_ins(&entry.node, path, found);
@@ -587,7 +604,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_with_its_line() {
-        let deep = format!("kind: Pod\nspec: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "kind: Pod\nspec: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         let e = super::inject_manifests(&deep, &crate::config::Config::default(), None).unwrap_err();
         assert!(e.to_string().contains("nest deeper than 256 levels"), "{e}");
         assert_eq!(e.mark().line, 2);

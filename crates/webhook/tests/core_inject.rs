@@ -269,7 +269,12 @@ fn errors_carry_the_webhooks_message() {
 
     // The location is the annotation the message names, in the file's own lines.
     assert_eq!(err.mark().line, 13, "{err}");
-    assert!(err.located("app.yaml").starts_with("app.yaml:13:9: document 2 (Deployment/web): "), "{}", err.located("app.yaml"));
+    assert!(
+        err.located("app.yaml")
+            .starts_with("app.yaml:13:9: document 2 (Deployment/web): "),
+        "{}",
+        err.located("app.yaml")
+    );
 
     let err = inject_manifests("a: 1\n---\nb: [1,\n", &config(), None).unwrap_err();
     assert!(matches!(err, InjectError::Yaml { .. }), "{err}");

@@ -45,7 +45,9 @@ fn app_container(doc: &Value) -> &Value {
 /// Argo CD's redis has `args: [..., "no"]`: written back bare, kubectl read `false`.
 #[test]
 fn yaml_1_1_boolean_words_stay_strings() {
-    let words = ["no", "yes", "on", "off", "y", "n", "Y", "N", "NO", "True", "~", "null", ""];
+    let words = [
+        "no", "yes", "on", "off", "y", "n", "Y", "N", "NO", "True", "~", "null", "",
+    ];
     let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
     let input = deployment(
         "redis",
@@ -57,7 +59,10 @@ fn yaml_1_1_boolean_words_stay_strings() {
     let before = read(&input);
     let (after, out) = injected(&input);
     assert_eq!(app_container(&after[0])["args"], json!(words), "{}", out.output);
-    assert_eq!(app_container(&after[0])["args"], app_container(&before[0])["args"]);
+    assert_eq!(
+        app_container(&after[0])["args"],
+        app_container(&before[0])["args"]
+    );
     assert_eq!(app_container(&after[0])["env"][0]["value"], "no");
     assert!(out.output.contains("  - 'no'\n"), "{}", out.output);
 }
@@ -95,7 +100,12 @@ spec:\n        <<: *podspec\n";
     for item in after[0]["items"].as_array().unwrap() {
         let spec = &item["spec"]["template"]["spec"];
         assert_eq!(spec["securityContext"]["runAsUser"], 1000);
-        for (container, name) in spec["containers"].as_array().unwrap().iter().zip(["web", "worker"]) {
+        for (container, name) in spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(["web", "worker"])
+        {
             assert_eq!(container["name"], name);
             assert_eq!(container["image"], "app:1");
             let mounts: Vec<&str> = container["volumeMounts"]
@@ -104,18 +114,29 @@ spec:\n        <<: *podspec\n";
                 .iter()
                 .map(|m| m["name"].as_str().unwrap())
                 .collect();
-            assert_eq!(mounts, ["data", "ps-injector-secrets"], "the inherited mount is kept: {}", out.output);
+            assert_eq!(
+                mounts,
+                ["data", "ps-injector-secrets"],
+                "the inherited mount is kept: {}",
+                out.output
+            );
         }
     }
     // The merged runAsUser is what the webhook saw: no warning about an unknown user.
-    assert!(!out.warnings.iter().any(|w| w.contains("unknown")), "{:?}", out.warnings);
+    assert!(
+        !out.warnings.iter().any(|w| w.contains("unknown")),
+        "{:?}",
+        out.warnings
+    );
 }
 
 /// go-yaml v2's merge order: a merge overwrites keys before it, keys after it win, and in a
 /// list of merges the first map wins.
 #[test]
 fn merge_precedence_is_go_yaml_v2s() {
-    let docs = read("a: &a {x: 1, w: 1}\nb: &b {x: 2, z: 2}\nc:\n  x: 0\n  <<: [*a, *b]\n  z: 3\nd: {<<: *a, x: 0}\n");
+    let docs = read(
+        "a: &a {x: 1, w: 1}\nb: &b {x: 2, z: 2}\nc:\n  x: 0\n  <<: [*a, *b]\n  z: 3\nd: {<<: *a, x: 0}\n",
+    );
     assert_eq!(docs[0]["c"], json!({"x": 1, "w": 1, "z": 3}));
     assert_eq!(docs[0]["d"], json!({"x": 0, "w": 1}));
     // YAML 1.1 keys: `y` is the boolean true, so the JSON key "true".
@@ -125,17 +146,26 @@ fn merge_precedence_is_go_yaml_v2s() {
 /// A byte-order mark was refused ("more than one document").
 #[test]
 fn a_byte_order_mark_is_accepted_and_kept() {
-    let input = format!("\u{feff}---\n{}", deployment("bom", "      containers: [{name: app, image: x}]\n"));
+    let input = format!(
+        "\u{feff}---\n{}",
+        deployment("bom", "      containers: [{name: app, image: x}]\n")
+    );
     let (after, out) = injected(&input);
     assert_eq!(after[0]["metadata"]["name"], "bom");
-    assert!(out.output.starts_with("\u{feff}---\napiVersion: apps/v1\n"), "{:?}", &out.output[..40]);
+    assert!(
+        out.output.starts_with("\u{feff}---\napiVersion: apps/v1\n"),
+        "{:?}",
+        &out.output[..40]
+    );
 }
 
 /// A non-string annotation stopped the run with a location that pointed nowhere.
 #[test]
 fn a_non_string_annotation_is_named_where_it_is() {
-    let doc = deployment("web", "      containers: [{name: app, image: x}]\n")
-        .replace("ps-injector.io/inject: \"true\"", "ps-injector.io/inject: \"true\"\n        prometheus.io/port: 8080");
+    let doc = deployment("web", "      containers: [{name: app, image: x}]\n").replace(
+        "ps-injector.io/inject: \"true\"",
+        "ps-injector.io/inject: \"true\"\n        prometheus.io/port: 8080",
+    );
     let input = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n{doc}");
     let err = inject_manifests(&input, &config(), None).unwrap_err();
     let InjectError::Invalid { path, .. } = &err else {
@@ -151,7 +181,11 @@ fn a_non_string_annotation_is_named_where_it_is() {
     let doc = deployment("web", "      containers: [{name: app, image: x}]\n")
         .replace("ps-injector.io/inject: \"true\"", "ps-injector.io/inject: yes");
     let err = inject_manifests(&doc, &config(), None).unwrap_err();
-    assert!(err.to_string().contains("a boolean (true) where Kubernetes wants a string"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("a boolean (true) where Kubernetes wants a string"),
+        "{err}"
+    );
     assert_eq!((err.mark().line, err.mark().column), (12, 32));
     // Without the opt-in, a non-string annotation is not inject's business: copied as is.
     let other = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {port: 8080}\nspec:\n  containers: [{name: a, image: x}]\n";
@@ -184,9 +218,21 @@ fn opt_in_on_other_kinds_is_warned_about() {
     assert_eq!(out.changed, 0);
     assert_eq!(out.output, input, "left alone");
     for (object, kind, path) in [
-        ("Rollout/web", "kind Rollout of argoproj.io/v1alpha1", "spec.template.metadata.annotations"),
-        ("DeploymentConfig/dc", "kind DeploymentConfig of apps.openshift.io/v1", "spec.template.metadata.annotations"),
-        ("PodTemplate/pt", "kind PodTemplate of v1", "template.metadata.annotations"),
+        (
+            "Rollout/web",
+            "kind Rollout of argoproj.io/v1alpha1",
+            "spec.template.metadata.annotations",
+        ),
+        (
+            "DeploymentConfig/dc",
+            "kind DeploymentConfig of apps.openshift.io/v1",
+            "spec.template.metadata.annotations",
+        ),
+        (
+            "PodTemplate/pt",
+            "kind PodTemplate of v1",
+            "template.metadata.annotations",
+        ),
     ] {
         let w = out
             .warnings
@@ -201,7 +247,8 @@ fn opt_in_on_other_kinds_is_warned_about() {
 /// A custom resource whose kind happens to be `Deployment` was injected.
 #[test]
 fn only_built_in_api_groups_are_injected() {
-    let input = deployment("web", "      containers: [{name: app, image: x}]\n").replace("apps/v1", "example.com/v1");
+    let input =
+        deployment("web", "      containers: [{name: app, image: x}]\n").replace("apps/v1", "example.com/v1");
     let out = inject_manifests(&input, &config(), None).unwrap();
     assert_eq!((out.changed, out.output.as_str()), (0, input.as_str()));
     assert!(
@@ -223,21 +270,35 @@ fn only_built_in_api_groups_are_injected() {
 fn diff_is_per_document_with_file_lines() {
     let one = deployment("web", "      containers: [{name: app, image: x}]\n");
     let lines_per_doc = one.lines().count() + 1;
-    let input: String = (0..400).map(|i| format!("{}---\n", one.replace("name: web", &format!("name: web-{i}")))).collect();
+    let input: String = (0..400)
+        .map(|i| format!("{}---\n", one.replace("name: web", &format!("name: web-{i}"))))
+        .collect();
     let out = inject_manifests(&input, &config(), Some("team-a")).unwrap();
     assert_eq!(out.changed, 400);
     let diff = out.diff("app.yaml", "app.yaml (injected)");
-    assert!(diff.starts_with("--- app.yaml\n+++ app.yaml (injected)\n@@ "), "{}", &diff[..200]);
+    assert!(
+        diff.starts_with("--- app.yaml\n+++ app.yaml (injected)\n@@ "),
+        "{}",
+        &diff[..200]
+    );
     let hunks: Vec<&str> = diff.lines().filter(|l| l.starts_with("@@ ")).collect();
     assert!(hunks.len() >= 400, "{}", hunks.len());
     // Every hunk of document i starts within its lines in the input.
     let first_of = |hunk: &str| -> usize {
-        hunk.trim_start_matches("@@ -").split([',', ' ']).next().unwrap().parse().unwrap()
+        hunk.trim_start_matches("@@ -")
+            .split([',', ' '])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let starts: Vec<usize> = hunks.iter().map(|h| first_of(h)).collect();
     assert!(starts.windows(2).all(|w| w[0] < w[1]), "hunks in order");
     assert!(starts.iter().all(|&s| s <= 400 * lines_per_doc));
-    assert!(!diff.lines().any(|l| l.starts_with('-') && !l.starts_with("---")), "only additions");
+    assert!(
+        !diff.lines().any(|l| l.starts_with('-') && !l.starts_with("---")),
+        "only additions"
+    );
     // Nothing injected: an empty diff.
     let again = inject_manifests(&out.output, &config(), Some("team-a")).unwrap();
     assert_eq!(again.diff("a", "b"), "");
@@ -250,11 +311,25 @@ fn crlf_json_and_comments_are_kept() {
     let input = format!("# lead\r\n{input}");
     let (after, out) = injected(&input);
     assert_eq!(after[0]["metadata"]["name"], "crlf");
-    assert!(out.output.starts_with("# lead\r\napiVersion: apps/v1\r\n"), "{:?}", &out.output[..40]);
-    assert!(!out.output.replace("\r\n", "").contains('\n'), "only CRLF line breaks");
+    assert!(
+        out.output.starts_with("# lead\r\napiVersion: apps/v1\r\n"),
+        "{:?}",
+        &out.output[..40]
+    );
+    assert!(
+        !out.output.replace("\r\n", "").contains('\n'),
+        "only CRLF line breaks"
+    );
 
-    let json_doc = serde_json::to_string(&read(&deployment("j", "      containers: [{name: app, image: x}]\n"))[0]).unwrap();
+    let json_doc =
+        serde_json::to_string(&read(&deployment("j", "      containers: [{name: app, image: x}]\n"))[0])
+            .unwrap();
     let input = format!("kind: ConfigMap\n---\n{json_doc}\n");
     let (_, out) = injected(&input);
-    assert!(out.output.starts_with("kind: ConfigMap\n---\n{\n  \"apiVersion\": \"apps/v1\",\n"), "{}", out.output);
+    assert!(
+        out.output
+            .starts_with("kind: ConfigMap\n---\n{\n  \"apiVersion\": \"apps/v1\",\n"),
+        "{}",
+        out.output
+    );
 }

@@ -23,12 +23,89 @@ fn config() -> ProptestConfig {
 /// line breaks of every kind, spaces at the ends, non-printable characters; and random text.
 fn tricky_string() -> impl Strategy<Value = String> {
     let specials = prop::sample::select(vec![
-        "", "y", "Y", "n", "N", "yes", "No", "ON", "off", "true", "False", "~", "null", "NULL", "0400", "0o17", "0x1F",
-        "0b101", "1_000", "1:30", "1e3", ".5", "+.5", "-1", ".inf", "-.Inf", ".NaN", "2001-12-14", "2001-12-14 21:59:43.10 -5",
-        "<<", "=", "- a", "-a", "? a", ": a", "a:", "a: b", "a #b", "#a", "&a", "*a", "!a", "!!str", "|", ">", "%a", "@a", "`a",
-        "'", "\"", "''", "{}", "[]", "{a: 1}", "[a]", "a,b", "---", "...", "--- a", " a", "a ", "\ta", "a\t", "a\nb", "a\n", "\na",
-        "a\n\n", "a\r\nb", "a\rb", "a\u{85}b", "a\u{2028}b", "\u{feff}a", "a\u{0}b", "\u{7f}", "é", "😀", "a\\b", "\\n",
-        "line 1\n  line 2\n", "x\n# not a comment\n", "  \n", "a\n ", "a\n\t b",
+        "",
+        "y",
+        "Y",
+        "n",
+        "N",
+        "yes",
+        "No",
+        "ON",
+        "off",
+        "true",
+        "False",
+        "~",
+        "null",
+        "NULL",
+        "0400",
+        "0o17",
+        "0x1F",
+        "0b101",
+        "1_000",
+        "1:30",
+        "1e3",
+        ".5",
+        "+.5",
+        "-1",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "2001-12-14",
+        "2001-12-14 21:59:43.10 -5",
+        "<<",
+        "=",
+        "- a",
+        "-a",
+        "? a",
+        ": a",
+        "a:",
+        "a: b",
+        "a #b",
+        "#a",
+        "&a",
+        "*a",
+        "!a",
+        "!!str",
+        "|",
+        ">",
+        "%a",
+        "@a",
+        "`a",
+        "'",
+        "\"",
+        "''",
+        "{}",
+        "[]",
+        "{a: 1}",
+        "[a]",
+        "a,b",
+        "---",
+        "...",
+        "--- a",
+        " a",
+        "a ",
+        "\ta",
+        "a\t",
+        "a\nb",
+        "a\n",
+        "\na",
+        "a\n\n",
+        "a\r\nb",
+        "a\rb",
+        "a\u{85}b",
+        "a\u{2028}b",
+        "\u{feff}a",
+        "a\u{0}b",
+        "\u{7f}",
+        "é",
+        "😀",
+        "a\\b",
+        "\\n",
+        "line 1\n  line 2\n",
+        "x\n# not a comment\n",
+        "  \n",
+        "a\n ",
+        "a\n\t b",
     ])
     .prop_map(str::to_owned);
     prop_oneof![
@@ -45,7 +122,9 @@ fn leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
         ((i64::MAX as u64 + 1)..=u64::MAX).prop_map(Value::UInt),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Float),
         tricky_string().prop_map(Value::String),
     ]
 }
@@ -179,22 +258,48 @@ fn hostile_nesting_is_bounded() {
         let e = read_stream(&deep).unwrap_err();
         assert!(e.message.contains("nest deeper than"), "{}", e.message);
         // A huge hostile document: many tokens at the deepest allowed flow level.
-        let wide = format!("{}{}{}", "[".repeat(MAX_DEPTH - 1), "a, ".repeat(200_000), "]".repeat(MAX_DEPTH - 1));
+        let wide = format!(
+            "{}{}{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "a, ".repeat(200_000),
+            "]".repeat(MAX_DEPTH - 1)
+        );
         assert!(read_stream(&wide).is_ok());
     }
     // Block nesting, and aliases that nest through each other.
-    let block: String = (0..=MAX_DEPTH).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
-    assert!(read_stream(&block).unwrap_err().message.contains("nest deeper than"));
+    let block: String = (0..=MAX_DEPTH)
+        .map(|i| format!("{}k:\n", " ".repeat(i)))
+        .collect();
+    assert!(
+        read_stream(&block)
+            .unwrap_err()
+            .message
+            .contains("nest deeper than")
+    );
     let mut chain = String::from("a0: &a0 [x]\n");
     for i in 1..=MAX_DEPTH + 1 {
         chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
     }
-    assert!(read_stream(&chain).unwrap_err().message.contains("nest deeper than"));
+    assert!(
+        read_stream(&chain)
+            .unwrap_err()
+            .message
+            .contains("nest deeper than")
+    );
     // Billion laughs: go-yaml's limit on alias expansion applies.
-    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut laughs =
+        String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
     for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
         let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
-        laughs.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(",")));
+        laughs.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
     }
-    assert!(read_stream(&laughs).unwrap_err().message.contains("excessive aliasing"));
+    assert!(
+        read_stream(&laughs)
+            .unwrap_err()
+            .message
+            .contains("excessive aliasing")
+    );
 }

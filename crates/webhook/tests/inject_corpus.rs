@@ -45,11 +45,16 @@ struct Reading {
 
 /// kubectl's reading of many files (in batches, one process each).
 fn oracle(files: &[PathBuf]) -> Vec<Reading> {
-    let bin = std::env::var("PS_YAML_ORACLE").expect("PS_YAML_ORACLE: the oracle binary (run tests/yaml-oracle/run)");
+    let bin = std::env::var("PS_YAML_ORACLE")
+        .expect("PS_YAML_ORACLE: the oracle binary (run tests/yaml-oracle/run)");
     let mut out = Vec::with_capacity(files.len());
     for batch in files.chunks(256) {
         let result = Command::new(&bin).args(batch).output().expect("the oracle runs");
-        assert!(result.status.success(), "oracle: {}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "oracle: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         let text = String::from_utf8(result.stdout).expect("the oracle prints UTF-8");
         for line in text.lines() {
             out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("oracle line {line:?}: {e}")));
@@ -79,7 +84,11 @@ fn corpus_files(dir: &Path) -> Vec<PathBuf> {
 /// Our reading: the documents kubectl keeps, as JSON, or the error.
 fn our_reading(text: &str) -> Result<Vec<Json>, String> {
     let stream = read_stream(text).map_err(|e| format!("{}: {}", e.mark, e.message))?;
-    Ok(stream.documents.iter().filter_map(|d| d.node.as_ref().map(Node::to_json)).collect())
+    Ok(stream
+        .documents
+        .iter()
+        .filter_map(|d| d.node.as_ref().map(Node::to_json))
+        .collect())
 }
 
 /// Refusals `inject` makes of documents kubectl reads: its documented limits.
@@ -92,7 +101,11 @@ fn reader_divergence(text: &str, kubectl: &Reading) -> Option<String> {
     match (our_reading(text), &kubectl.error) {
         (Ok(ours), None) => {
             if ours.len() != kubectl.objects.len() {
-                return Some(format!("{} documents, kubectl reads {}", ours.len(), kubectl.objects.len()));
+                return Some(format!(
+                    "{} documents, kubectl reads {}",
+                    ours.len(),
+                    kubectl.objects.len()
+                ));
             }
             ours.iter()
                 .zip(&kubectl.objects)
@@ -111,7 +124,11 @@ fn offset(text: &str, line_starts: &[usize], mark: Mark) -> Option<usize> {
     let start = *line_starts.get(mark.line.checked_sub(1)?)?;
     let rest = &text[start..];
     let mut chars = rest.char_indices();
-    let column = if mark.line == 1 && text.starts_with('\u{feff}') { mark.column } else { mark.column - 1 };
+    let column = if mark.line == 1 && text.starts_with('\u{feff}') {
+        mark.column
+    } else {
+        mark.column - 1
+    };
     for _ in 0..column {
         chars.next()?;
     }
@@ -134,7 +151,13 @@ fn opt_in_insertion(text: &str, starts: &[usize], template: &Node) -> Option<(us
     let flow_pairs = |quote_keys: bool| {
         OPT_IN_KEYS
             .iter()
-            .map(|(k, v)| if quote_keys { format!("\"{k}\": {v}") } else { format!("{k}: {v}") })
+            .map(|(k, v)| {
+                if quote_keys {
+                    format!("\"{k}\": {v}")
+                } else {
+                    format!("{k}: {v}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -172,10 +195,13 @@ fn opt_in_insertion(text: &str, starts: &[usize], template: &Node) -> Option<(us
     }
     let first = meta_map.values().next()?;
     let (at, indent) = block_at(first.key_mark)?;
-    Some((at, format!("{}annotations:\n{}", " ".repeat(indent), block_lines(indent + 2))))
+    Some((
+        at,
+        format!("{}annotations:\n{}", " ".repeat(indent), block_lines(indent + 2)),
+    ))
 }
 
-fn workload_template<'n>(node: &'n Node) -> Option<&'n Node> {
+fn workload_template(node: &Node) -> Option<&Node> {
     let json = serde_json::json!({"apiVersion": node.get("apiVersion")?.as_str()?, "kind": node.get("kind")?.as_str()?});
     let (pointer, _) = inject_common::template_pointer(&json)?;
     let path: Vec<&str> = pointer.split('/').skip(1).collect();
@@ -188,7 +214,9 @@ fn opt_in_plan(text: &str) -> Vec<(usize, usize, String)> {
     let Ok(stream) = read_stream(text) else {
         return Vec::new();
     };
-    let starts: Vec<usize> = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
     let mut plan = Vec::new();
     let mut toggle = true;
     let mut document = 0;
@@ -203,7 +231,9 @@ fn opt_in_plan(text: &str) -> Vec<(usize, usize, String)> {
             objects.extend(items.iter());
         }
         for object in objects {
-            let Some(template) = workload_template(object) else { continue };
+            let Some(template) = workload_template(object) else {
+                continue;
+            };
             if toggle && let Some((at, insert)) = opt_in_insertion(text, &starts, template) {
                 plan.push((document, at, insert));
             }
@@ -260,10 +290,15 @@ fn inject_keeps_what_kubectl_reads() {
         loop {
             let variant = apply_plan(text, &plans[i]);
             let result = inject_manifests(&variant, &config, None);
-            if let Err(InjectError::Denied { document, message, .. }) = &result
+            if let Err(InjectError::Denied {
+                document, message, ..
+            }) = &result
                 && plans[i].iter().any(|p| p.0 == *document)
             {
-                report.notes.push(format!("{}: document {document} denied: {message}", files[i].display()));
+                report.notes.push(format!(
+                    "{}: document {document} denied: {message}",
+                    files[i].display()
+                ));
                 report.denied += 1;
                 let document = *document;
                 plans[i].retain(|p| p.0 != document);
@@ -306,7 +341,9 @@ fn inject_keeps_what_kubectl_reads() {
         let Some(text) = &texts[i] else {
             // Not UTF-8: kubectl's reader must refuse it too (it reads UTF-8 only).
             if originals[i].error.is_none() && !originals[i].objects.is_empty() {
-                report.failures.push(format!("{name}: not UTF-8, yet kubectl reads it"));
+                report
+                    .failures
+                    .push(format!("{name}: not UTF-8, yet kubectl reads it"));
             }
             continue;
         };
@@ -323,7 +360,9 @@ fn inject_keeps_what_kubectl_reads() {
         let variant = &variants[i];
         let kubectl_in = &inputs[i];
         if originals[i].error.is_none() && kubectl_in.error.is_some() {
-            report.notes.push(format!("{name}: the opt-in insertion broke the file; not injected"));
+            report.notes.push(format!(
+                "{name}: the opt-in insertion broke the file; not injected"
+            ));
         }
         // 2. Injection.
         let result = results.remove(&i).unwrap();
@@ -331,7 +370,10 @@ fn inject_keeps_what_kubectl_reads() {
             (Err(_), Some(_)) => continue,
             (Err(e), None) if accepted_refusal(&e.to_string()) => continue,
             (Err(e), None) => {
-                fail(format!("inject failed on what kubectl reads: {}", e.located("input")));
+                fail(format!(
+                    "inject failed on what kubectl reads: {}",
+                    e.located("input")
+                ));
                 continue;
             }
             (Ok(out), Some(e)) => {
@@ -350,23 +392,43 @@ fn inject_keeps_what_kubectl_reads() {
             continue;
         }
         if kubectl_out.objects.len() != kubectl_in.objects.len() {
-            fail(format!("{} documents in, {} out", kubectl_in.objects.len(), kubectl_out.objects.len()));
+            fail(format!(
+                "{} documents in, {} out",
+                kubectl_in.objects.len(),
+                kubectl_out.objects.len()
+            ));
             continue;
         }
         let before_docs = read_stream(variant).unwrap();
         let after_docs = read_stream(&out.output).unwrap();
-        let texts_in: Vec<&str> = before_docs.documents.iter().filter(|d| d.node.is_some()).map(|d| d.text).collect();
-        let texts_out: Vec<&str> = after_docs.documents.iter().filter(|d| d.node.is_some()).map(|d| d.text).collect();
+        let texts_in: Vec<&str> = before_docs
+            .documents
+            .iter()
+            .filter(|d| d.node.is_some())
+            .map(|d| d.text)
+            .collect();
+        let texts_out: Vec<&str> = after_docs
+            .documents
+            .iter()
+            .filter(|d| d.node.is_some())
+            .map(|d| d.text)
+            .collect();
         for (d, (before, after)) in kubectl_in.objects.iter().zip(&kubectl_out.objects).enumerate() {
             let expected = match expected_document(before, None, &config) {
                 Ok(e) => e,
                 Err(m) => {
-                    fail(format!("document {}: the webhook denies ({m}) but inject did not", d + 1));
+                    fail(format!(
+                        "document {}: the webhook denies ({m}) but inject did not",
+                        d + 1
+                    ));
                     continue;
                 }
             };
             if let Some(diff) = json_difference(after, &expected, "") {
-                fail(format!("document {}: kubectl reads the output differently from the input plus the injection: {diff}", d + 1));
+                fail(format!(
+                    "document {}: kubectl reads the output differently from the input plus the injection: {diff}",
+                    d + 1
+                ));
             }
             if json_eq(&expected, before) && texts_in.get(d) != texts_out.get(d) {
                 fail(format!("document {}: not injected, yet its text changed", d + 1));
@@ -400,6 +462,13 @@ fn inject_keeps_what_kubectl_reads() {
         report.failures.len(),
         report.failures.join("\n")
     );
-    let minimum: usize = std::env::var("PS_YAML_CORPUS_MIN_INJECTED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    assert!(report.injected >= minimum, "only {} templates injected (want {minimum})\n{summary}", report.injected);
+    let minimum: usize = std::env::var("PS_YAML_CORPUS_MIN_INJECTED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        report.injected >= minimum,
+        "only {} templates injected (want {minimum})\n{summary}",
+        report.injected
+    );
 }

@@ -207,10 +207,12 @@ impl Composer<'_> {
                 }
                 Ok(())
             }
-            ScalarStyle::Plain if self.flow.last() == Some(&true) && value.contains('?') => Err(ReadError::new(
-                mark,
-                "a '?' inside a plain scalar in [ ] or { }: kubectl's YAML parser (go-yaml v2) ends the scalar there and fails; quote the value",
-            )),
+            ScalarStyle::Plain if self.flow.last() == Some(&true) && value.contains('?') => {
+                Err(ReadError::new(
+                    mark,
+                    "a '?' inside a plain scalar in [ ] or { }: kubectl's YAML parser (go-yaml v2) ends the scalar there and fails; quote the value",
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -234,9 +236,10 @@ impl Composer<'_> {
             self.first_content = Some(start);
         }
         let last = match &event.data {
-            EventData::Scalar { style, .. } if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) => {
-                end.saturating_sub(1).max(start)
-            }
+            EventData::Scalar {
+                style: ScalarStyle::Literal | ScalarStyle::Folded,
+                ..
+            } => end.saturating_sub(1).max(start),
             EventData::Scalar { .. } | EventData::Alias { .. } => end,
             EventData::SequenceStart { style, .. } => {
                 self.flow.push(*style == SequenceStyle::Flow);
@@ -246,13 +249,7 @@ impl Composer<'_> {
                 self.flow.push(*style == MappingStyle::Flow);
                 return;
             }
-            EventData::SequenceEnd | EventData::MappingEnd => {
-                if self.flow.pop() == Some(true) {
-                    end
-                } else {
-                    return;
-                }
-            }
+            EventData::SequenceEnd | EventData::MappingEnd if self.flow.pop() == Some(true) => end,
             _ => return,
         };
         self.last_content = self.last_content.max(last);
@@ -284,7 +281,10 @@ impl Composer<'_> {
             }
             EventData::Alias { anchor } => {
                 let Some(&target) = self.anchors.get(&anchor) else {
-                    return Err(ReadError::new(mark, format!("unknown anchor '{anchor}' referenced")));
+                    return Err(ReadError::new(
+                        mark,
+                        format!("unknown anchor '{anchor}' referenced"),
+                    ));
                 };
                 self.push(Raw::Alias { name: anchor, target }, mark, None)
             }
@@ -312,7 +312,10 @@ impl Composer<'_> {
                 self.nodes[index].raw = Raw::Map(children);
                 index
             }
-            EventData::SequenceEnd | EventData::MappingEnd | EventData::DocumentEnd { .. } | EventData::StreamEnd => {
+            EventData::SequenceEnd
+            | EventData::MappingEnd
+            | EventData::DocumentEnd { .. }
+            | EventData::StreamEnd => {
                 return Ok(Next::End);
             }
             EventData::StreamStart { .. } | EventData::DocumentStart { .. } => {
@@ -402,7 +405,10 @@ impl Decoder<'_> {
             return Ok(index);
         };
         if self.active_aliases.contains(&index) {
-            return Err(ReadError::new(node.mark, format!("anchor '{name}' value contains itself")));
+            return Err(ReadError::new(
+                node.mark,
+                format!("anchor '{name}' value contains itself"),
+            ));
         }
         self.active_aliases.push(index);
         self.alias_depth += 1;
@@ -429,7 +435,9 @@ impl Decoder<'_> {
         if depth >= MAX_DEPTH && !matches!(self.nodes[index].raw, Raw::Scalar { .. }) {
             return Err(ReadError::new(
                 mark,
-                format!("collections nest deeper than {MAX_DEPTH} levels (through aliases); inject refuses such documents"),
+                format!(
+                    "collections nest deeper than {MAX_DEPTH} levels (through aliases); inject refuses such documents"
+                ),
             ));
         }
         match &nodes[index].raw {
@@ -478,16 +486,24 @@ impl Decoder<'_> {
                     out.nans += 1;
                     (Key::NaN(out.nans), go_float_key(f))
                 }
-                Value::Float(f) => (Key::Float(if f == 0.0 { 0 } else { f.to_bits() }), go_float_key(f)),
+                Value::Float(f) => (
+                    Key::Float(if f == 0.0 { 0 } else { f.to_bits() }),
+                    go_float_key(f),
+                ),
                 // go-yaml decodes these keys; sigs.k8s.io/yaml then fails to convert them.
                 Value::UInt(u) => {
                     return Err(ReadError::new(
                         mark,
-                        format!("map key {u} is larger than a 64-bit signed integer, which kubectl cannot convert to JSON"),
+                        format!(
+                            "map key {u} is larger than a 64-bit signed integer, which kubectl cannot convert to JSON"
+                        ),
                     ));
                 }
                 Value::Null => {
-                    return Err(ReadError::new(mark, "a null map key, which kubectl cannot convert to JSON"));
+                    return Err(ReadError::new(
+                        mark,
+                        "a null map key, which kubectl cannot convert to JSON",
+                    ));
                 }
                 Value::Seq(_) | Value::Map(_) => {
                     return Err(ReadError::new(mark, "invalid map key: a list or mapping"));
@@ -558,7 +574,9 @@ impl Decoder<'_> {
         let mark = self.nodes[index].mark;
         self.count(mark)?; // the alias node
         let target = self.enter_alias(index)?;
-        let result = self.count(self.nodes[target].mark).and_then(|()| self.mapping(target, out, depth));
+        let result = self
+            .count(self.nodes[target].mark)
+            .and_then(|()| self.mapping(target, out, depth));
         self.leave_alias();
         result
     }
@@ -574,7 +592,9 @@ fn not_json(mark: Mark, f: f64) -> ReadError {
     };
     ReadError::new(
         mark,
-        format!("{text} is not a JSON number, so kubectl refuses this document; quote it (\"{text}\") if it is meant as a string"),
+        format!(
+            "{text} is not a JSON number, so kubectl refuses this document; quote it (\"{text}\") if it is meant as a string"
+        ),
     )
 }
 

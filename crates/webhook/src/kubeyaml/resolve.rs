@@ -307,7 +307,7 @@ pub fn is_timestamp(s: &str) -> bool {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -380,7 +380,23 @@ pub fn may_read_as_non_string(text: &str) -> bool {
     };
     starts_like_a_number
         && b.iter().all(|c| {
-            c.is_ascii_hexdigit() || matches!(c, b'_' | b'.' | b':' | b'+' | b'-' | b' ' | b'x' | b'X' | b'o' | b'O' | b't' | b'T' | b'z' | b'Z')
+            c.is_ascii_hexdigit()
+                || matches!(
+                    c,
+                    b'_' | b'.'
+                        | b':'
+                        | b'+'
+                        | b'-'
+                        | b' '
+                        | b'x'
+                        | b'X'
+                        | b'o'
+                        | b'O'
+                        | b't'
+                        | b'T'
+                        | b'z'
+                        | b'Z'
+                )
         })
 }
 
@@ -434,10 +450,14 @@ mod tests {
 
     #[test]
     fn yaml_1_1_booleans_and_nulls() {
-        for t in ["y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"] {
+        for t in [
+            "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
+        ] {
             assert_eq!(r(t), Scalar::Bool(true), "{t}");
         }
-        for t in ["n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"] {
+        for t in [
+            "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF",
+        ] {
             assert_eq!(r(t), Scalar::Bool(false), "{t}");
         }
         for t in ["", "~", "null", "Null", "NULL"] {
@@ -474,11 +494,21 @@ mod tests {
 
     #[test]
     fn timestamps_stay_strings() {
-        for t in ["2001-12-14", "2001-12-14t21:59:43.10-05:00", "2001-12-14 21:59:43.10", "2002-1-2T3:4:5Z"] {
+        for t in [
+            "2001-12-14",
+            "2001-12-14t21:59:43.10-05:00",
+            "2001-12-14 21:59:43.10",
+            "2002-1-2T3:4:5Z",
+        ] {
             assert!(is_timestamp(t), "{t}");
             assert_eq!(r(t), Scalar::Timestamp, "{t}");
         }
-        for t in ["2001-13-14", "2001-02-30", "2001-12-14 21:59:43.10 -5", "20011-12-14"] {
+        for t in [
+            "2001-13-14",
+            "2001-02-30",
+            "2001-12-14 21:59:43.10 -5",
+            "20011-12-14",
+        ] {
             assert!(!is_timestamp(t), "{t}");
         }
     }
@@ -518,13 +548,61 @@ mod tests {
     #[test]
     fn quoting_test_covers_both_yaml_versions() {
         for t in [
-            "yes", "No", "ON", "y", "N", "~", "null", "NULL", "true", "0400", "0o17", "0x1F", "1_000", "1:30",
-            "2024-01-01", ".inf", "-.inf", ".NaN", "+.5", "-1", "1e3", "<<", "=", "", "12", "3.0", "0X1f", "0B11", "0O17",
-            "2001-12-14 21:59:43.10 -5", "2001-12-14t21:59:43.10Z", ".", "-", "+", "190:20:30", "1.",
+            "yes",
+            "No",
+            "ON",
+            "y",
+            "N",
+            "~",
+            "null",
+            "NULL",
+            "true",
+            "0400",
+            "0o17",
+            "0x1F",
+            "1_000",
+            "1:30",
+            "2024-01-01",
+            ".inf",
+            "-.inf",
+            ".NaN",
+            "+.5",
+            "-1",
+            "1e3",
+            "<<",
+            "=",
+            "",
+            "12",
+            "3.0",
+            "0X1f",
+            "0B11",
+            "0O17",
+            "2001-12-14 21:59:43.10 -5",
+            "2001-12-14t21:59:43.10Z",
+            ".",
+            "-",
+            "+",
+            "190:20:30",
+            "1.",
         ] {
             assert!(may_read_as_non_string(t), "{t}");
         }
-        for t in ["nginx", "a/b", "none", "yes-please", "offset", "v1.2", "-x", "x:1", "16Mi", "5m", "1h", "10s", "8080/TCP", ".git"] {
+        for t in [
+            "nginx",
+            "a/b",
+            "none",
+            "yes-please",
+            "offset",
+            "v1.2",
+            "-x",
+            "x:1",
+            "16Mi",
+            "5m",
+            "1h",
+            "10s",
+            "8080/TCP",
+            ".git",
+        ] {
             assert!(!may_read_as_non_string(t), "{t}");
         }
     }

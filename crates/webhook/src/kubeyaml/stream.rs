@@ -179,7 +179,10 @@ impl LineCounter {
             self.pos = 0;
             self.line = 0;
         }
-        self.line += input.as_bytes()[self.pos..pos].iter().filter(|&&b| b == b'\n').count();
+        self.line += input.as_bytes()[self.pos..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         self.pos = pos;
         self.line + 1
     }
@@ -212,7 +215,11 @@ fn split_yaml<'a>(
                 let lead = line_offset(text, first);
                 let trail = text.len() - line_offset(text, last + 1);
                 let lead = keep_bom(text, lead);
-                (Some(doc.node).filter(|n| n.value != super::value::Value::Null), lead, trail)
+                (
+                    Some(doc.node).filter(|n| n.value != super::value::Value::Null),
+                    lead,
+                    trail,
+                )
             }
             None => (None, 0, 0),
         };
@@ -246,7 +253,13 @@ fn split_yaml<'a>(
                 });
             }
             if !chunk.is_empty() {
-                flush(&mut chunk, &mut documents, &input[before_start..chunk_start], &input[chunk_start..pos], chunk_line)?;
+                flush(
+                    &mut chunk,
+                    &mut documents,
+                    &input[before_start..chunk_start],
+                    &input[chunk_start..pos],
+                    chunk_line,
+                )?;
                 before_start = pos;
             }
             chunk_start = end;
@@ -259,7 +272,13 @@ fn split_yaml<'a>(
         line += 1;
     }
     if !chunk.is_empty() {
-        flush(&mut chunk, &mut documents, &input[before_start..chunk_start], &input[chunk_start..], chunk_line)?;
+        flush(
+            &mut chunk,
+            &mut documents,
+            &input[before_start..chunk_start],
+            &input[chunk_start..],
+            chunk_line,
+        )?;
         before_start = input.len();
     }
     Ok((documents, &input[before_start..]))
@@ -270,7 +289,9 @@ fn line_offset(text: &str, n: usize) -> usize {
     if n == 0 {
         return 0;
     }
-    text.match_indices('\n').nth(n - 1).map_or(text.len(), |(i, _)| i + 1)
+    text.match_indices('\n')
+        .nth(n - 1)
+        .map_or(text.len(), |(i, _)| i + 1)
 }
 
 /// A byte-order mark before the content is kept with the lead (libyaml reads past it without

@@ -243,5 +243,3 @@ impl<'de> Deserialize<'de> for Node {
         MarkedSeed(Mark::NONE).deserialize(deserializer)
     }
 }
-
-

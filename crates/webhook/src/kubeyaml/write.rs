@@ -270,7 +270,22 @@ mod tests {
 
     #[test]
     fn strings_that_read_as_something_else_are_quoted() {
-        for t in ["no", "yes", "on", "off", "y", "n", "~", "null", "0400", "1_000", "1:30", "2024-01-01", ".inf", "<<"] {
+        for t in [
+            "no",
+            "yes",
+            "on",
+            "off",
+            "y",
+            "n",
+            "~",
+            "null",
+            "0400",
+            "1_000",
+            "1:30",
+            "2024-01-01",
+            ".inf",
+            "<<",
+        ] {
             assert_eq!(s(t), format!("'{t}'"));
         }
         assert_eq!(s(""), "''");

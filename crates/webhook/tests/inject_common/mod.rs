@@ -16,9 +16,8 @@ pub fn template_pointer(doc: &Value) -> Option<(&'static str, bool)> {
     let kind = doc["kind"].as_str()?;
     Some(match (api_version, kind) {
         ("v1", "Pod") => ("", false),
-        ("v1", "ReplicationController") | ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
-            ("/spec/template", false)
-        }
+        ("v1", "ReplicationController")
+        | ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => ("/spec/template", false),
         ("batch/v1", "Job") => ("/spec/template", true),
         ("batch/v1", "CronJob") => ("/spec/jobTemplate/spec/template", true),
         _ => return None,
@@ -32,14 +31,20 @@ pub fn is_list(doc: &Value) -> bool {
 
 /// The webhook's answer for one pod template: `Ok(Some(injected template))`, `Ok(None)` when
 /// it is left alone, `Err(message)` when the webhook denies it.
-pub fn webhook_template(template: &Value, namespace: &str, runs_to_completion: bool, config: &Config) -> Result<Option<Value>, String> {
+pub fn webhook_template(
+    template: &Value,
+    namespace: &str,
+    runs_to_completion: bool,
+    config: &Config,
+) -> Result<Option<Value>, String> {
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template.get("metadata").cloned().unwrap_or(json!({}))});
     if let Some(spec) = template.get("spec") {
         pod["spec"] = spec.clone();
     }
     if runs_to_completion && pod["metadata"].is_object() {
         // The webhook tells a Job's pod by its owner; templates of Jobs and CronJobs are one.
-        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]);
+        pod["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]);
     }
     let body = json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -77,7 +82,11 @@ pub fn webhook_template(template: &Value, namespace: &str, runs_to_completion: b
 
 /// A document as kubectl must read it after `inject`: its pod templates replaced by the
 /// webhook's answer. `Err` when the webhook denies one.
-pub fn expected_document(doc: &Value, default_namespace: Option<&str>, config: &Config) -> Result<Value, String> {
+pub fn expected_document(
+    doc: &Value,
+    default_namespace: Option<&str>,
+    config: &Config,
+) -> Result<Value, String> {
     let mut doc = doc.clone();
     if is_list(&doc) {
         let items = doc["items"].as_array_mut().unwrap();
@@ -115,7 +124,9 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
             (_, _, Some(i), Some(j)) => i == j,
             _ => x.as_f64() == y.as_f64(),
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
