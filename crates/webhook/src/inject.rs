@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::{
     admission::{Decision, SpecInput, decide},
     config::Config,
-    kubeyaml::{self, Entry, Map, Mark, Node, Syntax, Value, write},
+    kubeyaml::{self, Entry, LineCounter, Map, Mark, Node, Syntax, Value, write},
     mutate::PodMeta,
     patch::{OpKind, PatchOp},
 };
@@ -140,7 +140,7 @@ pub fn inject_manifests(
     let mut changes = Vec::new();
     let mut changed = 0;
     let mut document = 0;
-    let mut output_lines = LineCount::default();
+    let mut output_lines = LineCounter::default();
     for doc in stream.documents {
         output.push_str(doc.before);
         let Some(original) = doc.node else {
@@ -193,24 +193,6 @@ pub fn inject_manifests(
         changed,
         changes,
     })
-}
-
-/// Line numbers of byte positions, counted incrementally (positions only grow).
-#[derive(Default)]
-struct LineCount {
-    pos: usize,
-    lines: usize,
-}
-
-impl LineCount {
-    fn line_at(&mut self, text: &str, pos: usize) -> usize {
-        self.lines += text.as_bytes()[self.pos..pos]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        self.pos = pos;
-        self.lines + 1
-    }
 }
 
 impl Injected {

@@ -3,7 +3,9 @@
 
 use std::{fs, path::Path};
 
-use base64::prelude::*;
+mod inject_common;
+
+use inject_common::{expected_document, json_difference, json_eq};
 use ps_webhook::{
     admission::{Outcome, review},
     config::Config,
@@ -125,46 +127,23 @@ fn second_run_changes_nothing() {
 fn same_code_path_as_the_webhook() {
     let input = fixture("inject/workloads.yaml");
     let out = inject_manifests(&input, &config(), None).unwrap();
+    let mut injected = 0;
     for (b, a) in documents(&input).iter().zip(documents(&out.output)) {
         let before = yaml_to_json(b);
         let after = yaml_to_json(&a);
-        let pointer = match before["kind"].as_str() {
-            Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job") => "/spec/template",
-            Some("CronJob") => "/spec/jobTemplate/spec/template",
-            Some("Pod") => "",
-            _ => continue,
-        };
-        let template = before.pointer(pointer).unwrap().clone();
-        if template
-            .pointer("/metadata/annotations/ps-injector.io~1inject")
-            .is_none()
-        {
-            continue;
-        }
-        let namespace = before["metadata"]["namespace"].as_str().unwrap_or("default");
-        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
-        let body = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "operation": "CREATE", "namespace": namespace, "object": pod,
-            }
-        });
-        let result = review(&serde_json::to_vec(&body).unwrap(), &config());
-        assert_eq!(result.outcome, Outcome::Injected, "{}", before["kind"]);
-        let response: Value = serde_json::from_slice(&result.body).unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(
-            &BASE64_STANDARD
-                .decode(response["response"]["patch"].as_str().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        json_patch::patch(&mut pod, &patch).unwrap();
-        let injected = after.pointer(pointer).unwrap();
-        assert_eq!(injected["metadata"], pod["metadata"], "{}", before["kind"]);
-        assert_eq!(injected["spec"], pod["spec"], "{}", before["kind"]);
+        let expected = expected_document(&before, None, &config()).unwrap();
+        assert!(
+            json_difference(&after, &expected, "").is_none(),
+            "{}: {:?}",
+            before["kind"],
+            json_difference(&after, &expected, "")
+        );
+        injected += usize::from(!json_eq(&before, &after));
     }
+    assert_eq!(
+        injected, 7,
+        "Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod, List"
+    );
 }
 
 #[test]

@@ -15,5 +15,5 @@ pub mod stream;
 pub mod value;
 pub mod write;
 
-pub use stream::{Document, Stream, StreamError, Syntax, read_stream};
+pub use stream::{Document, LineCounter, Stream, StreamError, Syntax, read_stream};
 pub use value::{Entry, Map, Mark, Node, Value};

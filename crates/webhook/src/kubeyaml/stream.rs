@@ -166,20 +166,22 @@ fn yaml_restart(s: &str) -> usize {
     n
 }
 
-/// Counts lines incrementally (positions only grow).
+/// The 1-based line of byte positions of one text, counted incrementally (each call counts
+/// only the bytes since the last one, so a pass over a stream stays linear).
 #[derive(Default)]
-struct LineCounter {
+pub struct LineCounter {
     pos: usize,
     line: usize,
 }
 
 impl LineCounter {
-    fn line_at(&mut self, input: &str, pos: usize) -> usize {
+    /// The line of `pos` in `text` (a position before the last one asked starts over).
+    pub fn line_at(&mut self, text: &str, pos: usize) -> usize {
         if pos < self.pos {
             self.pos = 0;
             self.line = 0;
         }
-        self.line += input.as_bytes()[self.pos..pos]
+        self.line += text.as_bytes()[self.pos..pos]
             .iter()
             .filter(|&&b| b == b'\n')
             .count();
