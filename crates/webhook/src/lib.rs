@@ -5,7 +5,7 @@
 //! - pure core, no IO: [`config`] (cluster defaults and policy), [`spec`] (annotations +
 //!   config → validated `InjectionSpec`), [`mutate`] (pod + spec → JSON Patch), [`patch`],
 //!   [`admission`] (AdmissionReview bytes in → response bytes out), [`inject`] (manifests in →
-//!   mutated manifests out);
+//!   mutated manifests out), [`kubeyaml`] (manifest streams read and written as kubectl reads them);
 //! - serving: [`server`] (TLS listener), [`tls`] (certificate loading and hot reload),
 //!   [`admin`] (`/livez`, `/readyz`, `/metrics`), [`metrics`], [`reload`] (config file reload),
 //!   [`logging`], [`demo`], [`args`] (CLI and `run`).
