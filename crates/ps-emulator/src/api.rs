@@ -306,6 +306,7 @@ fn sign_app_in(call: &Call<'_>) -> Resp {
                 last_seen: now.into(),
             }),
         );
+        shared.traffic.sessions(sessions.len());
     }
     let mut r = json_value(
         StatusCode::OK,

@@ -19,6 +19,7 @@ mod routes;
 mod seed;
 mod server;
 mod state;
+mod traffic;
 mod util;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};

@@ -96,6 +96,7 @@ fn state(shared: &Shared) -> Resp {
     json_value(
         StatusCode::OK,
         &json!({
+            "traffic": shared.traffic.to_json(),
             "sessions_open": shared.sessions_open(),
             "requests_open": requests_open,
             "requests_pending": requests_pending,

@@ -151,6 +151,8 @@ pub(crate) async fn serve(
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);
         conns.spawn(async move {
+            let counted = Arc::clone(&shared);
+            let _open = counted.traffic.accepted();
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -162,7 +164,10 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let client_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let session = tls.get_ref().1;
+            let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            shared.traffic.handshake(resumed);
+            let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
             let svc = service_fn(move |req| handle(Arc::clone(&shared), req, client_cert, peer));
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
@@ -212,6 +217,7 @@ async fn handle(
         };
         return Ok(operator::handle(&shared, &method, &lower, &body));
     }
+    shared.traffic.request();
     let Some(rest) = strip_prefix(&lower) else {
         return Ok(api::json_string(StatusCode::NOT_FOUND, "Not found"));
     };

@@ -18,6 +18,7 @@ use crate::{
     Options,
     routes::{ROUTE_COUNT, Route},
     seed::{DEFAULT_TOKEN_TTL_SECONDS, RawFolder, RawSecret, SecretKind, Seed},
+    traffic::Traffic,
     util::{guid_from, hex, iso_utc},
 };
 
@@ -262,6 +263,7 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// When expired sessions and tokens were last swept (ms since start).
     pub last_sweep_ms: AtomicU64,
+    pub traffic: Traffic,
 }
 
 /// Poisoning only follows a panic in another handler; the data is still usable.
@@ -452,6 +454,7 @@ impl Shared {
             folder_path_separator: sep,
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
+            traffic: Traffic::default(),
         }
     }
 

@@ -50,6 +50,54 @@ async fn state_counts_calls_per_route_key() {
     assert_eq!(s["sessions_open"], 0);
 }
 
+/// `traffic` counts what a benchmark needs beside `calls`: connections, TLS handshakes (full
+/// and resumed), API requests, and the peaks of open connections and sessions.
+#[tokio::test]
+async fn state_counts_connections_handshakes_requests_and_peaks() {
+    let emu = start().await;
+    let t = state(&emu).await["traffic"].clone();
+    // The state call itself came over one connection; operator requests are not counted.
+    assert_eq!(t["tcp_accepted"], 1, "{t}");
+    assert_eq!(t["tls_handshakes"], 1, "{t}");
+    assert_eq!(t["http_requests"], 0, "{t}");
+    assert_eq!(t["peak_sessions"], 0, "{t}");
+
+    // Two clients, each on one keep-alive connection, with sessions open at the same time.
+    let a = client(&emu);
+    let b = client(&emu);
+    sign_in(&a, &emu, "svc-team-a").await;
+    sign_in(&b, &emu, "svc-team-a").await;
+    for _ in 0..3 {
+        get(&a, &emu, "Secrets-Safe/Secrets?path=team-a/db&title=password").await;
+    }
+    a.post(url(&emu, "Auth/Signout")).send().await.unwrap();
+    b.post(url(&emu, "Auth/Signout")).send().await.unwrap();
+    let t = state(&emu).await["traffic"].clone();
+    assert_eq!(t["tcp_accepted"], 4, "{t}");
+    assert_eq!(t["tls_handshakes"], 4, "{t}");
+    assert_eq!(t["tls_resumed"], 0, "{t}");
+    assert_eq!(t["http_requests"], 7, "{t}");
+    assert_eq!(t["peak_sessions"], 2, "{t}");
+    assert!(t["peak_connections"].as_u64().unwrap() >= 2, "{t}");
+
+    // A client that closes its connection after each request reconnects with TLS resumption.
+    let c = client(&emu);
+    for _ in 0..2 {
+        let r = c
+            .get(url(&emu, "Secrets-Safe/Secrets?path=team-a/db&title=password"))
+            .header("Connection", "close")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let t = state(&emu).await["traffic"].clone();
+    assert_eq!(t["tcp_accepted"], 7, "{t}");
+    assert_eq!(t["tls_handshakes"], 7, "{t}");
+    assert_eq!(t["tls_resumed"], 1, "{t}");
+    assert_eq!(t["http_requests"], 9, "{t}");
+}
+
 #[tokio::test]
 async fn fail_the_next_n_calls_of_a_route() {
     let emu = start().await;
