@@ -335,14 +335,25 @@ impl Session {
     }
 
     /// Releases a managed account's password: `GET ManagedAccounts` → `POST Requests`
-    /// (`ConflictOption: reuse`) → `GET Credentials/{id}` → `PUT Requests/{id}/checkin`. The
-    /// request is checked in whether or not the credentials call succeeded. When the
-    /// credentials call gets 403 or 404 (another client of the same user checked the shared
-    /// request in), the request is made once more. A check-in answered 403 or 404 means the
-    /// request is already closed. If the check-in itself
-    /// fails (after retries) the password is still returned, a warning is logged, and
-    /// [`Session::sign_out`] tries the check-in again. Concurrent calls for the same account on
-    /// one session run one after the other (they would share one reused request otherwise).
+    /// (`ConflictOption: reuse`) → `GET Credentials/{id}` → `PUT Requests/{id}/checkin`.
+    ///
+    /// `reuse` hands every client of the same user one shared request (all the replicas of a
+    /// Deployment): Password Safe answers 201 to the client that created it and 200 to the
+    /// others. So:
+    /// - only the client that created a request (201) checks it in, whether or not its
+    ///   credentials call succeeded; a client that reused another's (200) leaves it to its
+    ///   creator, since checking it in would close it under the clients still reading through it;
+    /// - a `Credentials` answer 403 or 404 may mean the creator checked the request in between
+    ///   our `POST` and our read. The request is made again (after a jittered backoff, within the
+    ///   retry budget): a different request ID proves the first one was closed, so the read is
+    ///   tried again; the same ID means the request is still open and the refusal is real
+    ///   (pending approval, no permission), which is returned at once. When the budget runs out
+    ///   while requests keep closing under us, the error is [`Error::SharedRequestClosed`].
+    ///
+    /// If the check-in itself fails (after retries) the password is still returned, a warning is
+    /// logged, and [`Session::sign_out`] tries the check-in again. A check-in answered 403 or 404
+    /// means the request is already closed. Concurrent calls for the same account on one session
+    /// run one after the other.
     pub async fn managed_account(&self, acct: &AccountRef) -> Result<ManagedCredential, Error> {
         let key = (acct.system().to_lowercase(), acct.account().to_lowercase());
         let lock = match self.inner.account_locks.lock() {
@@ -378,16 +389,39 @@ impl Session {
         if let Some(rotate) = opts.rotate_on_checkin {
             body["RotateOnCheckin"] = Value::Bool(rotate);
         }
-        let mut asked_again = false;
-        loop {
+        let mut backoff = Backoff::new(self.inner.transport.shared.cfg.retry.clone());
+        let started = Instant::now();
+        // Requests this call created: it checks them in, whatever happens.
+        let mut created: Vec<u64> = Vec::new();
+        // The last request whose credentials were refused, and the refusal.
+        let mut refused: Option<(u64, Error)> = None;
+        let mut closed_under_us: u32 = 0;
+        let password = loop {
             let call = Call::new(Method::POST, route::REQUESTS, "Requests".to_owned(), &what)
                 .json(&body)
                 .conflict_retryable();
-            let reply = self.call(call).await?;
-            let request_id =
-                decode_request_id(&reply).map_err(|reason| invalid(&what, route::REQUESTS, reason))?;
-            self.track_request(request_id, true);
-
+            let (status, reply) = match self.call_status(call).await {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            let request_id = match decode_request_id(&reply) {
+                Ok(id) => id,
+                Err(reason) => break Err(invalid(&what, route::REQUESTS, reason)),
+            };
+            // 201: a new request, ours. 200: an existing one reused; ours only if this session
+            // opened it earlier and could not check it in yet.
+            if (status == 201 || self.is_open_request(request_id)) && !created.contains(&request_id) {
+                created.push(request_id);
+                self.track_request(request_id, true);
+            }
+            if let Some((previous, refusal)) = refused.take() {
+                if previous == request_id {
+                    // Still open, yet refused: not a check-in by another client but a real
+                    // refusal (pending approval, no permission).
+                    break Err(refusal);
+                }
+                closed_under_us += 1;
+            }
             let cred_call = Call::new(
                 Method::GET,
                 route::CREDENTIALS,
@@ -395,33 +429,45 @@ impl Session {
                 &what,
             )
             .sensitive();
-            let password = match self.call(cred_call).await {
+            match self.call(cred_call).await {
                 Ok(mut body) => {
                     let decoded = decode_credentials(&body);
                     body.zeroize();
-                    decoded.map_err(|reason| invalid(&what, route::CREDENTIALS, reason))
+                    break decoded.map_err(|reason| invalid(&what, route::CREDENTIALS, reason));
                 }
-                Err(e) => Err(e),
-            };
-
+                Err(e @ (Error::Permission { .. } | Error::NotFound { .. })) => {
+                    match backoff.next_delay(started.elapsed(), None) {
+                        Some(delay) => {
+                            tracing::debug!(
+                                delay_ms = delay.as_millis() as u64,
+                                "credentials refused; requesting again (the shared request may have been checked in by another client)"
+                            );
+                            refused = Some((request_id, e));
+                            tokio::time::sleep(delay).await;
+                        }
+                        None if closed_under_us > 0 => {
+                            break Err(Error::SharedRequestClosed {
+                                what: what.clone(),
+                                attempts: closed_under_us + 1,
+                            });
+                        }
+                        None => break Err(e),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        for request_id in created {
             match checkin_with(self, request_id, &what).await {
                 Ok(()) => self.track_request(request_id, false),
                 Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
             }
-            // `reuse` hands every client of the same user the same request; another one (another
-            // pod) may check it in between our request and our read, and the read then gets 403
-            // or 404. Ask once more: the next request is a fresh one.
-            if !asked_again && matches!(password, Err(Error::Permission { .. } | Error::NotFound { .. })) {
-                asked_again = true;
-                tracing::debug!("credentials refused for a possibly shared request; requesting again");
-                continue;
-            }
-            return Ok(ManagedCredential {
-                system: acct.system().to_owned(),
-                account: acct.account().to_owned(),
-                password: password?,
-            });
         }
+        Ok(ManagedCredential {
+            system: acct.system().to_owned(),
+            account: acct.account().to_owned(),
+            password: password?,
+        })
     }
 
     /// Checks in any request still open, then signs out (`POST Auth/Signout`). Idempotent: later
@@ -464,6 +510,13 @@ impl Session {
         if let Some(v) = self.inner.transport.shared.cfg.api_version {
             query.push(("version", v.as_str().to_owned()));
         }
+    }
+
+    fn is_open_request(&self, id: u64) -> bool {
+        self.inner
+            .open_requests
+            .lock()
+            .is_ok_and(|set| set.contains(&id))
     }
 
     fn track_request(&self, id: u64, open: bool) {
@@ -517,6 +570,11 @@ impl Session {
 
     /// One API call with retries, plus one re-authentication on 401.
     async fn call(&self, call: Call<'_>) -> Result<Vec<u8>, Error> {
+        self.call_status(call).await.map(|(_, body)| body)
+    }
+
+    /// [`Session::call`], with the 2xx status.
+    async fn call_status(&self, call: Call<'_>) -> Result<(u16, Vec<u8>), Error> {
         let inner = &self.inner;
         if inner.signed_out.load(Ordering::SeqCst) {
             return Err(Error::SignedOut {
@@ -525,12 +583,12 @@ impl Session {
         }
         let epoch = inner.epoch.load(Ordering::SeqCst);
         let attempts = inner.reauth_attempts.load(Ordering::SeqCst);
-        match inner.transport.execute(&call).await {
+        match inner.transport.execute_status(&call).await {
             Err(Error::Authentication {
                 status: Some(401), ..
             }) => {
                 self.reauthenticate(epoch, attempts, call.what).await?;
-                inner.transport.execute(&call).await.map_err(|e| match e {
+                inner.transport.execute_status(&call).await.map_err(|e| match e {
                     Error::Authentication {
                         what,
                         route,
@@ -727,7 +785,8 @@ struct Call<'a> {
     /// 409 is retried (POST Requests).
     conflict_retryable: bool,
     max_body: u64,
-    /// Overrides the retry budget.
+    /// Replaces the configured retry budget (closing calls get their own, so that a small
+    /// budget never leaves a session or request open; zero: one attempt).
     budget: Option<Duration>,
 }
 
@@ -856,9 +915,14 @@ impl Transport {
 
     /// Sends `call`, retrying retryable failures within the budget. `Ok` only for 2xx.
     async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, Error> {
+        self.execute_status(call).await.map(|(_, body)| body)
+    }
+
+    /// [`Transport::execute`], with the 2xx status.
+    async fn execute_status(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), Error> {
         let mut policy = self.shared.cfg.retry.clone();
         if let Some(b) = call.budget {
-            policy.max_elapsed = policy.max_elapsed.min(b);
+            policy.max_elapsed = b;
         }
         let mut backoff = Backoff::new(policy);
         let start = Instant::now();
@@ -875,7 +939,7 @@ impl Transport {
                 Ok((status, retry_after, body)) => {
                     tracing::debug!(method = %call.method, route = call.route, status, elapsed_ms, attempt = attempts, "Password Safe call");
                     if (200..300).contains(&status) {
-                        return Ok(body);
+                        return Ok((status, body));
                     }
                     let class = if call.auth_route && status != 408 && status != 429 && status < 500 {
                         Class::Fatal
@@ -887,7 +951,7 @@ impl Transport {
                     } else {
                         None
                     };
-                    (class, ra, self.status_error(call, status, &body, attempts))
+                    (class, ra, self.status_error(call, status, ra, &body, attempts))
                 }
                 Err(AttemptError::TooLarge) => {
                     return Err(invalid(
@@ -972,7 +1036,14 @@ impl Transport {
     }
 
     /// Maps a non-2xx answer to an error. Bodies are shown only where they cannot hold a value.
-    fn status_error(&self, call: &Call<'_>, status: u16, body: &[u8], attempts: u32) -> Error {
+    fn status_error(
+        &self,
+        call: &Call<'_>,
+        status: u16,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        attempts: u32,
+    ) -> Error {
         let what = call.what.to_owned();
         let route = call.route;
         let detail = if call.sensitive {
@@ -1011,7 +1082,22 @@ impl Transport {
                 attempts,
                 detail,
             },
-            408 | 429 | 500..=599 => Error::Server {
+            // Refused for load: "come back later", not a failure of the server.
+            429 => Error::Throttled {
+                what,
+                route,
+                status,
+                attempts,
+                retry_after,
+            },
+            503 if retry_after.is_some() => Error::Throttled {
+                what,
+                route,
+                status,
+                attempts,
+                retry_after,
+            },
+            408 | 500..=599 => Error::Server {
                 what,
                 route,
                 status,

@@ -86,6 +86,38 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// Password Safe kept refusing the call for load (HTTP 429, or 503 with `Retry-After`) until
+    /// the retry budget ran out, or asked for a wait longer than the budget had left.
+    #[error(
+        "{what}: throttled by Password Safe ({route}: HTTP {status}{}) after {attempts} attempt(s); the retry budget ran out",
+        RetryAfter(retry_after)
+    )]
+    Throttled {
+        /// What was being done.
+        what: String,
+        /// Route key.
+        route: &'static str,
+        /// Last HTTP status (429 or 503).
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The last `Retry-After` the server gave.
+        retry_after: Option<std::time::Duration>,
+    },
+
+    /// Every managed-account request this client read through was checked in by another client
+    /// of the same user (they share it through `ConflictOption: reuse`) before the read, until
+    /// the retry budget ran out.
+    #[error(
+        "{what}: the request shared with other clients of this user (ConflictOption reuse) was checked in by one of them before it could be read, {attempts} time(s); the retry budget ran out"
+    )]
+    SharedRequestClosed {
+        /// What was being done.
+        what: String,
+        /// Reads refused.
+        attempts: u32,
+    },
+
     /// Any other refused request (400, 405, 422, ...): not retried.
     #[error("{what}: request rejected ({route}: HTTP {status}){}", Detail(detail))]
     Rejected {
@@ -151,6 +183,7 @@ impl Error {
             Error::Authentication { status, .. } => *status,
             Error::Permission { status, .. }
             | Error::Server { status, .. }
+            | Error::Throttled { status, .. }
             | Error::Rejected { status, .. } => Some(*status),
             Error::Conflict { .. } => Some(409),
             Error::NotFound { reason, .. } if reason == "HTTP 404" => Some(404),
@@ -159,11 +192,15 @@ impl Error {
     }
 
     /// Whether a later attempt (for example the next refresh in watch mode) may succeed without a
-    /// configuration change: network, server and conflict errors.
+    /// configuration change: network, server, throttling and conflict errors.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Network { .. } | Error::Server { .. } | Error::Conflict { .. }
+            Error::Network { .. }
+                | Error::Server { .. }
+                | Error::Throttled { .. }
+                | Error::Conflict { .. }
+                | Error::SharedRequestClosed { .. }
         )
     }
 
@@ -179,6 +216,18 @@ fn status_text(status: Option<u16>) -> String {
     match status {
         Some(s) => format!("HTTP {s}"),
         None => "no response".to_owned(),
+    }
+}
+
+/// Formats an optional `Retry-After` as `, Retry-After N s`.
+struct RetryAfter<'a>(&'a Option<std::time::Duration>);
+
+impl fmt::Display for RetryAfter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, ", Retry-After {} s", d.as_secs()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -273,5 +322,18 @@ mod tests {
         );
         assert_eq!(e.status(), Some(401));
         assert!(!e.is_transient());
+        let e = Error::Throttled {
+            what: "sign-in".into(),
+            route: "POST auth/signappin",
+            status: 429,
+            attempts: 3,
+            retry_after: Some(std::time::Duration::from_secs(2)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "sign-in: throttled by Password Safe (POST auth/signappin: HTTP 429, Retry-After 2 s) after 3 attempt(s); the retry budget ran out"
+        );
+        assert_eq!(e.status(), Some(429));
+        assert!(e.is_transient());
     }
 }

@@ -101,7 +101,9 @@ impl Backoff {
 
     /// The wait before the next attempt, or `None` when the budget does not allow one.
     /// `elapsed` is the time since the first attempt started; `retry_after` is the server's
-    /// minimum wait.
+    /// minimum wait. The jitter is added on top of `Retry-After` rather than folded into it:
+    /// clients refused together are told the same `Retry-After`, and would otherwise all come
+    /// back in the same instant.
     pub(crate) fn next_delay(
         &mut self,
         elapsed: Duration,
@@ -110,7 +112,7 @@ impl Backoff {
         let cap = self.cap(self.retries);
         let jittered = Duration::from_nanos(self.rng.u64(0..=cap.as_nanos().min(u64::MAX as u128) as u64));
         let delay = match retry_after {
-            Some(ra) => ra.max(jittered),
+            Some(ra) => ra.checked_add(jittered)?,
             None => jittered,
         };
         if elapsed.checked_add(delay)? >= self.policy.max_elapsed {
@@ -199,12 +201,21 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_minimum() {
-        let mut b = Backoff::with_rng(policy(), fastrand::Rng::with_seed(5));
-        let d = b
-            .next_delay(Duration::ZERO, Some(Duration::from_secs(3)))
-            .unwrap();
-        assert_eq!(d, Duration::from_secs(3));
+    fn retry_after_is_a_minimum_with_jitter_on_top() {
+        let mut waits = Vec::new();
+        for seed in 0..50 {
+            let mut b = Backoff::with_rng(policy(), fastrand::Rng::with_seed(seed));
+            let d = b
+                .next_delay(Duration::ZERO, Some(Duration::from_secs(3)))
+                .unwrap();
+            assert!(d >= Duration::from_secs(3), "{d:?}");
+            assert!(d <= Duration::from_secs(3) + b.cap(0), "{d:?}");
+            waits.push(d);
+        }
+        // Clients told the same Retry-After do not come back in the same instant.
+        waits.sort();
+        waits.dedup();
+        assert!(waits.len() > 40, "{} distinct waits", waits.len());
         assert_eq!(parse_retry_after(Some(" 2 ")), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
         assert_eq!(parse_retry_after(None), None);

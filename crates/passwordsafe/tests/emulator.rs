@@ -296,14 +296,15 @@ async fn managed_account_is_requested_read_and_checked_in() {
 async fn managed_account_is_checked_in_when_credentials_fail() {
     let emu = start().await;
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
-    // 403 twice: after the first, the request is made once more (another client of the same
-    // user may have closed a shared request); no retries beyond that.
+    // A 403 from Credentials: the request is made once more, to tell a shared request checked in
+    // by another client (a new ID) from a real refusal (the same ID, still open): here the
+    // same, so the refusal is final and the read is not repeated.
     let fail = |status: u16, count: u32| json!({"fail": {"route": "GET credentials/{id}", "status": status, "count": count}});
-    faults(&emu, fail(403, 2)).await;
+    faults(&emu, fail(403, 1)).await;
     let acct: AccountRef = "db-prod/svc_app".parse().unwrap();
     let err = session.managed_account(&acct).await.unwrap_err();
     assert!(matches!(err, Error::Permission { .. }), "{err}");
-    assert_eq!(calls(&emu, "GET credentials/{id}").await, 2);
+    assert_eq!(calls(&emu, "GET credentials/{id}").await, 1);
     assert_eq!(calls(&emu, "POST requests").await, 2);
     assert_eq!(
         state(&emu).await["requests_open"],
@@ -698,4 +699,186 @@ async fn dropped_session_is_signed_out_in_the_background() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the dropped session was not signed out");
+}
+
+/// The replicas of a Deployment at rollout: many pods (each its own client and session), one
+/// run-as user, one managed account, all at once. `ConflictOption: reuse` hands them one shared
+/// request; whatever order the check-ins land in, every pod must get the password and no request
+/// may stay open.
+async fn release_one_account_from_many_pods(pods: usize) {
+    let emu = start().await;
+    let tasks: Vec<_> = (0..pods)
+        .map(|_| {
+            let client = Client::new(config(&emu, api_key("svc-a"))).expect("client");
+            tokio::spawn(async move {
+                let session = client.sign_in().await?;
+                let cred = session.managed_account(&"db-prod/svc_app".parse().unwrap()).await;
+                session.sign_out().await?;
+                cred
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(cred) => assert_value(&cred.password, "managed-1", "managed password"),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    assert_no_values(&failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {pods} pods failed: {failures:#?}",
+        failures.len()
+    );
+    assert_closed(&emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_pods_of_one_user_release_one_account_at_once() {
+    release_one_account_from_many_pods(50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_pods_of_one_user_release_one_account_at_once() {
+    release_one_account_from_many_pods(200).await;
+}
+
+#[tokio::test]
+async fn a_request_checked_in_before_the_read_is_requested_again() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    // Three reads in a row find their request checked in by "another pod" just before them.
+    faults(&emu, json!({"checkin_before_read": 3})).await;
+    let cred = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .expect("the fourth request is read");
+    assert_value(&cred.password, "managed-1", "managed");
+    assert_eq!(calls(&emu, "POST requests").await, 4);
+    assert_eq!(calls(&emu, "GET credentials/{id}").await, 4);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn a_budget_too_small_for_the_race_says_so() {
+    let emu = start().await;
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry.max_elapsed = Duration::from_secs(1);
+    let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    faults(&emu, json!({"checkin_before_read": 100_000})).await;
+    let err = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SharedRequestClosed { .. }), "{err}");
+    assert!(err.is_transient(), "the next refresh may succeed");
+    assert!(
+        err.to_string().contains("checked in by one of them before it could be read"),
+        "{err}"
+    );
+    faults(&emu, json!({"reset": true})).await;
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn a_pending_request_is_refused_at_once_and_withdrawn() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    faults(&emu, json!({"pending_approval": true})).await;
+    let started = std::time::Instant::now();
+    let err = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Permission { .. }), "{err}");
+    // The second request returned the same, still open, request: a real refusal, not a race.
+    assert_eq!(calls(&emu, "POST requests").await, 2);
+    assert_eq!(calls(&emu, "GET credentials/{id}").await, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused without using up the budget"
+    );
+    let st = state(&emu).await;
+    assert_eq!(st["requests_pending"], 0, "withdrawn by its check-in");
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn a_reused_request_is_left_to_its_creator() {
+    let emu = start().await;
+    let creator = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let reuser = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    // The creator's check-in fails once, so its request stays open (and it retries at sign-out).
+    faults(
+        &emu,
+        json!({"fail": {"route": "PUT requests/{id}/checkin", "status": 400, "count": 1}}),
+    )
+    .await;
+    let acct: AccountRef = "db-prod/svc_app".parse().unwrap();
+    creator.managed_account(&acct).await.expect("creator");
+    assert_eq!(state(&emu).await["requests_open"], 1);
+    // Another pod of the same user reuses it (200) and must not close it under its creator.
+    let cred = reuser.managed_account(&acct).await.expect("reuser");
+    assert_value(&cred.password, "managed-1", "managed");
+    assert_eq!(state(&emu).await["requests_open"], 1, "still open: not the reuser's to close");
+    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1, "only the creator's failed one");
+    reuser.sign_out().await.unwrap();
+    assert_eq!(state(&emu).await["requests_open"], 1);
+    creator.sign_out().await.expect("the creator checks it in at sign-out");
+    assert_closed(&emu).await;
+}
+
+#[tokio::test]
+async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_small() {
+    let emu = start_with(ps_emulator::Options {
+        limits: ps_emulator::LimitConfig {
+            rate_per_second: 1,
+            burst: 1,
+            retry_after_seconds: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // Sign-in takes the only token; the lookup is refused (429, Retry-After 1) and retried
+    // after at least that long, when the bucket has a token again.
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let started = std::time::Instant::now();
+    let s = session.secret(&sp("team-a/db/password")).await.expect("after the wait");
+    assert_value(&s.value, "cr3d-Value!\"q", "credential");
+    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    let load = state(&emu).await["load"].clone();
+    assert!(load["throttled"].as_u64().unwrap() >= 1, "{load}");
+    assert_eq!(load["early_retries"], 0, "Retry-After honoured");
+
+    // A budget smaller than Retry-After: the call fails at once, naming the throttling; sign-out
+    // has its own budget and still closes the session.
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry.max_elapsed = Duration::from_millis(500);
+    let short = Client::new(cfg).unwrap();
+    let short = loop {
+        // Sign-in itself may meet the limit and run out of its small budget.
+        match short.sign_in().await {
+            Ok(s) => break s,
+            Err(e) => assert!(matches!(e, Error::Throttled { .. }), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    };
+    let err = short.secret(&sp("team-a/db/password")).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { status: 429, .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().contains("throttled by Password Safe")
+            && err.to_string().contains("Retry-After 1 s")
+            && err.to_string().contains("the retry budget ran out"),
+        "{err}"
+    );
+    short.sign_out().await.expect("sign-out waits for the rate limit");
+    session.sign_out().await.expect("sign-out");
+    assert_eq!(state(&emu).await["load"]["early_retries"], 0);
+    assert_closed(&emu).await;
 }

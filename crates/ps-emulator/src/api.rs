@@ -325,7 +325,7 @@ fn sign_app_in(call: &Call<'_>) -> Resp {
     r
 }
 
-fn session_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn session_id(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -1026,6 +1026,12 @@ fn credentials(call: &Call<'_>) -> Result<Resp> {
     let mut requests = lock(&shared.requests);
     sweep_requests(shared, &mut requests);
     let i = own_open_request(call, &p, &requests)?;
+    if requests.list[i].status == RequestStatus::Active && shared.faults.take_checkin_before_read() {
+        // Fault: another client of the same user checked the shared request in just now.
+        close_request(shared, &mut requests.list[i], RequestStatus::CheckedIn);
+        requests.prune();
+        own_open_request(call, &p, &requests)?;
+    }
     if requests.list[i].status == RequestStatus::Pending {
         return Err(err(
             StatusCode::FORBIDDEN,

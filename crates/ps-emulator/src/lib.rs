@@ -14,6 +14,7 @@
 //! `docs/emulator.md`; the stable surface other crates rely on in `docs/emulator-contract.md`.
 
 mod api;
+mod limits;
 mod operator;
 mod routes;
 mod seed;
@@ -28,6 +29,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 
 pub use api::{ACCOUNT_NOT_FOUND, AUTH_FAILED, NOT_SIGNED_IN, SESSION_COOKIE};
+pub use limits::LimitConfig;
 pub use routes::Route;
 pub use seed::{Problem, Seed, SeedError};
 
@@ -95,6 +97,9 @@ pub struct Options {
     /// Separator between folder names in `FolderPath` of responses. Default `\` (as the real
     /// server appears to write it; clients must accept `/` too).
     pub folder_path_separator: String,
+    /// Appliance-like limits (concurrent calls, rate); all off by default. Changeable later
+    /// through `POST /_emulator/faults`.
+    pub limits: LimitConfig,
 }
 
 impl Default for Options {
@@ -105,6 +110,7 @@ impl Default for Options {
             client_ca_pem: None,
             session_idle: DEFAULT_SESSION_IDLE,
             folder_path_separator: "\\".into(),
+            limits: LimitConfig::default(),
         }
     }
 }
@@ -235,6 +241,18 @@ pub struct Cli {
     /// Separator between folder names in the `FolderPath` field of responses.
     #[arg(long, env = "PS_EMULATOR_FOLDER_PATH_SEPARATOR", default_value = "\\")]
     pub folder_path_separator: String,
+    /// API calls served at once; one more is answered 503 with Retry-After (0: no limit).
+    #[arg(long, env = "PS_EMULATOR_MAX_CONCURRENT", default_value_t = 0)]
+    pub max_concurrent: u32,
+    /// API calls admitted per second; beyond it 429 with Retry-After (0: no limit).
+    #[arg(long, env = "PS_EMULATOR_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Calls admitted at once after an idle period (0: the rate limit).
+    #[arg(long, env = "PS_EMULATOR_RATE_BURST", default_value_t = 0)]
+    pub rate_burst: u32,
+    /// Retry-After of a 429 or 503 from the limits, in seconds (0: 1).
+    #[arg(long, env = "PS_EMULATOR_RETRY_AFTER_SECONDS", default_value_t = 1)]
+    pub retry_after_seconds: u32,
 }
 
 fn read_file(path: &PathBuf) -> Result<String, Error> {
@@ -262,6 +280,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         client_ca_pem,
         session_idle: Duration::from_secs(cli.session_idle_seconds),
         folder_path_separator: cli.folder_path_separator.clone(),
+        limits: LimitConfig {
+            max_concurrent: cli.max_concurrent,
+            rate_per_second: cli.rate_limit,
+            burst: cli.rate_burst,
+            retry_after_seconds: cli.retry_after_seconds,
+        },
     };
     let emu = start(seed, opts).await?;
     if let Some(path) = &cli.ca_out {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     api::{Resp, json_value, sweep_requests},
+    limits::LimitConfig,
     routes::Route,
     state::{RequestStatus, Shared, lock, path_key, write},
     util::iso_utc,
@@ -49,6 +50,7 @@ fn faults_json(shared: &Shared) -> Value {
     let f = &shared.faults;
     let mut fail = Map::new();
     let mut drop = Map::new();
+    let mut truncate = Map::new();
     for r in Route::ALL {
         let rf = &f.routes[r as usize];
         let n = rf.fail_count.load(Ordering::Acquire);
@@ -62,12 +64,19 @@ fn faults_json(shared: &Shared) -> Value {
         if d > 0 {
             drop.insert(r.key().into(), json!(d));
         }
+        let t = rf.truncate_count.load(Ordering::Acquire);
+        if t > 0 {
+            truncate.insert(r.key().into(), json!(t));
+        }
     }
     json!({
         "latency_ms": f.latency_ms.load(Ordering::Acquire),
         "fail": fail,
         "drop": drop,
+        "truncate": truncate,
         "pending_approval": pending_approval,
+        "checkin_before_read": f.checkin_before_read.load(Ordering::Acquire),
+        "limits": shared.limits.config(),
     })
 }
 
@@ -101,6 +110,7 @@ fn state(shared: &Shared) -> Resp {
             "requests_open": requests_open,
             "requests_pending": requests_pending,
             "calls": calls,
+            "load": shared.limits.counters(),
             "faults": faults_json(shared),
         }),
     )
@@ -149,6 +159,11 @@ struct FaultsBody {
     latency_ms: Option<u64>,
     fail: Option<OneOrMany<FailSpec>>,
     drop: Option<OneOrMany<DropSpec>>,
+    truncate: Option<OneOrMany<DropSpec>>,
+    limits: Option<LimitConfig>,
+    checkin_before_read: Option<u32>,
+    #[serde(default)]
+    reset_counters: bool,
     #[serde(default)]
     expire_sessions: bool,
     #[serde(default)]
@@ -190,11 +205,26 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
         .iter()
         .map(|d| route(&d.route))
         .collect::<Result<Vec<_>, _>>()?;
+    let truncates = b.truncate.map(OneOrMany::into_vec).unwrap_or_default();
+    let truncate_routes = truncates
+        .iter()
+        .map(|d| route(&d.route))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let f = &shared.faults;
     if b.reset {
         f.reset();
+        shared.limits.set(LimitConfig::default());
         lock(&shared.requests).pending_approval = false;
+    }
+    if let Some(limits) = b.limits {
+        shared.limits.set(limits);
+    }
+    if b.reset_counters {
+        for c in &shared.calls {
+            c.store(0, Ordering::Relaxed);
+        }
+        shared.limits.reset_counters();
     }
     if let Some(p) = b.pending_approval {
         lock(&shared.requests).pending_approval = p;
@@ -217,6 +247,9 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     if let Some(ms) = b.latency_ms {
         f.latency_ms.store(ms, Ordering::Release);
     }
+    if let Some(n) = b.checkin_before_read {
+        f.checkin_before_read.store(n, Ordering::Release);
+    }
     for (spec, r) in fails.iter().zip(fail_routes) {
         let rf = &f.routes[r as usize];
         rf.fail_status.store(spec.status, Ordering::Release);
@@ -225,6 +258,11 @@ fn faults(shared: &Shared, body: &[u8]) -> Result<Resp, OpErr> {
     for (spec, r) in drops.iter().zip(drop_routes) {
         f.routes[r as usize]
             .drop_count
+            .store(spec.count, Ordering::Release);
+    }
+    for (spec, r) in truncates.iter().zip(truncate_routes) {
+        f.routes[r as usize]
+            .truncate_count
             .store(spec.count, Ordering::Release);
     }
     if b.expire_sessions {

@@ -1,10 +1,26 @@
 //! TLS, the accept loop and the per-request pipeline (routing, counting, faults, dispatch).
 
-use std::{fmt, net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    fmt,
+    future::Future as _,
+    hash::{Hash as _, Hasher as _},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::{Method, Request, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Frame, Incoming, SizeHint},
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -21,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     Error,
     api::{self, Call, Resp},
+    limits::Refusal,
     operator,
     routes::{Matched, match_route, strip_prefix},
     state::{Injected, Shared},
@@ -180,7 +197,8 @@ pub(crate) async fn serve(
     }
 }
 
-/// Returned by the service to close the connection without an answer (the `drop` fault).
+/// Returned by the service to close the connection without an answer (the `drop` fault), and
+/// by a truncated body to cut the connection (the `truncate` fault).
 #[derive(Debug)]
 pub(crate) struct Dropped;
 
@@ -191,6 +209,54 @@ impl fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
+
+/// What the service answers with: a whole body, or (the `truncate` fault) a body cut short.
+type Served = Response<Either<Full<Bytes>, Truncated>>;
+
+/// A body that announces its full length, sends the first half, and then fails, so hyper
+/// closes the connection in the middle of the body.
+pub(crate) struct Truncated {
+    part: Option<Bytes>,
+    declared: u64,
+    /// A short pause after the part, so it reaches the socket before the connection is cut.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Truncated {
+    fn new(full: &Bytes) -> Truncated {
+        Truncated {
+            part: Some(full.slice(..full.len() / 2)),
+            // An empty body is cut short too: one byte is announced and none sent.
+            declared: full.len().max(1) as u64,
+            pause: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Truncated {
+    type Data = Bytes;
+    type Error = Dropped;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Dropped>>> {
+        if let Some(part) = self.part.take() {
+            self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+            if !part.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(part))));
+            }
+        }
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+        }
+        Poll::Ready(Some(Err(Dropped)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.declared)
+    }
+}
 
 async fn read_body(body: Incoming) -> Result<Bytes, Resp> {
     match Limited::new(body, MAX_BODY).collect().await {
@@ -207,54 +273,31 @@ async fn handle(
     req: Request<Incoming>,
     client_cert: bool,
     peer: SocketAddr,
-) -> Result<Resp, Dropped> {
+) -> Result<Served, Dropped> {
     let lower = req.uri().path().to_lowercase();
     if lower.starts_with("/_emulator/") || lower == "/_emulator" {
         let method = req.method().clone();
         let body = match read_body(req.into_body()).await {
             Ok(b) => b,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(whole(r)),
         };
-        return Ok(operator::handle(&shared, &method, &lower, &body));
+        return Ok(whole(operator::handle(&shared, &method, &lower, &body)));
     }
     shared.traffic.request();
     let Some(rest) = strip_prefix(&lower) else {
-        return Ok(api::json_string(StatusCode::NOT_FOUND, "Not found"));
+        return Ok(whole(api::json_string(StatusCode::NOT_FOUND, "Not found")));
     };
     let (route, id) = match match_route(req.method(), rest) {
         Matched::Api(route, id) => (route, id.map(str::to_string)),
         Matched::MethodNotAllowed => {
-            return Ok(api::json_string(
+            return Ok(whole(api::json_string(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "The requested resource does not support this method",
-            ));
+            )));
         }
-        Matched::NotFound => return Ok(api::json_string(StatusCode::NOT_FOUND, "Not found")),
+        Matched::NotFound => return Ok(whole(api::json_string(StatusCode::NOT_FOUND, "Not found"))),
     };
     shared.calls[route as usize].fetch_add(1, Ordering::Relaxed);
-
-    let latency = shared.faults.latency_ms.load(Ordering::Relaxed);
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
-    match shared.faults.take(route) {
-        Injected::None => {}
-        Injected::Drop => {
-            tracing::debug!(%peer, route = route.key(), "fault: dropping the connection");
-            return Err(Dropped);
-        }
-        Injected::Fail(status) => {
-            tracing::debug!(%peer, route = route.key(), status, "fault: failing the call");
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Ok(
-                if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-                    api::empty(status)
-                } else {
-                    api::json_string(status, "Injected fault")
-                },
-            );
-        }
-    }
 
     let (parts, body) = req.into_parts();
     let body = if parts.method == Method::GET {
@@ -262,9 +305,48 @@ async fn handle(
     } else {
         match read_body(body).await {
             Ok(b) => b,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(whole(r)),
         }
     };
+    let key = || call_key(&parts, &body, peer);
+    let mut flight = shared.limits.enter(key);
+    if let Err(refusal) = shared.limits.admit(&mut flight, key) {
+        let (status, retry_after, msg) = match refusal {
+            Refusal::Throttled(s) => (StatusCode::TOO_MANY_REQUESTS, s, "Too many requests"),
+            Refusal::Overloaded(s) => (StatusCode::SERVICE_UNAVAILABLE, s, "Server too busy"),
+        };
+        tracing::debug!(%peer, route = route.key(), status = status.as_u16(), "limit: refusing the call");
+        let mut r = api::json_string(status, msg);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return Ok(whole(r));
+    }
+
+    let latency = shared.faults.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let mut truncate = false;
+    match shared.faults.take(route) {
+        Injected::None => {}
+        Injected::Truncate => truncate = true,
+        Injected::Drop => {
+            tracing::debug!(%peer, route = route.key(), "fault: dropping the connection");
+            return Err(Dropped);
+        }
+        Injected::Fail(status) => {
+            tracing::debug!(%peer, route = route.key(), status, "fault: failing the call");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(whole(
+                if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    api::empty(status)
+                } else {
+                    api::json_string(status, "Injected fault")
+                },
+            ));
+        }
+    }
+
     let call = Call {
         shared: &shared,
         id: id.as_deref(),
@@ -275,7 +357,35 @@ async fn handle(
     };
     let resp = api::dispatch(route, &call);
     tracing::debug!(%peer, route = route.key(), status = resp.status().as_u16(), "call");
-    Ok(resp)
+    if !truncate {
+        return Ok(whole(resp));
+    }
+    tracing::debug!(%peer, route = route.key(), "fault: cutting the body short");
+    let (mut head, full) = resp.into_parts();
+    let full = full.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let cut = Truncated::new(&full);
+    head.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(cut.declared));
+    Ok(Response::from_parts(head, Either::Right(cut)))
+}
+
+fn whole(r: Resp) -> Served {
+    r.map(Either::Left)
+}
+
+/// Identifies a call for recognising its retry: the client (session cookie, else the TCP
+/// connection) and the method, path, query and body.
+fn call_key(parts: &hyper::http::request::Parts, body: &[u8], peer: SocketAddr) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    match api::session_id(&parts.headers) {
+        Some(id) => id.hash(&mut h),
+        None => peer.hash(&mut h),
+    }
+    parts.method.as_str().hash(&mut h);
+    parts.uri.path().to_ascii_lowercase().hash(&mut h);
+    parts.uri.query().hash(&mut h);
+    body.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

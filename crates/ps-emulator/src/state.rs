@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::{
     Options,
+    limits::Limits,
     routes::{ROUTE_COUNT, Route},
     seed::{DEFAULT_TOKEN_TTL_SECONDS, RawFolder, RawSecret, SecretKind, Seed},
     traffic::Traffic,
@@ -208,6 +209,7 @@ pub(crate) struct RouteFault {
     pub fail_count: AtomicU32,
     pub fail_status: AtomicU16,
     pub drop_count: AtomicU32,
+    pub truncate_count: AtomicU32,
 }
 
 /// What a fault check decided for one call.
@@ -215,11 +217,17 @@ pub(crate) enum Injected {
     None,
     Fail(u16),
     Drop,
+    /// Answer with the real status and headers, then close the connection halfway through the
+    /// body.
+    Truncate,
 }
 
 pub(crate) struct Faults {
     pub latency_ms: AtomicU64,
     pub routes: [RouteFault; ROUTE_COUNT],
+    /// The next N Credentials calls find their request checked in just before them, as when
+    /// another client of the same user (sharing it through `ConflictOption: reuse`) closed it.
+    pub checkin_before_read: AtomicU32,
 }
 
 impl Faults {
@@ -235,14 +243,28 @@ impl Faults {
         if f.fail_count.load(Ordering::Acquire) > 0 && dec(&f.fail_count) {
             return Injected::Fail(f.fail_status.load(Ordering::Acquire));
         }
+        if f.truncate_count.load(Ordering::Acquire) > 0 && dec(&f.truncate_count) {
+            return Injected::Truncate;
+        }
         Injected::None
+    }
+
+    /// Whether this Credentials call should find its request checked in (consumes one).
+    pub(crate) fn take_checkin_before_read(&self) -> bool {
+        self.checkin_before_read.load(Ordering::Acquire) > 0
+            && self
+                .checkin_before_read
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
     }
 
     pub(crate) fn reset(&self) {
         self.latency_ms.store(0, Ordering::Release);
+        self.checkin_before_read.store(0, Ordering::Release);
         for f in &self.routes {
             f.fail_count.store(0, Ordering::Release);
             f.drop_count.store(0, Ordering::Release);
+            f.truncate_count.store(0, Ordering::Release);
         }
     }
 }
@@ -256,6 +278,8 @@ pub(crate) struct Shared {
     pub tokens: Mutex<HashMap<String, Token>>,
     pub requests: Mutex<Requests>,
     pub faults: Faults,
+    /// Appliance-like limits and the load counters.
+    pub limits: Limits,
     pub calls: [AtomicU64; ROUTE_COUNT],
     pub session_idle: Duration,
     pub require_client_cert: bool,
@@ -447,7 +471,9 @@ impl Shared {
             faults: Faults {
                 latency_ms: AtomicU64::new(0),
                 routes: Default::default(),
+                checkin_before_read: AtomicU32::new(0),
             },
+            limits: Limits::new(opts.limits),
             calls: Default::default(),
             session_idle: opts.session_idle,
             require_client_cert: opts.client_ca_pem.is_some(),

@@ -208,7 +208,7 @@ async fn expire_sessions_and_reset() {
     let (_, f) = faults(&emu, json!({"reset": true})).await;
     assert_eq!(
         f,
-        json!({"latency_ms": 0, "fail": {}, "drop": {}, "pending_approval": false})
+        no_faults()
     );
     sign_in(&c, &emu, "svc-team-a").await;
     assert_eq!(get(&c, &emu, "Requests").await.status(), StatusCode::OK);
@@ -230,7 +230,7 @@ async fn bad_fault_bodies_change_nothing() {
     let s = state(&emu).await;
     assert_eq!(
         s["faults"],
-        json!({"latency_ms": 0, "fail": {}, "drop": {}, "pending_approval": false})
+        no_faults()
     );
 }
 
@@ -359,4 +359,13 @@ async fn unknown_operator_paths() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// The `faults` object with nothing injected and no limits.
+fn no_faults() -> serde_json::Value {
+    json!({
+        "latency_ms": 0, "fail": {}, "drop": {}, "truncate": {}, "pending_approval": false,
+        "checkin_before_read": 0,
+        "limits": {"max_concurrent": 0, "rate_per_second": 0, "burst": 0, "retry_after_seconds": 1},
+    })
 }

@@ -1,0 +1,20 @@
+# Sourced by bench/reliability/storm and watch-faults: builds (or takes) the binaries.
+#   AGENT  the ps-agent to run; default: built as Dockerfile.agent builds it (release-small,
+#          glibc crt-static), the binary bench/agent/gate checks, so CI builds it once.
+#   EMU    the ps-emulator to run; default: the debug build (cargo test builds it too). Its
+#          limits, not its speed, set the pace of these runs.
+need() { command -v "$1" >/dev/null 2>&1 || { echo "FAIL: $1 is required ($2)" >&2; exit 1; }; }
+need python3 "apt-get install python3"
+need openssl "apt-get install openssl"
+if [ -z "${AGENT:-}" ]; then
+  target="$(rustc -vV | sed -n 's/^host: //p')"
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --quiet --profile release-small \
+    -p ps-agent --target "$target"
+  AGENT="$CARGO_TARGET_DIR/$target/release-small/ps-agent"
+fi
+if [ -z "${EMU:-}" ]; then
+  cargo build --locked --quiet -p ps-emulator
+  EMU="$CARGO_TARGET_DIR/debug/ps-emulator"
+fi
+[ -x "$AGENT" ] || { echo "FAIL: no agent binary at $AGENT" >&2; exit 1; }
+[ -x "$EMU" ] || { echo "FAIL: no emulator binary at $EMU" >&2; exit 1; }
