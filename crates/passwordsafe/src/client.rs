@@ -41,7 +41,8 @@ mod route {
 
 /// Largest body accepted from routes other than the file download.
 const MAX_API_BODY: u64 = 32 * 1024 * 1024;
-/// Retry budget of sign-out and of the check-ins done at sign-out.
+/// Retry budget of sign-out and of the check-ins done at sign-out, whatever the configured one
+/// (when Password Safe throttles them, the larger of the two: it is up, and asks for patience).
 const CLOSE_BUDGET: Duration = Duration::from_secs(10);
 
 /// A configured Password Safe client. Cheap to clone. Sign in with [`Client::sign_in`].
@@ -703,6 +704,7 @@ async fn checkin_with(session: &Session, request_id: u64, what: &str) -> Result<
 async fn checkin(transport: &Transport, request_id: u64, what: &str, budget: Duration) -> Result<(), Error> {
     let mut call = checkin_call(request_id, what);
     call.budget = Some(budget);
+    call.patient_when_throttled = true;
     checkin_outcome(transport.execute(&call).await)
 }
 
@@ -714,6 +716,7 @@ async fn sign_out_call(transport: &Transport) -> Result<(), Error> {
         "sign-out",
     );
     call.budget = Some(CLOSE_BUDGET);
+    call.patient_when_throttled = true;
     match transport.execute(&call).await {
         Ok(_)
         | Err(Error::Authentication {
@@ -788,6 +791,9 @@ struct Call<'a> {
     /// Replaces the configured retry budget (closing calls get their own, so that a small
     /// budget never leaves a session or request open; zero: one attempt).
     budget: Option<Duration>,
+    /// While Password Safe throttles the call (429, 503 with `Retry-After`), the budget is at
+    /// least the configured one: in a storm, a sign-out must not give up before the work did.
+    patient_when_throttled: bool,
 }
 
 impl<'a> Call<'a> {
@@ -805,6 +811,7 @@ impl<'a> Call<'a> {
             conflict_retryable: false,
             max_body: MAX_API_BODY,
             budget: None,
+            patient_when_throttled: false,
         }
     }
 
@@ -921,6 +928,11 @@ impl Transport {
     /// [`Transport::execute`], with the 2xx status.
     async fn execute_status(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), Error> {
         let mut policy = self.shared.cfg.retry.clone();
+        let throttled_budget = if call.patient_when_throttled {
+            policy.max_elapsed.max(call.budget.unwrap_or_default())
+        } else {
+            call.budget.unwrap_or(policy.max_elapsed)
+        };
         if let Some(b) = call.budget {
             policy.max_elapsed = b;
         }
@@ -975,8 +987,12 @@ impl Transport {
                     (class, None, err)
                 }
             };
+            let budget = match &err {
+                Error::Throttled { .. } => throttled_budget,
+                _ => backoff.budget(),
+            };
             if class == Class::Retry
-                && let Some(delay) = backoff.next_delay(start.elapsed(), retry_after)
+                && let Some(delay) = backoff.next_delay_within(start.elapsed(), retry_after, budget)
             {
                 tracing::debug!(
                     route = call.route,

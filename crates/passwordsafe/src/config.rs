@@ -379,10 +379,11 @@ impl fmt::Debug for ClientIdentity {
 
 /// Exponential backoff with full jitter, within a total time budget.
 ///
-/// Retried: network errors (connect, TLS, timeout, reset), HTTP 5xx, 408, 429 (after at least
-/// `Retry-After` seconds when given) and 409 on `POST Requests`. The n-th retry waits a random
-/// time in `[0, min(max_interval, initial_interval × multiplier^(n-1))]`. No retry starts once
-/// its wait would end after `max_elapsed` from the first attempt.
+/// Retried: network errors (connect, TLS, timeout, reset), HTTP 5xx, 408, 429 and 409 on
+/// `POST Requests`. The n-th retry waits a random time in
+/// `[0, min(max_interval, initial_interval × multiplier^(n-1))]`, added to `Retry-After` when a
+/// 429 or 503 gives one. No retry starts once its wait would end after `max_elapsed` from the
+/// first attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     /// Cap of the first wait. Default 200 ms.

@@ -109,13 +109,28 @@ impl Backoff {
         elapsed: Duration,
         retry_after: Option<Duration>,
     ) -> Option<Duration> {
+        self.next_delay_within(elapsed, retry_after, self.policy.max_elapsed)
+    }
+
+    /// The policy's total budget.
+    pub(crate) fn budget(&self) -> Duration {
+        self.policy.max_elapsed
+    }
+
+    /// [`Backoff::next_delay`] with another total budget.
+    pub(crate) fn next_delay_within(
+        &mut self,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+        max_elapsed: Duration,
+    ) -> Option<Duration> {
         let cap = self.cap(self.retries);
         let jittered = Duration::from_nanos(self.rng.u64(0..=cap.as_nanos().min(u64::MAX as u128) as u64));
         let delay = match retry_after {
             Some(ra) => ra.checked_add(jittered)?,
             None => jittered,
         };
-        if elapsed.checked_add(delay)? >= self.policy.max_elapsed {
+        if elapsed.checked_add(delay)? >= max_elapsed {
             return None;
         }
         self.retries += 1;

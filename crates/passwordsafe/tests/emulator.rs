@@ -882,3 +882,30 @@ async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_sm
     assert_eq!(state(&emu).await["load"]["early_retries"], 0);
     assert_closed(&emu).await;
 }
+
+#[tokio::test]
+async fn a_throttled_sign_out_waits_as_long_as_the_work_would() {
+    // Found by the 500-agent storm: sign-outs kept meeting 429 until their own 10 s budget ran
+    // out, leaving sessions open. While Password Safe throttles (it is up, and asks for
+    // patience), closing calls get the configured budget when it is larger.
+    let emu = start_with(ps_emulator::Options {
+        limits: ps_emulator::LimitConfig {
+            rate_per_second: 1,
+            burst: 1,
+            retry_after_seconds: 11,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry.max_elapsed = Duration::from_secs(30);
+    let session = Client::new(cfg).unwrap().sign_in().await.expect("takes the only token");
+    let started = std::time::Instant::now();
+    session.sign_out().await.expect("waits out Retry-After 11 s, past the 10 s closing budget");
+    assert!(started.elapsed() >= Duration::from_secs(11), "{:?}", started.elapsed());
+    let st = state(&emu).await;
+    assert_eq!(st["load"]["early_retries"], 0);
+    assert!(st["load"]["throttled"].as_u64().unwrap() >= 1);
+    assert_closed(&emu).await;
+}
