@@ -514,10 +514,7 @@ impl Session {
     }
 
     fn is_open_request(&self, id: u64) -> bool {
-        self.inner
-            .open_requests
-            .lock()
-            .is_ok_and(|set| set.contains(&id))
+        self.inner.open_requests.lock().is_ok_and(|set| set.contains(&id))
     }
 
     fn track_request(&self, id: u64, open: bool) {

@@ -775,7 +775,8 @@ async fn a_budget_too_small_for_the_race_says_so() {
     assert!(matches!(err, Error::SharedRequestClosed { .. }), "{err}");
     assert!(err.is_transient(), "the next refresh may succeed");
     assert!(
-        err.to_string().contains("checked in by one of them before it could be read"),
+        err.to_string()
+            .contains("checked in by one of them before it could be read"),
         "{err}"
     );
     faults(&emu, json!({"reset": true})).await;
@@ -824,11 +825,22 @@ async fn a_reused_request_is_left_to_its_creator() {
     // Another pod of the same user reuses it (200) and must not close it under its creator.
     let cred = reuser.managed_account(&acct).await.expect("reuser");
     assert_value(&cred.password, "managed-1", "managed");
-    assert_eq!(state(&emu).await["requests_open"], 1, "still open: not the reuser's to close");
-    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1, "only the creator's failed one");
+    assert_eq!(
+        state(&emu).await["requests_open"],
+        1,
+        "still open: not the reuser's to close"
+    );
+    assert_eq!(
+        calls(&emu, "PUT requests/{id}/checkin").await,
+        1,
+        "only the creator's failed one"
+    );
     reuser.sign_out().await.unwrap();
     assert_eq!(state(&emu).await["requests_open"], 1);
-    creator.sign_out().await.expect("the creator checks it in at sign-out");
+    creator
+        .sign_out()
+        .await
+        .expect("the creator checks it in at sign-out");
     assert_closed(&emu).await;
 }
 
@@ -848,9 +860,16 @@ async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_sm
     // after at least that long, when the bucket has a token again.
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
     let started = std::time::Instant::now();
-    let s = session.secret(&sp("team-a/db/password")).await.expect("after the wait");
+    let s = session
+        .secret(&sp("team-a/db/password"))
+        .await
+        .expect("after the wait");
     assert_value(&s.value, "cr3d-Value!\"q", "credential");
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let load = state(&emu).await["load"].clone();
     assert!(load["throttled"].as_u64().unwrap() >= 1, "{load}");
     assert_eq!(load["early_retries"], 0, "Retry-After honoured");
@@ -900,10 +919,21 @@ async fn a_throttled_sign_out_waits_as_long_as_the_work_would() {
     .await;
     let mut cfg = config(&emu, api_key("svc-a"));
     cfg.retry.max_elapsed = Duration::from_secs(30);
-    let session = Client::new(cfg).unwrap().sign_in().await.expect("takes the only token");
+    let session = Client::new(cfg)
+        .unwrap()
+        .sign_in()
+        .await
+        .expect("takes the only token");
     let started = std::time::Instant::now();
-    session.sign_out().await.expect("waits out Retry-After 11 s, past the 10 s closing budget");
-    assert!(started.elapsed() >= Duration::from_secs(11), "{:?}", started.elapsed());
+    session
+        .sign_out()
+        .await
+        .expect("waits out Retry-After 11 s, past the 10 s closing budget");
+    assert!(
+        started.elapsed() >= Duration::from_secs(11),
+        "{:?}",
+        started.elapsed()
+    );
     let st = state(&emu).await;
     assert_eq!(st["load"]["early_retries"], 0);
     assert!(st["load"]["throttled"].as_u64().unwrap() >= 1);

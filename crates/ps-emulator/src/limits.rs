@@ -152,8 +152,7 @@ impl Limits {
     /// Replaces the limits; the token bucket starts full.
     pub(crate) fn set(&self, cfg: LimitConfig) {
         self.max_concurrent.store(cfg.max_concurrent, Ordering::Release);
-        self.rate_per_second
-            .store(cfg.rate_per_second, Ordering::Release);
+        self.rate_per_second.store(cfg.rate_per_second, Ordering::Release);
         self.burst.store(cfg.burst, Ordering::Release);
         self.retry_after_seconds
             .store(cfg.retry_after_seconds, Ordering::Release);
@@ -236,7 +235,11 @@ impl Limits {
         {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             self.throttled.fetch_add(1, Ordering::AcqRel);
-            let secs = retry_after.max(u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).saturating_add(u32::from(wait.subsec_nanos() > 0)));
+            let secs = retry_after.max(
+                u32::try_from(wait.as_secs())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(u32::from(wait.subsec_nanos() > 0)),
+            );
             self.remember(key(), secs);
             return Err(Refusal::Throttled(secs));
         }

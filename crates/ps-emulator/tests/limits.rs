@@ -76,7 +76,10 @@ async fn beyond_the_concurrent_calls_503_with_retry_after() {
     let load = state(&emu).await["load"].clone();
     assert_eq!(load["overloaded"], 1);
     assert_eq!(load["peak_admitted"], 2, "the limit held");
-    assert!(load["peak_in_flight"].as_u64().unwrap() >= 3, "the refused call was in flight too");
+    assert!(
+        load["peak_in_flight"].as_u64().unwrap() >= 3,
+        "the refused call was in flight too"
+    );
     assert_eq!(load["in_flight"], 0);
     // Freed: served again (refusals are never delayed, admitted calls are).
     faults(&emu, json!({"latency_ms": 0})).await;

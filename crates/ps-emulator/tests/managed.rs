@@ -505,7 +505,12 @@ async fn checkin_before_read_closes_the_request_under_the_reader() {
     let c = client(&emu);
     sign_in(&c, &emu, "svc-team-a").await;
     let (_, acct) = lookup(&c, &emu, "db-prod", "svc_static").await;
-    let (status, id) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], Some("reuse"))).await;
+    let (status, id) = post_request(
+        &c,
+        &emu,
+        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, f) = faults(&emu, json!({"checkin_before_read": 1})).await;
     assert_eq!(f["checkin_before_read"], 1);
@@ -514,9 +519,18 @@ async fn checkin_before_read_closes_the_request_under_the_reader() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("4034"), "not active: {body}");
     assert_eq!(state(&emu).await["requests_open"], 0);
-    assert_eq!(checkin(&c, &emu, &id).await, StatusCode::FORBIDDEN, "already checked in");
+    assert_eq!(
+        checkin(&c, &emu, &id).await,
+        StatusCode::FORBIDDEN,
+        "already checked in"
+    );
     // The fault is used up: the next request is new, and its read works.
-    let (status, id2) = post_request(&c, &emu, req(&acct["SystemId"], &acct["AccountId"], Some("reuse"))).await;
+    let (status, id2) = post_request(
+        &c,
+        &emu,
+        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(id, id2);
     let (status, body) = credentials(&c, &emu, &id2).await;

@@ -206,10 +206,7 @@ async fn expire_sessions_and_reset() {
         StatusCode::UNAUTHORIZED
     );
     let (_, f) = faults(&emu, json!({"reset": true})).await;
-    assert_eq!(
-        f,
-        no_faults()
-    );
+    assert_eq!(f, no_faults());
     sign_in(&c, &emu, "svc-team-a").await;
     assert_eq!(get(&c, &emu, "Requests").await.status(), StatusCode::OK);
 }
@@ -228,10 +225,7 @@ async fn bad_fault_bodies_change_nothing() {
         assert!(v["error"].is_string());
     }
     let s = state(&emu).await;
-    assert_eq!(
-        s["faults"],
-        no_faults()
-    );
+    assert_eq!(s["faults"], no_faults());
 }
 
 #[tokio::test]
