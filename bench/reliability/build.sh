@@ -3,9 +3,13 @@
 #          glibc crt-static), the binary bench/agent/gate checks, so CI builds it once.
 #   EMU    the ps-emulator to run; default: the debug build (cargo test builds it too). Its
 #          limits, not its speed, set the pace of these runs.
-need() { command -v "$1" >/dev/null 2>&1 || { echo "FAIL: $1 is required ($2)" >&2; exit 1; }; }
-need python3 "apt-get install python3"
-need openssl "apt-get install openssl"
+# Tools: installed with apt-get when missing; a tool that cannot be had is an error.
+for tool in python3:python3 openssl:openssl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 && continue
+  echo "${tool%%:*} is missing: installing ${tool#*:} with apt-get" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null || true
+  command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "FAIL: ${tool%%:*} could not be installed" >&2; exit 1; }
+done
 if [ -z "${AGENT:-}" ]; then
   target="$(rustc -vV | sed -n 's/^host: //p')"
   RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --quiet --profile release-small \
