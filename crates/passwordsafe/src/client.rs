@@ -130,6 +130,7 @@ impl Client {
                 reauth: tokio::sync::Mutex::new(ReauthState {
                     epoch: 0,
                     attempts: 0,
+                    last_refusal: None,
                 }),
                 signed_out: AtomicBool::new(false),
                 open_requests: Mutex::new(BTreeSet::new()),
@@ -206,6 +207,9 @@ struct ReauthState {
     epoch: u64,
     /// Re-authentication attempts, successful or not.
     attempts: u64,
+    /// How the last failed attempt was refused (status, detail), shared with the calls that
+    /// waited for it.
+    last_refusal: Option<(Option<u16>, Option<String>)>,
 }
 
 impl Drop for SessionInner {
@@ -625,12 +629,8 @@ impl Session {
             return Ok(());
         }
         if state.attempts != seen_attempts {
-            return Err(Error::Authentication {
-                what: what.to_owned(),
-                route: route::SIGN_IN,
-                status: None,
-                detail: Some("the session expired and re-authentication failed".to_owned()),
-            });
+            let (status, detail) = state.last_refusal.clone().unwrap_or_default();
+            return Err(reauthentication_refused(what, status, detail));
         }
         state.attempts += 1;
         inner.reauth_attempts.store(state.attempts, Ordering::SeqCst);
@@ -651,8 +651,29 @@ impl Session {
                 inner.epoch.store(state.epoch, Ordering::SeqCst);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(Error::Authentication { status, detail, .. }) => {
+                state.last_refusal = Some((status, detail.clone()));
+                Err(reauthentication_refused(what, status, detail))
+            }
+            Err(e) => {
+                state.last_refusal = Some((e.status(), None));
+                Err(e)
+            }
         }
+    }
+}
+
+/// The error of a call whose session expired and could not be renewed: it names the call, and
+/// says how the new sign-in was refused.
+fn reauthentication_refused(what: &str, status: Option<u16>, detail: Option<String>) -> Error {
+    Error::Authentication {
+        what: what.to_owned(),
+        route: route::SIGN_IN,
+        status,
+        detail: Some(match detail {
+            Some(d) => format!("the session expired and signing in again was refused: {d}"),
+            None => "the session expired and signing in again failed".to_owned(),
+        }),
     }
 }
 

@@ -476,8 +476,27 @@ async fn failed_reauthentication_is_tried_again_by_later_calls() {
         json!({"expire_sessions": true, "fail": {"route": "POST auth/signappin", "status": 401, "count": 1}}),
     )
     .await;
-    let err = session.secret(&sp("team-a/db/password")).await.unwrap_err();
-    assert!(matches!(err, Error::Authentication { .. }), "{err}");
+    // Three calls see the session expired; one signs in again, refused; all three fail, each
+    // naming itself and how the new sign-in was refused.
+    let paths = ["team-a/db/password", "team-a/db/config", "team-a/top"];
+    let tasks: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            let (s, p) = (session.clone(), sp(p));
+            tokio::spawn(async move { s.secret(&p).await })
+        })
+        .collect();
+    for (t, p) in tasks.into_iter().zip(paths) {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Authentication { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "secret \"{p}\": authentication failed (POST auth/signappin: HTTP 401)"
+            )) && text.contains("the session expired and signing in again was refused"),
+            "{text}"
+        );
+    }
     // The outage is over: the next call (say, the next refresh) signs in again and succeeds.
     let s = session
         .secret(&sp("team-a/db/password"))
