@@ -882,6 +882,16 @@ struct Transport {
     http: reqwest::Client,
     shared: Arc<Shared>,
     limiter: Arc<Semaphore>,
+    /// The latest `Retry-After` Password Safe gave this session.
+    throttle: Arc<Mutex<Option<Throttle>>>,
+}
+
+/// Until when a session must not call, and the answer that said so.
+#[derive(Clone, Copy, Debug)]
+struct Throttle {
+    until: Instant,
+    status: u16,
+    retry_after: Duration,
 }
 
 enum AttemptError {
@@ -931,11 +941,31 @@ impl Transport {
             http,
             shared,
             limiter,
+            throttle: Arc::default(),
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.shared.base, path)
+    }
+
+    /// The session's pending wait, if Password Safe's last `Retry-After` has not passed yet.
+    fn throttled_until(&self) -> Option<Throttle> {
+        let t = (*self.throttle.lock().ok()?)?;
+        (t.until > Instant::now()).then_some(t)
+    }
+
+    fn note_throttle(&self, status: u16, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        if let Ok(mut slot) = self.throttle.lock()
+            && slot.is_none_or(|t| t.until < until)
+        {
+            *slot = Some(Throttle {
+                until,
+                status,
+                retry_after,
+            });
+        }
     }
 
     /// Sends `call`, retrying retryable failures within the budget. `Ok` only for 2xx.
@@ -958,6 +988,26 @@ impl Transport {
         let start = Instant::now();
         let mut attempts: u32 = 0;
         loop {
+            // Password Safe asked this session to wait (429, or 503 with Retry-After, to any of
+            // its calls): no call of the session goes out before then, a first attempt neither.
+            if let Some(t) = self.throttled_until() {
+                let wait = t.until.saturating_duration_since(Instant::now());
+                let budget = if call.patient_when_throttled {
+                    throttled_budget
+                } else {
+                    backoff.budget()
+                };
+                if start.elapsed() + wait >= budget {
+                    return Err(Error::Throttled {
+                        what: call.what.to_owned(),
+                        route: call.route,
+                        status: t.status,
+                        attempts,
+                        retry_after: Some(t.retry_after),
+                    });
+                }
+                tokio::time::sleep(wait).await;
+            }
             attempts += 1;
             let t0 = Instant::now();
             let result = {
@@ -1006,6 +1056,14 @@ impl Transport {
                 }
             };
             let budget = match &err {
+                Error::Throttled {
+                    status,
+                    retry_after: Some(ra),
+                    ..
+                } => {
+                    self.note_throttle(*status, *ra);
+                    throttled_budget
+                }
                 Error::Throttled { .. } => throttled_budget,
                 _ => backoff.budget(),
             };

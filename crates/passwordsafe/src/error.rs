@@ -89,8 +89,9 @@ pub enum Error {
     /// Password Safe kept refusing the call for load (HTTP 429, or 503 with `Retry-After`) until
     /// the retry budget ran out, or asked for a wait longer than the budget had left.
     #[error(
-        "{what}: throttled by Password Safe ({route}: HTTP {status}{}) after {attempts} attempt(s); the retry budget ran out",
-        RetryAfter(retry_after)
+        "{what}: throttled by Password Safe ({route}: HTTP {status}{}) {}; the retry budget ran out",
+        RetryAfter(retry_after),
+        Attempts(*attempts)
     )]
     Throttled {
         /// What was being done.
@@ -99,7 +100,7 @@ pub enum Error {
         route: &'static str,
         /// Last HTTP status (429 or 503).
         status: u16,
-        /// Attempts made.
+        /// Attempts made (0: the session was still told to wait when the call was made).
         attempts: u32,
         /// The last `Retry-After` the server gave.
         retry_after: Option<std::time::Duration>,
@@ -227,6 +228,18 @@ impl fmt::Display for RetryAfter<'_> {
         match self.0 {
             Some(d) => write!(f, ", Retry-After {} s", d.as_secs()),
             None => Ok(()),
+        }
+    }
+}
+
+/// `after N attempt(s)`, or, for a call never sent, why.
+struct Attempts(u32);
+
+impl fmt::Display for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("before the call could be sent, as an earlier answer to this session asked"),
+            n => write!(f, "after {n} attempt(s)"),
         }
     }
 }

@@ -958,3 +958,47 @@ async fn a_throttled_sign_out_waits_as_long_as_the_work_would() {
     assert!(st["load"]["throttled"].as_u64().unwrap() >= 1);
     assert_closed(&emu).await;
 }
+
+#[tokio::test]
+async fn a_session_told_to_wait_sends_nothing_before_retry_after() {
+    // Found by the storm (small budget): a check-in refused with 429 and given up was sent again
+    // at once by the sign-out; Password Safe had asked the session to wait. No call of a session
+    // goes out before the latest Retry-After it was given.
+    let emu = start_with(ps_emulator::Options {
+        limits: ps_emulator::LimitConfig {
+            rate_per_second: 1,
+            burst: 4,
+            retry_after_seconds: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.retry.max_elapsed = Duration::from_millis(500);
+    let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    // Sign-in, lookup, request and read take the four tokens; the check-in gets 429,
+    // Retry-After 2 s, beyond the 500 ms budget: the password is kept, the check-in left for
+    // sign-out.
+    let cred = session
+        .managed_account(&"db-prod/svc_app".parse().unwrap())
+        .await
+        .expect("password kept");
+    assert_value(&cred.password, "managed-1", "managed");
+    let st = state(&emu).await;
+    assert_eq!(st["requests_open"], 1, "the check-in was refused");
+    assert_eq!(st["load"]["throttled"], 1);
+    let started = std::time::Instant::now();
+    session.sign_out().await.expect("checks in, then signs out");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let st = state(&emu).await;
+    assert_eq!(
+        st["load"]["early_retries"], 0,
+        "the check-in waited for Retry-After"
+    );
+    assert_closed(&emu).await;
+}

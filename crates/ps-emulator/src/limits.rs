@@ -17,9 +17,10 @@
 //! Counters: calls in flight (admitted or being refused) and their peak, admitted calls in
 //! flight and their peak, 429s, 503s, and **early retries**: a call repeated before the
 //! `Retry-After` of its refusal had passed. A call is identified by its client (the session
-//! cookie, else the TCP connection) and its method, path, query and body, so a well-behaved
-//! client's retry of a refused call is recognised when it comes from the same session or
-//! connection; one sent over another connection before sign-in is not (never a false alarm).
+//! cookie, else its TCP connection, numbered at accept) and its method, path, query and body, so
+//! a retry of a refused call is recognised when it comes from the same session or connection;
+//! one sent over another connection before sign-in is not (never a false alarm: a connection
+//! number, unlike a port, is never reused).
 
 use std::{
     collections::HashMap,

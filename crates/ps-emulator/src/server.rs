@@ -150,6 +150,9 @@ pub(crate) async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut conns = JoinSet::new();
+    // Numbers every connection: unlike its address (a port is soon reused on loopback), a
+    // number is never given twice, so it identifies a client that has no session yet.
+    let mut next_conn: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -165,6 +168,8 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        next_conn += 1;
+        let conn = next_conn;
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);
         conns.spawn(async move {
@@ -185,7 +190,7 @@ pub(crate) async fn serve(
             let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             shared.traffic.handshake(resumed);
             let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
-            let svc = service_fn(move |req| handle(Arc::clone(&shared), req, client_cert, peer));
+            let svc = service_fn(move |req| handle(Arc::clone(&shared), req, client_cert, peer, conn));
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tls), svc)
@@ -273,6 +278,7 @@ async fn handle(
     req: Request<Incoming>,
     client_cert: bool,
     peer: SocketAddr,
+    conn: u64,
 ) -> Result<Served, Dropped> {
     let lower = req.uri().path().to_lowercase();
     if lower.starts_with("/_emulator/") || lower == "/_emulator" {
@@ -308,7 +314,7 @@ async fn handle(
             Err(r) => return Ok(whole(r)),
         }
     };
-    let key = || call_key(&parts, &body, peer);
+    let key = || call_key(&parts, &body, conn);
     let mut flight = shared.limits.enter(key);
     if let Err(refusal) = shared.limits.admit(&mut flight, key) {
         let (status, retry_after, msg) = match refusal {
@@ -373,13 +379,13 @@ fn whole(r: Resp) -> Served {
     r.map(Either::Left)
 }
 
-/// Identifies a call for recognising its retry: the client (session cookie, else the TCP
-/// connection) and the method, path, query and body.
-fn call_key(parts: &hyper::http::request::Parts, body: &[u8], peer: SocketAddr) -> u64 {
+/// Identifies a call for recognising its retry: the client (session cookie, else the number of
+/// its TCP connection) and the method, path, query and body.
+fn call_key(parts: &hyper::http::request::Parts, body: &[u8], conn: u64) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     match api::session_id(&parts.headers) {
-        Some(id) => id.hash(&mut h),
-        None => peer.hash(&mut h),
+        Some(id) => (0u8, id).hash(&mut h),
+        None => (1u8, conn).hash(&mut h),
     }
     parts.method.as_str().hash(&mut h);
     parts.uri.path().to_ascii_lowercase().hash(&mut h);

@@ -140,3 +140,96 @@ async fn truncate_cuts_the_body_and_closes_the_connection() {
     assert!(r.bytes().await.is_ok());
     assert_eq!(state(&emu).await["faults"]["truncate"], json!({}));
 }
+
+/// Sends raw HTTP/1.1 requests over one TLS connection from a fixed local address and returns
+/// the status of each answer (the last request asks the server to close the connection).
+async fn raw_calls(emu: &ps_emulator::Emulator, local: std::net::SocketAddr, requests: &[&str]) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(emu.ca_pem().as_bytes()) {
+        let cert: rustls_pki_types::CertificateDer<'static> = cert.expect("CA PEM");
+        roots.add(cert).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(local).expect("bind the fixed client port");
+    let tcp = socket.connect(emu.addr()).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let mut statuses = Vec::new();
+    for (i, target) in requests.iter().enumerate() {
+        let close = if i + 1 == requests.len() {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let req = format!(
+            "POST {}/{target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: PS-Auth key={KEY_A}; runas=svc-team-a;\r\nContent-Type: application/json\r\nContent-Length: 0\r\n{close}\r\n",
+            ps_emulator::API_PREFIX
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        // Read one answer: the head, then Content-Length bytes of body.
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            tls.read_exact(&mut byte).await.expect("answer head");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        statuses.push(head[9..12].parse().unwrap());
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        tls.read_exact(&mut body).await.unwrap();
+    }
+    // The server closes (Connection: close): its side keeps TIME_WAIT, the client port is free.
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+    statuses
+}
+
+#[tokio::test]
+async fn another_client_on_a_reused_port_is_not_an_early_retry() {
+    // Found by the storm: a refused sign-in was recognised by the client's address, and on
+    // loopback another agent process soon gets the same port; its first sign-in was counted as
+    // an early retry. Clients without a session are now recognised by their connection.
+    let emu = start().await;
+    faults(
+        &emu,
+        json!({"limits": {"rate_per_second": 1, "burst": 1, "retry_after_seconds": 30}}),
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // One client: a sign-in takes the only token, the next one on the connection is refused.
+    assert_eq!(
+        raw_calls(&emu, port, &["Auth/SignAppIn", "Auth/SignAppIn"]).await,
+        [200, 429]
+    );
+    // Another client from the same address and port, at once: its own first call, not a retry.
+    let statuses = raw_calls(&emu, port, &["Auth/SignAppIn"]).await;
+    assert_eq!(statuses, [429]);
+    assert_eq!(state(&emu).await["load"]["early_retries"], 0);
+    // The first client's retry on its connection, too early, is counted.
+    let again = raw_calls(&emu, port, &["Auth/SignAppIn", "Auth/SignAppIn"]).await;
+    assert_eq!(again, [429, 429]);
+    assert_eq!(state(&emu).await["load"]["early_retries"], 1);
+}
