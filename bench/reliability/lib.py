@@ -22,6 +22,43 @@ RUNAS = "svc-reliability"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def seed_yaml(secrets: list[str], account_password: str) -> str:
+    """An emulator seed: the run-as user with the API key, a safe `team` whose folder `app` holds
+    `secrets` (YAML flow mappings), and the managed account `db-prod/svc_app`, all readable and
+    requestable by the user."""
+    lines = "\n".join(f"          - {s}" for s in secrets)
+    return f"""
+users:
+  - {{name: {RUNAS}, groups: [app]}}
+api_keys:
+  - {{key: "{API_KEY}", users: [{RUNAS}]}}
+safes:
+  - name: team
+    readers: [app]
+    folders:
+      - name: app
+        secrets:
+{lines}
+managed_accounts:
+  - system: db-prod
+    account: svc_app
+    password: "{account_password}"
+    requestors: [app]
+"""
+
+
+def terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Fail(Exception):
     """A failed pass criterion: the run prints it and exits 1."""
 
@@ -85,13 +122,7 @@ class Emulator:
         raise Fail("the emulator did not start: " + (self.work / "emu.err").read_text()[-2000:])
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self.proc = None
 
     @property

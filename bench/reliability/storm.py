@@ -29,29 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lib import API_KEY, RUNAS, Emulator, Fail, agent_env, check, error_lines, scratch_dir  # noqa: E402
+from lib import Emulator, Fail, agent_env, check, error_lines, scratch_dir, seed_yaml  # noqa: E402
 
 ACCOUNT_PASSWORD = "storm-account-value-1"
 SECRET_VALUE = "storm-secret-value-1"
 
-SEED = f"""
-users:
-  - {{name: {RUNAS}, groups: [fleet]}}
-api_keys:
-  - {{key: "{API_KEY}", users: [{RUNAS}]}}
-safes:
-  - name: storm
-    readers: [fleet]
-    folders:
-      - name: app
-        secrets:
-          - {{title: db, type: credential, username: app, password: "{SECRET_VALUE}"}}
-managed_accounts:
-  - system: db-prod
-    account: svc_app
-    password: "{ACCOUNT_PASSWORD}"
-    requestors: [fleet]
-"""
+SEED = seed_yaml([f'{{title: db, type: credential, username: app, password: "{SECRET_VALUE}"}}'],
+                 ACCOUNT_PASSWORD)
 
 
 @dataclass
@@ -92,7 +76,7 @@ def run_fleet(agent: str, emu: Emulator, n: int, work: Path, with_secret: bool,
             "accounts": [{"name": "account", "account": "db-prod/svc_app"}],
         }
         if with_secret:
-            config["secrets"] = [{"name": "db", "path": "storm/app/db"}]
+            config["secrets"] = [{"name": "db", "path": "team/app/db"}]
         envs.append(agent_env(emu, config, extra_env))
         runs.append(AgentRun(i, root))
     by_pid: dict[int, AgentRun] = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lib import (  # noqa: E402
-    API_KEY, RUNAS, Emulator, Fail, agent_env, check, process_cpu_seconds, scratch_dir,
+    API_KEY, Emulator, Fail, agent_env, check, process_cpu_seconds, scratch_dir, seed_yaml, terminate,
 )
 
 # Long values: a partial write would show as a value of the wrong length. Fake, never printed.
@@ -44,26 +44,11 @@ ACCOUNT = ["account-value-1", "account-value-2"]
 ALL_VALUES = DB + CFG + BLOB + ACCOUNT + [HUGE_BLOB]
 VOLUME_SIZE = "1m"
 
-SEED = f"""
-users:
-  - {{name: {RUNAS}, groups: [app]}}
-api_keys:
-  - {{key: "{API_KEY}", users: [{RUNAS}]}}
-safes:
-  - name: team
-    readers: [app]
-    folders:
-      - name: app
-        secrets:
-          - {{title: db, type: credential, username: app, password: "{DB[0]}"}}
-          - {{title: cfg, type: text, text: "{CFG[0]}"}}
-          - {{title: blob, type: file, file_name: blob.bin, content: "{BLOB[0]}"}}
-managed_accounts:
-  - system: db-prod
-    account: svc_app
-    password: "{ACCOUNT[0]}"
-    requestors: [app]
-"""
+SEED = seed_yaml([
+    f'{{title: db, type: credential, username: app, password: "{DB[0]}"}}',
+    f'{{title: cfg, type: text, text: "{CFG[0]}"}}',
+    f'{{title: blob, type: file, file_name: blob.bin, content: "{BLOB[0]}"}}',
+], ACCOUNT[0])
 
 ALLOWED = {"db": DB, "cfg": CFG, "blob": BLOB, "account": ACCOUNT}
 
@@ -176,16 +161,8 @@ class Run:
                                         str(self.reader_out)])
 
     def stop(self) -> None:
-        if self.reader and self.reader.poll() is None:
-            self.reader.send_signal(signal.SIGTERM)
-            self.reader.wait(30)
-        if self.agent and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(60)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        terminate(self.reader, 30)
+        terminate(self.agent, 60)
         self.emu.stop()
         if self.mounted:
             subprocess.run(["umount", str(self.root)], check=False)

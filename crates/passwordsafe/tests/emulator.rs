@@ -783,9 +783,10 @@ async fn a_request_checked_in_before_the_read_is_requested_again() {
 #[tokio::test]
 async fn a_budget_too_small_for_the_race_says_so() {
     let emu = start().await;
-    let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.retry.max_elapsed = Duration::from_secs(1);
-    let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    let session = client_with_budget(&emu, api_key("svc-a"), Duration::from_secs(1))
+        .sign_in()
+        .await
+        .unwrap();
     faults(&emu, json!({"checkin_before_read": 100_000})).await;
     let err = session
         .managed_account(&"db-prod/svc_app".parse().unwrap())
@@ -865,16 +866,7 @@ async fn a_reused_request_is_left_to_its_creator() {
 
 #[tokio::test]
 async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_small() {
-    let emu = start_with(ps_emulator::Options {
-        limits: ps_emulator::LimitConfig {
-            rate_per_second: 1,
-            burst: 1,
-            retry_after_seconds: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let emu = start_rate_limited(1, 1, 1).await;
     // Sign-in takes the only token; the lookup is refused (429, Retry-After 1) and retried
     // after at least that long, when the bucket has a token again.
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
@@ -895,9 +887,7 @@ async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_sm
 
     // A budget smaller than Retry-After: the call fails at once, naming the throttling; sign-out
     // has its own budget and still closes the session.
-    let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.retry.max_elapsed = Duration::from_millis(500);
-    let short = Client::new(cfg).unwrap();
+    let short = client_with_budget(&emu, api_key("svc-a"), Duration::from_millis(500));
     let short = loop {
         // Sign-in itself may meet the limit and run out of its small budget.
         match short.sign_in().await {
@@ -926,20 +916,8 @@ async fn a_throttled_sign_out_waits_as_long_as_the_work_would() {
     // Found by the 500-agent storm: sign-outs kept meeting 429 until their own 10 s budget ran
     // out, leaving sessions open. While Password Safe throttles (it is up, and asks for
     // patience), closing calls get the configured budget when it is larger.
-    let emu = start_with(ps_emulator::Options {
-        limits: ps_emulator::LimitConfig {
-            rate_per_second: 1,
-            burst: 1,
-            retry_after_seconds: 11,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.retry.max_elapsed = Duration::from_secs(30);
-    let session = Client::new(cfg)
-        .unwrap()
+    let emu = start_rate_limited(1, 1, 11).await;
+    let session = client_with_budget(&emu, api_key("svc-a"), Duration::from_secs(30))
         .sign_in()
         .await
         .expect("takes the only token");
@@ -964,19 +942,11 @@ async fn a_session_told_to_wait_sends_nothing_before_retry_after() {
     // Found by the storm (small budget): a check-in refused with 429 and given up was sent again
     // at once by the sign-out; Password Safe had asked the session to wait. No call of a session
     // goes out before the latest Retry-After it was given.
-    let emu = start_with(ps_emulator::Options {
-        limits: ps_emulator::LimitConfig {
-            rate_per_second: 1,
-            burst: 4,
-            retry_after_seconds: 2,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.retry.max_elapsed = Duration::from_millis(500);
-    let session = Client::new(cfg).unwrap().sign_in().await.unwrap();
+    let emu = start_rate_limited(1, 4, 2).await;
+    let session = client_with_budget(&emu, api_key("svc-a"), Duration::from_millis(500))
+        .sign_in()
+        .await
+        .unwrap();
     // Sign-in, lookup, request and read take the four tokens; the check-in gets 429,
     // Retry-After 2 s, beyond the 500 ms budget: the password is kept, the check-in left for
     // sign-out.

@@ -45,6 +45,12 @@ async fn checkin(c: &Client, emu: &ps_emulator::Emulator, id: &str) -> StatusCod
         .status()
 }
 
+/// Looks up `db-prod/svc_static` (no rotation) and requests it with `ConflictOption: reuse`.
+async fn request_static(c: &Client, emu: &ps_emulator::Emulator) -> (StatusCode, String) {
+    let (_, acct) = lookup(c, emu, "db-prod", "svc_static").await;
+    post_request(c, emu, req(&acct["SystemId"], &acct["AccountId"], Some("reuse"))).await
+}
+
 fn req(system_id: &Value, account_id: &Value, conflict: Option<&str>) -> Value {
     let mut b =
         json!({"SystemID": system_id, "AccountID": account_id, "DurationMinutes": 5, "Reason": "Tesr"});
@@ -105,12 +111,7 @@ async fn the_official_client_sequence() {
     );
 
     // rotate_on_checkin: the next release returns a new value.
-    let (status, id2) = post_request(
-        &c,
-        &emu,
-        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
-    )
-    .await;
+    let (status, id2) = request_static(&c, &emu).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(id2, id.to_string());
     let (_, body) = credentials(&c, &emu, &id2).await;
@@ -357,13 +358,7 @@ async fn checkin_with_a_reason_and_with_no_body() {
     let emu = start().await;
     let c = client(&emu);
     sign_in(&c, &emu, "svc-team-a").await;
-    let (_, acct) = lookup(&c, &emu, "db-prod", "svc_static").await;
-    let (_, id) = post_request(
-        &c,
-        &emu,
-        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
-    )
-    .await;
+    let (_, id) = request_static(&c, &emu).await;
     let r = c
         .put(url(&emu, &format!("requests/{id}/Checkin")))
         .json(&json!({"Reason": "done"}))
@@ -371,12 +366,7 @@ async fn checkin_with_a_reason_and_with_no_body() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let (_, id) = post_request(
-        &c,
-        &emu,
-        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
-    )
-    .await;
+    let (_, id) = request_static(&c, &emu).await;
     let r = c
         .put(url(&emu, &format!("Requests/{id}/checkin")))
         .send()
@@ -504,13 +494,7 @@ async fn checkin_before_read_closes_the_request_under_the_reader() {
     let emu = start().await;
     let c = client(&emu);
     sign_in(&c, &emu, "svc-team-a").await;
-    let (_, acct) = lookup(&c, &emu, "db-prod", "svc_static").await;
-    let (status, id) = post_request(
-        &c,
-        &emu,
-        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
-    )
-    .await;
+    let (status, id) = request_static(&c, &emu).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, f) = faults(&emu, json!({"checkin_before_read": 1})).await;
     assert_eq!(f["checkin_before_read"], 1);
@@ -525,12 +509,7 @@ async fn checkin_before_read_closes_the_request_under_the_reader() {
         "already checked in"
     );
     // The fault is used up: the next request is new, and its read works.
-    let (status, id2) = post_request(
-        &c,
-        &emu,
-        req(&acct["SystemId"], &acct["AccountId"], Some("reuse")),
-    )
-    .await;
+    let (status, id2) = request_static(&c, &emu).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(id, id2);
     let (status, body) = credentials(&c, &emu, &id2).await;

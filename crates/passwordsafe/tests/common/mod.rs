@@ -150,6 +150,28 @@ pub fn client(emu: &Emulator, auth: Auth) -> passwordsafe::Client {
     passwordsafe::Client::new(config(emu, auth)).expect("client config is valid")
 }
 
+/// A client whose retry budget is `budget`.
+pub fn client_with_budget(emu: &Emulator, auth: Auth, budget: Duration) -> passwordsafe::Client {
+    let mut cfg = config(emu, auth);
+    cfg.retry.max_elapsed = budget;
+    passwordsafe::Client::new(cfg).expect("client config is valid")
+}
+
+/// The emulator behind a rate limit: `rate` calls a second, `burst` at once, then 429 with
+/// `Retry-After: retry_after_seconds`.
+pub async fn start_rate_limited(rate: u32, burst: u32, retry_after_seconds: u32) -> Emulator {
+    start_with(Options {
+        limits: ps_emulator::LimitConfig {
+            rate_per_second: rate,
+            burst,
+            retry_after_seconds,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+}
+
 /// A plain HTTP client for the operator endpoints, trusting the emulator's CA (built with an
 /// explicit ring provider, so no process-wide provider is installed by the tests).
 fn operator_client(emu: &Emulator) -> reqwest::Client {
