@@ -160,6 +160,9 @@ _cp_start_apiserver() {
         --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
         --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
         --endpoint-reconciler-type=none --profiling=false \
+        --enable-aggregator-routing=true \
+        --kubelet-client-certificate="$pki/admin.crt" --kubelet-client-key="$pki/admin.key" \
+        --kubelet-preferred-address-types=InternalIP \
         >>"$CP_DIR/kube-apiserver.log" 2>&1 &
     CP_APISERVER_PID=$!
     _cp_wait "$CP_SERVER/readyz" kube-apiserver "$CP_APISERVER_PID" "$CP_DIR/kube-apiserver.log" --cacert "$pki/ca.crt"
@@ -175,6 +178,7 @@ cp_up() {
     paths="$("$CP_LIB_DIR/build" --print)" || return 1
     eval "$paths"
     export KUBE_APISERVER KUBECTL ETCD HELM K8S_VERSION ETCD_VERSION HELM_VERSION
+    export KUBELET KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER
 
     CP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ps-e2e-cp.XXXXXX")"
     export CP_DIR

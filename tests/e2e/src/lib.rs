@@ -9,6 +9,7 @@
 //! never printed (see [`seed::assert_same_value`]).
 
 pub mod agent;
+pub mod node;
 pub mod pods;
 pub mod second_webhook;
 pub mod seed;

@@ -1,0 +1,3 @@
+module example.invalid/ps-e2e-probe
+
+go 1.26
