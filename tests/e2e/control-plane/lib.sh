@@ -19,8 +19,10 @@
 #   KUBE_APISERVER KUBECTL ETCD HELM K8S_VERSION ETCD_VERSION HELM_VERSION   from build --print
 #
 # Flags follow test-harness.md §5: --advertise-address=127.0.0.1, RBAC, the ServiceAccount and
-# PodSecurity admission plugins ON (create the `default` ServiceAccount in each test namespace:
-# no controller-manager runs), service-account keys, --endpoint-reconciler-type=none.
+# PodSecurity admission plugins ON (create the `default` ServiceAccount in each test namespace
+# unless ../node/lib.sh runs a controller-manager), service-account keys,
+# --endpoint-reconciler-type=none; for the node: --enable-aggregator-routing=true (webhook
+# Services resolve to endpoint IPs without kube-proxy) and a kubelet client certificate.
 
 CP_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

@@ -136,7 +136,10 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
     // A rollout, as `kubectl rollout restart` does it.
     webhook
         .patch(json!({"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": format!("{:?}", std::time::SystemTime::now()),
+            "kubectl.kubernetes.io/restartedAt": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string(),
         }}}}}))
         .await;
     webhook.settled(2).await;

@@ -219,7 +219,8 @@ async fn job_with_the_native_sidecar_completes() {
     let n = setup_env();
     let ns = h.running_namespace("run-job").await;
     let file = format!("{}/db", h.config.mount_path);
-    let template = running_pod(&n, "unused", &opted_in(&[(SECRET_DB, DB_PATH)]), &["report", &file]);
+    let mut template = running_pod(&n, "unused", &opted_in(&[(SECRET_DB, DB_PATH)]), &["report", &file]);
+    template["metadata"].as_object_mut().unwrap().remove("name");
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "batch"},
@@ -437,7 +438,7 @@ async fn fail_closed_app_never_starts_and_the_message_names_the_cause() {
     h.secret(
         &ns,
         &h.config.secret_name,
-        &[(&h.config.api_key_key, &wrong), (&h.config.run_as_key, user)],
+        &[(h.config.api_key_key.as_str(), wrong.as_str()), (h.config.run_as_key.as_str(), user)],
     )
     .await;
     let sent = running_pod(&n, "wrong-key", &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]), &["report", "/"]);
@@ -476,8 +477,8 @@ async fn beyondtrust_drop_in_manifest_runs_with_the_agent_image() {
         &ns,
         "secrets-agent",
         &[
-            ("BT_API_URL", &url),
-            ("BT_API_KEY", &bt_key),
+            ("BT_API_URL", url.as_str()),
+            ("BT_API_KEY", bt_key.as_str()),
             ("SECRETS_LIST", "team-a/db/password,team-a/api/key"),
             ("FOLDER_LIST", "team-a/certs"),
             ("MANAGED_ACCOUNTS_LIST", "ledger-db/svc_team_a"),
