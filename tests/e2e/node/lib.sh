@@ -19,6 +19,7 @@
 # restrict_oom_score_adj = true (see tests/e2e/README.md, "The node").
 
 NODE_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+NODE_IMAGES=()
 NODE_NAME=ps-e2e-node
 NODE_SUBNET=10.234.0.0/24
 NODE_IP=10.234.0.1
