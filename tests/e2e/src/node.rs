@@ -328,11 +328,13 @@ impl Harness {
         })
     }
 
-    /// Every log the API server returns for the pod's containers (init containers included).
+    /// Every log the API server returns for the pod's containers that ran (init containers
+    /// included; a container that never started has no log and the API answers 400).
     pub async fn all_logs(&self, ns: &str, pod: &Pod) -> String {
         let spec = pod.spec.as_ref().expect("pod spec");
         let mut out = String::new();
-        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+        let containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+        for c in containers.filter(|c| ever_ran(pod, &c.name)) {
             match self
                 .pods(ns)
                 .logs(
