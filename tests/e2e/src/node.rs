@@ -173,7 +173,11 @@ pub fn assert_file(report: &Report, path: &str, want: &[u8], mode: &str) {
         .files
         .get(path)
         .unwrap_or_else(|| panic!("the probe did not report {path}: {:?}", report.files.keys()));
-    assert!(got.error.is_none(), "the app could not read {path}: {:?}", got.error);
+    assert!(
+        got.error.is_none(),
+        "the app could not read {path}: {:?}",
+        got.error
+    );
     assert!(
         got.sha256 == sha256(want),
         "{path}: the app read {} bytes that differ from the seed's {} bytes (values are not printed)",
@@ -224,7 +228,9 @@ pub fn terminated(pod: &Pod, name: &str) -> Option<(i32, String)> {
 
 /// Whether container `name` ever started: running now, or terminated after running.
 pub fn ever_ran(pod: &Pod, name: &str) -> bool {
-    let Some(st) = container_status(pod, name) else { return false };
+    let Some(st) = container_status(pod, name) else {
+        return false;
+    };
     let ran = |s: &Option<ContainerState>| {
         s.as_ref()
             .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
@@ -253,7 +259,9 @@ impl Harness {
     /// The ConfigMap `passwordSafe.caBundle.configMap` names, holding the emulator's CA under
     /// `ca.crt`.
     pub async fn ca_config_map(&self, ns: &str) {
-        let Some(name) = &self.config.ca_bundle else { return };
+        let Some(name) = &self.config.ca_bundle else {
+            return;
+        };
         let ca = std::fs::read_to_string(&self.env.emulator_ca).expect("the emulator CA");
         let cm: ConfigMap = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -288,7 +296,14 @@ impl Harness {
     }
 
     /// Polls pod `name` until `done` holds; panics after `timeout` with the pod's status.
-    pub async fn wait_pod(&self, ns: &str, name: &str, what: &str, timeout: Duration, done: impl Fn(&Pod) -> bool) -> Pod {
+    pub async fn wait_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Pod) -> bool,
+    ) -> Pod {
         let deadline = Instant::now() + timeout;
         loop {
             let p = self.get_pod(ns, name).await;
@@ -333,7 +348,11 @@ impl Harness {
     pub async fn all_logs(&self, ns: &str, pod: &Pod) -> String {
         let spec = pod.spec.as_ref().expect("pod spec");
         let mut out = String::new();
-        let containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+        let containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter());
         for c in containers.filter(|c| ever_ran(pod, &c.name)) {
             match self
                 .pods(ns)

@@ -110,7 +110,10 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
                 i += 1;
                 let sent = pod(
                     &format!("avail-{i}"),
-                    &opted_in(&[(ann::MODE, "init"), ("ps-injector.io/secret-db", "team-a/db/password")]),
+                    &opted_in(&[
+                        (ann::MODE, "init"),
+                        ("ps-injector.io/secret-db", "team-a/db/password"),
+                    ]),
                 );
                 match h.create_pod(&ns, &sent, false).await.result {
                     Ok(p) if pods::status(&p) == Some(ann::STATUS_INJECTED) => created += 1,
@@ -144,7 +147,10 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
         .await;
     webhook.settled(2).await;
     let after = webhook.pod_names().await;
-    assert!(after.iter().all(|p| !before.contains(p)), "every webhook pod was replaced: {before:?} -> {after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every webhook pod was replaced: {before:?} -> {after:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (created, failed) = creator.await.expect("the creating task");
@@ -154,14 +160,22 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
         failed.len(),
         created as usize + failed.len()
     );
-    assert!(created >= 20, "only {created} pods were created during the disruption");
-    eprintln!("availability: {created} opted-in pods created and injected during a pod deletion and a rollout");
+    assert!(
+        created >= 20,
+        "only {created} pods were created during the disruption"
+    );
+    eprintln!(
+        "availability: {created} opted-in pods created and injected during a pod deletion and a rollout"
+    );
 
     // Scaled to zero: failurePolicy Fail refuses opted-in pods, naming the webhook; the
     // matchConditions keep every other pod away from it.
     webhook.patch(json!({"spec": {"replicas": 0}})).await;
     webhook.settled(0).await;
-    let sent = pod("at-zero", &opted_in(&[("ps-injector.io/secret-db", "team-a/db/password")]));
+    let sent = pod(
+        "at-zero",
+        &opted_in(&[("ps-injector.io/secret-db", "team-a/db/password")]),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let refusal = loop {
         // The API server's endpoint cache catches up with the emptied Endpoints.
@@ -169,7 +183,10 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
         if let Err(s) = created.result {
             break s;
         }
-        assert!(Instant::now() < deadline, "opted-in pods are still admitted with no webhook pod");
+        assert!(
+            Instant::now() < deadline,
+            "opted-in pods are still admitted with no webhook pod"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(

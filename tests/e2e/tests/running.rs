@@ -38,7 +38,11 @@ fn now_ms() -> i64 {
 async fn run_to_end(h: &Harness, ns: &str, sent: &Value) -> Pod {
     let name = sent["metadata"]["name"].as_str().expect("pod name");
     let created = h.create_pod(ns, sent, false).await.pod();
-    assert_eq!(pods::status(&created), Some(ann::STATUS_INJECTED), "{name}: injected");
+    assert_eq!(
+        pods::status(&created),
+        Some(ann::STATUS_INJECTED),
+        "{name}: injected"
+    );
     h.finished(ns, name).await
 }
 
@@ -64,7 +68,15 @@ async fn init_mode_app_reads_every_output_byte_exact() {
     let n = setup_env();
     let ns = h.running_namespace("run-init").await;
     let m = h.config.mount_path.clone();
-    let outputs = ["db", "api-key", "settings", "certs/tls.crt", "certs/tls.key", "ledger", "dsn"];
+    let outputs = [
+        "db",
+        "api-key",
+        "settings",
+        "certs/tls.crt",
+        "certs/tls.key",
+        "ledger",
+        "dsn",
+    ];
     let paths: Vec<String> = outputs.iter().map(|o| format!("{m}/{o}")).collect();
     let mut args = vec!["report"];
     args.extend(paths.iter().map(String::as_str));
@@ -79,35 +91,67 @@ async fn init_mode_app_reads_every_output_byte_exact() {
             ("ps-injector.io/folder-certs", "team-a/certs"),
             ("ps-injector.io/account-ledger", "ledger-db/svc_team_a"),
             ("ps-injector.io/secret-dsn", DB_PATH),
-            ("ps-injector.io/template-dsn", "{{ secret.username }}@{{ secret.value }}"),
+            (
+                "ps-injector.io/template-dsn",
+                "{{ secret.username }}@{{ secret.value }}",
+            ),
         ]),
         &args,
     );
     let p = run_to_end(&h, &ns, &sent).await;
     assert_succeeded(&p);
-    assert_eq!(terminated(&p, "ps-agent-init").map(|t| t.0), Some(0), "the agent's init step");
+    assert_eq!(
+        terminated(&p, "ps-agent-init").map(|t| t.0),
+        Some(0),
+        "the agent's init step"
+    );
     let r = Harness::report(&p, "app");
     assert_eq!(r.uid, node::UID, "the app ran as its own user");
     let seed = &h.seed;
     let db = seed.secret(DB_PATH).unwrap();
     let mut want: Vec<(&str, Vec<u8>)> = vec![
         ("db", db.value().as_bytes().to_vec()),
-        ("api-key", seed.secret("team-a/api/key").unwrap().value().as_bytes().to_vec()),
-        ("settings", seed.secret("team-a/config/settings").unwrap().value().as_bytes().to_vec()),
-        ("ledger", seed.account("ledger-db/svc_team_a").unwrap().password.as_bytes().to_vec()),
+        (
+            "api-key",
+            seed.secret("team-a/api/key").unwrap().value().as_bytes().to_vec(),
+        ),
+        (
+            "settings",
+            seed.secret("team-a/config/settings")
+                .unwrap()
+                .value()
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            "ledger",
+            seed.account("ledger-db/svc_team_a")
+                .unwrap()
+                .password
+                .as_bytes()
+                .to_vec(),
+        ),
         (
             "dsn",
             format!("{}@{}", db.username.as_deref().unwrap_or_default(), db.value()).into_bytes(),
         ),
     ];
     for s in &seed.folder("team-a/certs").unwrap().secrets {
-        let name: &'static str = if s.title == "tls.crt" { "certs/tls.crt" } else { "certs/tls.key" };
+        let name: &'static str = if s.title == "tls.crt" {
+            "certs/tls.crt"
+        } else {
+            "certs/tls.key"
+        };
         want.push((name, s.value().as_bytes().to_vec()));
     }
     assert_eq!(want.len(), outputs.len());
     for (o, bytes) in &want {
         assert_file(&r, &format!("{m}/{o}"), bytes, "0400");
-        assert_eq!(r.files[&format!("{m}/{o}")].uid, node::UID, "{o}: owned by the app's user");
+        assert_eq!(
+            r.files[&format!("{m}/{o}")].uid,
+            node::UID,
+            "{o}: owned by the app's user"
+        );
     }
 }
 
@@ -151,7 +195,11 @@ async fn refresh_reaches_the_app(kind: &str, signal: &str, notify: &str, share_p
         .await;
     assert_eq!(phase(&running), "Running", "{kind}: the app is running");
     let sidecar = node::container_status(&running, "ps-agent").expect("the native sidecar");
-    assert_eq!(sidecar.started, Some(true), "{kind}: the sidecar passed its startup probe first");
+    assert_eq!(
+        sidecar.started,
+        Some(true),
+        "{kind}: the sidecar passed its startup probe first"
+    );
     // The probe takes its first digest at start; give it a moment before the change.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let folder = secret.rsplit_once('/').unwrap().0;
@@ -160,8 +208,15 @@ async fn refresh_reaches_the_app(kind: &str, signal: &str, notify: &str, share_p
     let p = h.finished(&ns, "refresh").await;
     let r = Harness::report(&p, "app");
     let w = r.watch.as_ref().expect("a watch report");
-    assert!(w.notification_error.is_none(), "{kind}: {:?}", w.notification_error);
-    assert!(!w.timed_out, "{kind}: the app was never told about the new content ({w:?})");
+    assert!(
+        w.notification_error.is_none(),
+        "{kind}: {:?}",
+        w.notification_error
+    );
+    assert!(
+        !w.timed_out,
+        "{kind}: the app was never told about the new content ({w:?})"
+    );
     assert_succeeded(&p);
     assert_eq!(
         w.initial,
@@ -219,7 +274,12 @@ async fn job_with_the_native_sidecar_completes() {
     let n = setup_env();
     let ns = h.running_namespace("run-job").await;
     let file = format!("{}/db", h.config.mount_path);
-    let mut template = running_pod(&n, "unused", &opted_in(&[(SECRET_DB, DB_PATH)]), &["report", &file]);
+    let mut template = running_pod(
+        &n,
+        "unused",
+        &opted_in(&[(SECRET_DB, DB_PATH)]),
+        &["report", &file],
+    );
     template["metadata"].as_object_mut().unwrap().remove("name");
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -231,7 +291,9 @@ async fn job_with_the_native_sidecar_completes() {
     }))
     .unwrap();
     let jobs = Api::<Job>::namespaced(h.client.clone(), &ns);
-    jobs.create(&PostParams::default(), &job).await.expect("creating the Job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("creating the Job");
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let complete = loop {
         let j = jobs.get("batch").await.expect("GET job");
@@ -268,7 +330,12 @@ async fn job_with_the_native_sidecar_completes() {
         "the native sidecar"
     );
     let r = Harness::report(p, "app");
-    assert_file(&r, &file, h.seed.secret(DB_PATH).unwrap().value().as_bytes(), "0400");
+    assert_file(
+        &r,
+        &file,
+        h.seed.secret(DB_PATH).unwrap().value().as_bytes(),
+        "0400",
+    );
     assert!(
         terminated(p, "ps-agent").is_some(),
         "the agent container terminated: {:?}",
@@ -312,14 +379,36 @@ async fn exec_mode_app_without_shell_sees_its_variables_and_no_credentials() {
     );
     assert_succeeded(&p);
     let r = Harness::report(&p, "app");
-    assert!(r.absent.values().all(|a| *a), "the app image has no shell and no agent: {:?}", r.absent);
+    assert!(
+        r.absent.values().all(|a| *a),
+        "the app image has no shell and no agent: {:?}",
+        r.absent
+    );
     let seed = &h.seed;
     let db = seed.secret(DB_PATH).unwrap();
     assert_var(&r, "DB_PASSWORD", db.value().as_bytes());
-    assert_var(&r, "DB_USER", db.username.as_deref().unwrap_or_default().as_bytes());
-    assert_var(&r, "API_KEY", seed.secret("team-a/api/key").unwrap().value().as_bytes());
-    assert_var(&r, "LEDGER", seed.account("ledger-db/svc_team_a").unwrap().password.as_bytes());
-    for forbidden in ["PS_API_KEY", "PS_CLIENT_SECRET", "PS_CLIENT_ID", "PS_RUNAS", "PS_AGENT_CONFIG"] {
+    assert_var(
+        &r,
+        "DB_USER",
+        db.username.as_deref().unwrap_or_default().as_bytes(),
+    );
+    assert_var(
+        &r,
+        "API_KEY",
+        seed.secret("team-a/api/key").unwrap().value().as_bytes(),
+    );
+    assert_var(
+        &r,
+        "LEDGER",
+        seed.account("ledger-db/svc_team_a").unwrap().password.as_bytes(),
+    );
+    for forbidden in [
+        "PS_API_KEY",
+        "PS_CLIENT_SECRET",
+        "PS_CLIENT_ID",
+        "PS_RUNAS",
+        "PS_AGENT_CONFIG",
+    ] {
         assert!(
             !r.env_names.iter().any(|n| n == forbidden),
             "{forbidden} reached the app process; its variables: {:?}",
@@ -363,7 +452,12 @@ async fn unknown_user_reads_0440_files_through_the_supplemental_group() {
         "the app holds the file's group {group} as a supplemental group: {:?}",
         r.groups
     );
-    assert_file(&r, &file, h.seed.secret(DB_PATH).unwrap().value().as_bytes(), "0440");
+    assert_file(
+        &r,
+        &file,
+        h.seed.secret(DB_PATH).unwrap().value().as_bytes(),
+        "0440",
+    );
 }
 
 /// In a namespace enforcing `restricted`, an injected pod with the default mode (native
@@ -423,7 +517,11 @@ async fn fail_closed_app_never_starts_and_the_message_names_the_cause() {
     );
     let p = run_to_end(&h, &ns, &sent).await;
     assert_eq!(phase(&p), "Failed");
-    assert!(!ever_ran(&p, "app"), "the app never started: {:?}", node::container_status(&p, "app"));
+    assert!(
+        !ever_ran(&p, "app"),
+        "the app never started: {:?}",
+        node::container_status(&p, "app")
+    );
     let (code, msg) = terminated(&p, "ps-agent-init").expect("the agent's init step terminated");
     assert_eq!(code, 1, "{msg}");
     assert!(
@@ -438,10 +536,18 @@ async fn fail_closed_app_never_starts_and_the_message_names_the_cause() {
     h.secret(
         &ns,
         &h.config.secret_name,
-        &[(h.config.api_key_key.as_str(), wrong.as_str()), (h.config.run_as_key.as_str(), user)],
+        &[
+            (h.config.api_key_key.as_str(), wrong.as_str()),
+            (h.config.run_as_key.as_str(), user),
+        ],
     )
     .await;
-    let sent = running_pod(&n, "wrong-key", &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]), &["report", "/"]);
+    let sent = running_pod(
+        &n,
+        "wrong-key",
+        &opted_in(&[(ann::MODE, "init"), (SECRET_DB, DB_PATH)]),
+        &["report", "/"],
+    );
     let p = run_to_end(&h, &ns, &sent).await;
     assert_eq!(phase(&p), "Failed");
     assert!(!ever_ran(&p, "app"), "the app never started");
@@ -497,7 +603,11 @@ async fn beyondtrust_drop_in_manifest_runs_with_the_agent_image() {
     let mut args = vec!["report"];
     args.extend(paths.iter().map(String::as_str));
     let mut sent = running_pod(&n, "bt", &[], &args);
-    let ca = h.config.ca_bundle.clone().expect("the e2e configuration names a CA bundle");
+    let ca = h
+        .config
+        .ca_bundle
+        .clone()
+        .expect("the e2e configuration names a CA bundle");
     sent["spec"]["volumes"] = json!([
         {"name": "secrets-files", "emptyDir": {"medium": "Memory"}},
         {"name": "ps-ca", "configMap": {"name": ca}},
