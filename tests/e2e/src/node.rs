@@ -354,22 +354,23 @@ impl Harness {
             .flatten()
             .chain(spec.containers.iter());
         for c in containers.filter(|c| ever_ran(pod, &c.name)) {
-            match self
-                .pods(ns)
-                .logs(
-                    crate::pods::name(pod),
-                    &LogParams {
-                        container: Some(c.name.clone()),
-                        ..Default::default()
-                    },
-                )
-                .await
-            {
-                Ok(l) => out.push_str(&l),
-                Err(e) => panic!("GET log of {}/{}: {e}", crate::pods::name(pod), c.name),
-            }
+            out.push_str(&self.log(ns, crate::pods::name(pod), &c.name).await);
         }
         out
+    }
+
+    /// The log of one container as the API server returns it (`kubectl logs`).
+    pub async fn log(&self, ns: &str, pod: &str, container: &str) -> String {
+        self.pods(ns)
+            .logs(
+                pod,
+                &LogParams {
+                    container: Some(container.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("GET log of {ns}/{pod}/{container}: {e}"))
     }
 
     /// `PUT /_emulator/secret`: replaces a secret's value (the response names no value).

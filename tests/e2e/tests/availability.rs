@@ -82,6 +82,18 @@ impl Webhook {
         }
     }
 
+    /// Waits until pod `name` no longer exists (terminated and removed).
+    async fn gone(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.pods.get_opt(name).await.expect("GET webhook pod").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "webhook pod {name} still exists 120 s after its deletion"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn patch(&self, patch: serde_json::Value) {
         self.deployments
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -134,8 +146,10 @@ async fn webhook_survives_a_deleted_pod_and_a_rollout_and_fails_closed_at_zero()
         .delete(&victim, &DeleteParams::default())
         .await
         .expect("deleting a webhook pod");
+    // Until the victim is gone the Deployment's status and the pod count can still look settled
+    // (the ReplicaSet has not reacted yet).
+    webhook.gone(&victim).await;
     webhook.settled(2).await;
-    assert!(!webhook.pod_names().await.contains(&victim), "{victim} is gone");
     // A rollout, as `kubectl rollout restart` does it.
     webhook
         .patch(json!({"spec": {"template": {"metadata": {"annotations": {

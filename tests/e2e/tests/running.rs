@@ -240,11 +240,15 @@ async fn refresh_reaches_the_app(kind: &str, signal: &str, notify: &str, share_p
     );
     eprintln!("{kind}: new content reached the app {latency} ms after the change");
     // The kubelet stops the native sidecar once the app is done; watch exits 0 on SIGTERM.
-    assert_eq!(
-        terminated(&p, "ps-agent").map(|t| t.0),
-        Some(0),
-        "{kind}: the sidecar terminated after the app"
-    );
+    let agent_exit = terminated(&p, "ps-agent").map(|t| t.0);
+    if agent_exit != Some(0) {
+        // The agent's log (it never logs values) says how far its shutdown got.
+        let log = h.log(&ns, "refresh", "ps-agent").await;
+        panic!(
+            "{kind}: the sidecar did not exit 0 after the app ({agent_exit:?}); its state: {:?}; its log:\n{log}",
+            node::container_status(&p, "ps-agent").and_then(|s| s.state.as_ref())
+        );
+    }
 }
 
 #[tokio::test]
