@@ -71,6 +71,10 @@ app.kubernetes.io/part-of: ps-injector
 {{- define "ps-injector.tlsSecretName" -}}
 {{- if eq .Values.certificates.mode "existingSecret" }}
 {{- required "certificates.existingSecret.name is required with certificates.mode=existingSecret" .Values.certificates.existingSecret.name }}
+{{- else if eq .Values.certificates.mode "selfManaged" }}
+{{- /* Not the -tls Secret of the other modes: switching from helmGenerated, Helm deletes that
+one after the upgrade, which must not take the webhook's own Secret with it. */}}
+{{- printf "%s-certs" (include "ps-injector.fullname" .) }}
 {{- else }}
 {{- printf "%s-tls" (include "ps-injector.fullname" .) }}
 {{- end }}
@@ -131,10 +135,19 @@ something there, e.g. an unrestricted namespace under policy.namespaces).
 {{/* Input checks that the schema cannot express. */}}
 {{- define "ps-injector.validate" -}}
 {{- $mode := .Values.certificates.mode }}
+{{- if eq $mode "helm" }}
+{{- fail "certificates.mode=helm was renamed helmGenerated. It generates certificates at render time and is not GitOps-stable (Argo CD, Flux, helm template get new certificates on every render). The default is now selfManaged (the webhook manages its own certificates, GitOps-stable); set certificates.mode=helmGenerated to keep Helm-generated certificates, and move certificates.helm to certificates.helmGenerated" }}
+{{- end }}
+{{- if .Values.certificates.helm }}
+{{- fail "certificates.helm was renamed certificates.helmGenerated (with certificates.mode=helmGenerated)" }}
+{{- end }}
+{{- if and (eq $mode "selfManaged") .Values.deployment.enabled .Values.webhook.caBundle }}
+{{- fail "webhook.caBundle must be empty with certificates.mode=selfManaged: the webhook sets the caBundle itself (a rendered one would fight it on every sync)" }}
+{{- end }}
 {{- if and (eq $mode "existingSecret") (not .Values.webhook.caBundle) }}
 {{- fail "certificates.mode=existingSecret needs webhook.caBundle: the CA (PEM or base64 PEM) that signed the certificate in the Secret" }}
 {{- end }}
-{{- if and .Values.webhook.url (not .Values.webhook.caBundle) (ne $mode "helm") (ne $mode "certManager") }}
+{{- if and .Values.webhook.url (not .Values.webhook.caBundle) (eq $mode "existingSecret") }}
 {{- fail "webhook.url needs webhook.caBundle" }}
 {{- end }}
 {{- if and (not .Values.deployment.enabled) (not .Values.webhook.url) }}

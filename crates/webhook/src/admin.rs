@@ -1,7 +1,8 @@
 //! The admin port: plain HTTP/1.1 for the kubelet's probes and Prometheus.
 //!
 //! - `GET /livez`: 200 while the process runs.
-//! - `GET /readyz`: 200 once the serving certificate is loaded and the TLS listener is bound;
+//! - `GET /readyz`: 200 once the serving certificate is loaded and the TLS listener is bound
+//!   (with self-managed certificates: and the webhook configuration's `caBundle` trusts it);
 //!   503 from the first shutdown signal on, so endpoints drop the pod while it drains.
 //! - `GET /metrics`: OpenMetrics text (see [`crate::metrics`]).
 //!
@@ -29,17 +30,34 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::metrics::{self, Metrics};
 
-/// Readiness as reported by `/readyz`.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Readiness as reported by `/readyz`: serving (set by the server) and trusted (cleared only
+/// by self-managed certificates until the `caBundle` trusts the certificate served).
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    serving: Arc<AtomicBool>,
+    trusted: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            serving: Arc::new(AtomicBool::new(false)),
+            trusted: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.serving.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::SeqCst);
     }
 
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && self.trusted.load(Ordering::SeqCst)
     }
 }
 

@@ -4,10 +4,11 @@
 use std::{
     fmt,
     io::{Read, Write},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,7 +19,9 @@ use crate::{
     config::Config,
     demo, inject,
     logging::{self, LogFormat},
-    server::{self, Limits, ServerConfig},
+    selfmanaged,
+    server::{self, Limits, ServerConfig, TlsSource},
+    tls::{self, CertResolver},
 };
 
 #[derive(Debug, Parser)]
@@ -47,12 +50,15 @@ pub struct ServeArgs {
     /// Address of the TLS admission endpoint.
     #[arg(long, env = "PS_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
-    /// PEM certificate chain, leaf first; reloaded when the file changes.
-    #[arg(long, env = "PS_WEBHOOK_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    /// PEM certificate chain, leaf first; reloaded when the file changes. Either this and
+    /// --tls-key, or --self-managed-secret.
+    #[arg(long, env = "PS_WEBHOOK_TLS_CERT", requires = "tls_key", conflicts_with = "self_managed_secret")]
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when the file changes.
-    #[arg(long, env = "PS_WEBHOOK_TLS_KEY")]
-    pub tls_key: PathBuf,
+    #[arg(long, env = "PS_WEBHOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub self_managed: SelfManagedArgs,
     /// Address of the plain-HTTP admin port (/livez, /readyz, /metrics).
     #[arg(long, env = "PS_WEBHOOK_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: SocketAddr,
@@ -83,6 +89,93 @@ pub struct ServeArgs {
     /// Connection threads, each running its own tokio runtime (connections stay on one thread).
     #[arg(long, env = "PS_WEBHOOK_WORKER_THREADS", default_value_t = 2)]
     pub worker_threads: usize,
+}
+
+/// Self-managed certificates (`certificates.mode: selfManaged`): the webhook generates, stores,
+/// publishes and rotates its own (see [`crate::selfmanaged`]). Needs Kubernetes API access: the
+/// in-cluster ServiceAccount, or KUBECONFIG.
+#[derive(Debug, clap::Args)]
+pub struct SelfManagedArgs {
+    /// Self-managed certificates: the Secret (in --namespace) holding the webhook's CA and
+    /// serving certificate; created on first start. Instead of --tls-cert and --tls-key.
+    #[arg(long, env = "PS_WEBHOOK_SELF_MANAGED_SECRET")]
+    pub self_managed_secret: Option<String>,
+    /// The MutatingWebhookConfiguration whose every entry gets the caBundle (self-managed).
+    #[arg(long, env = "PS_WEBHOOK_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
+    /// The Lease (in --namespace) electing the replica that leads rotations (self-managed).
+    #[arg(long, env = "PS_WEBHOOK_LEASE")]
+    pub lease: Option<String>,
+    /// Namespace of the Secret, the Lease and the Service (self-managed); default: the
+    /// ServiceAccount's namespace in a pod, else the kubeconfig's.
+    #[arg(long, env = "PS_WEBHOOK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The Service in front of the webhook: the certificate names SVC, SVC.NAMESPACE and
+    /// SVC.NAMESPACE.svc (self-managed).
+    #[arg(long, env = "PS_WEBHOOK_SERVICE")]
+    pub service: Option<String>,
+    /// Further DNS names of the serving certificate, comma-separated or repeated (self-managed).
+    #[arg(long = "dns-name", env = "PS_WEBHOOK_DNS_NAMES", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+    /// IP addresses of the serving certificate, comma-separated or repeated (self-managed).
+    #[arg(long = "ip-address", env = "PS_WEBHOOK_IP_ADDRESSES", value_delimiter = ',')]
+    pub ip_addresses: Vec<IpAddr>,
+    /// Lifetime of each generated CA and serving certificate; a rotation starts at half of it.
+    /// Values down to 2m exist for tests (rotation under load); keep the default in production.
+    #[arg(long, env = "PS_WEBHOOK_CERT_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub cert_validity: Duration,
+    /// This replica's name in the Lease; default: $HOSTNAME (the pod's name in Kubernetes).
+    #[arg(long, env = "PS_WEBHOOK_POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+impl SelfManagedArgs {
+    /// The settings of self-managed certificates, once the API client tells the default
+    /// namespace; `Ok(None)` when the mode is off.
+    pub fn settings(&self, default_namespace: &str) -> anyhow::Result<Option<selfmanaged::Settings>> {
+        let Some(secret) = self.self_managed_secret.clone() else {
+            return Ok(None);
+        };
+        let need = |value: &Option<String>, flag: &str, what: &str| {
+            value
+                .clone()
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("--self-managed-secret needs --{flag}: {what}"))
+        };
+        let webhook_configuration = need(
+            &self.webhook_configuration,
+            "webhook-configuration",
+            "the MutatingWebhookConfiguration whose caBundle the webhook keeps",
+        )?;
+        let lease = need(&self.lease, "lease", "the Lease electing the replica that rotates")?;
+        let namespace = self.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let names = match &self.service {
+            Some(svc) => selfmanaged::Names::for_service(svc, &namespace, &self.dns_names, &self.ip_addresses),
+            None if self.dns_names.is_empty() && self.ip_addresses.is_empty() => {
+                bail!("--self-managed-secret needs --service (or --dns-name/--ip-address): the names of the serving certificate")
+            }
+            None => selfmanaged::Names {
+                dns: self.dns_names.clone(),
+                ips: self.ip_addresses.clone(),
+            },
+        };
+        let timing = selfmanaged::Timing::new(self.cert_validity).map_err(|e| anyhow::anyhow!("--cert-validity: {e}"))?;
+        let identity = self
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("ps-webhook-{}", std::process::id()));
+        Ok(Some(selfmanaged::Settings {
+            namespace,
+            secret,
+            webhook_configuration,
+            lease,
+            identity,
+            names,
+            timing,
+        }))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +251,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen,
         tls_cert,
         tls_key,
+        self_managed,
         admin_listen,
         config,
         log_format,
@@ -174,11 +268,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if worker_threads == 0 {
         bail!("--worker-threads must be at least 1");
     }
+    let readiness = crate::admin::Readiness::default();
+    let tls = match (tls_cert, tls_key, &self_managed.self_managed_secret) {
+        (Some(cert), Some(key), None) => TlsSource::Files { cert, key },
+        (None, None, Some(_)) => {
+            // Until the Secret is read: a throwaway certificate nobody trusts, and not ready.
+            let placeholder = tls::generate("ps-webhook placeholder", &["ps-webhook.invalid"])
+                .context("cannot generate the placeholder certificate")?;
+            let key = tls::certified_key_from_pem(
+                placeholder.cert_pem.as_bytes(),
+                placeholder.key_pem.as_bytes(),
+                Path::new("placeholder"),
+                Path::new("placeholder"),
+            )?;
+            readiness.set_trusted(false);
+            TlsSource::Resolver(Arc::new(CertResolver::new(key)))
+        }
+        _ => bail!(
+            "the serving certificate: give --tls-cert and --tls-key, or --self-managed-secret (with --webhook-configuration, --lease and --service)"
+        ),
+    };
     let cfg = ServerConfig {
         listen,
         admin_listen,
-        tls_cert,
-        tls_key,
+        tls,
+        readiness,
         config,
         limits: Limits {
             max_body,
@@ -198,7 +312,35 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Self-managed certificates: the API client and settings first, so a missing
+        // kubeconfig or flag fails the start instead of leaving a replica that never gets ready.
+        let cluster = match &self_managed.self_managed_secret {
+            None => None,
+            Some(_) => {
+                let client = kube::Client::try_default().await.context(
+                    "self-managed certificates need the Kubernetes API: no in-cluster ServiceAccount token and no usable KUBECONFIG",
+                )?;
+                let settings = self_managed.settings(client.default_namespace())?.context("self-managed settings")?;
+                tracing::info!(
+                    secret = %settings.secret,
+                    namespace = %settings.namespace,
+                    webhook_configuration = %settings.webhook_configuration,
+                    validity = %humantime::format_duration(settings.timing.validity),
+                    "self-managed certificates"
+                );
+                Some(selfmanaged::Cluster::new(client, settings))
+            }
+        };
         let server = server::spawn(cfg).await?;
+        let _controller = cluster.map(|cluster| {
+            let task = selfmanaged::cluster::spawn(
+                cluster,
+                server.resolver().clone(),
+                server.metrics().clone(),
+                server.readiness().clone(),
+            );
+            AbortOnDrop(task)
+        });
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
         tokio::select! {
@@ -219,6 +361,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Ends a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn read_input(file: &str) -> anyhow::Result<String> {

@@ -7,6 +7,7 @@
 //!   [`admission`] (AdmissionReview bytes in → response bytes out), [`inject`] (manifests in →
 //!   mutated manifests out), [`kubeyaml`] (manifest streams read and written as kubectl reads them);
 //! - serving: [`server`] (TLS listener), [`tls`] (certificate loading and hot reload),
+//!   [`selfmanaged`] (certificates the webhook generates, publishes and rotates itself),
 //!   [`admin`] (`/livez`, `/readyz`, `/metrics`), [`metrics`], [`reload`] (config file reload),
 //!   [`logging`], [`demo`], [`args`] (CLI and `run`).
 
@@ -24,5 +25,6 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod selfmanaged;
 pub mod server;
 pub mod tls;

@@ -11,6 +11,8 @@
 //! | `ps_webhook_config_reloads_total` | counter | `result` |
 //! | `ps_webhook_certificate_reloads_total` | counter | `result` |
 //! | `ps_webhook_certificate_expiry_timestamp_seconds` | gauge | — |
+//! | `ps_webhook_ca_expiry_timestamp_seconds` | gauge | — (self-managed certificates; 0 otherwise) |
+//! | `ps_webhook_certificate_rotations_total` | counter | `result` (self-managed: rotations this replica led to the switch, and failed steps) |
 
 use std::time::Duration;
 
@@ -60,6 +62,8 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
+    ca_expiry: Gauge,
+    certificate_rotations: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,10 +105,23 @@ impl Metrics {
             "notAfter of the serving certificate in use, as Unix time",
             certificate_expiry.clone(),
         );
+        let ca_expiry = Gauge::default();
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "notAfter of the self-managed CA that signed the serving certificate, as Unix time (0: not self-managed)",
+            ca_expiry.clone(),
+        );
+        let certificate_rotations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_rotations",
+            "Self-managed certificate rotations this replica led to the switch (success), and rotation steps that failed (failure)",
+            certificate_rotations.clone(),
+        );
         // Both results exist from the start, so an alert on `failure` has a series to watch.
         for ok in [true, false] {
             let _ = config_reloads.get_or_create(&ResultLabels::of(ok));
             let _ = certificate_reloads.get_or_create(&ResultLabels::of(ok));
+            let _ = certificate_rotations.get_or_create(&ResultLabels::of(ok));
         }
         Self {
             registry,
@@ -113,7 +130,28 @@ impl Metrics {
             config_reloads,
             certificate_reloads,
             certificate_expiry,
+            ca_expiry,
+            certificate_rotations,
         }
+    }
+
+    /// Records the `notAfter` of the self-managed CA in use (0 when unknown).
+    pub fn set_ca_expiry(&self, not_after: Option<i64>) {
+        self.ca_expiry.set(not_after.unwrap_or(0));
+    }
+
+    /// Counts a rotation led to the switch (`true`) or a failed rotation step (`false`).
+    pub fn certificate_rotation(&self, ok: bool) {
+        self.certificate_rotations
+            .get_or_create(&ResultLabels::of(ok))
+            .inc();
+    }
+
+    /// Current value of `certificate_rotations_total{result}`.
+    pub fn certificate_rotations(&self, ok: bool) -> u64 {
+        self.certificate_rotations
+            .get_or_create(&ResultLabels::of(ok))
+            .get()
     }
 
     /// Records the `notAfter` of the serving certificate now in use (0 when unknown).
@@ -183,6 +221,8 @@ mod tests {
         m.observe_admission("skipped", None, Duration::from_micros(5));
         m.config_reload(false);
         m.certificate_reload(true);
+        m.certificate_rotation(true);
+        m.set_ca_expiry(Some(1_900_000_000));
         let text = m.encode();
         for want in [
             r#"ps_webhook_admissions_total{outcome="injected",mode="init"} 1"#,
@@ -192,6 +232,9 @@ mod tests {
             r#"ps_webhook_config_reloads_total{result="failure"} 1"#,
             r#"ps_webhook_config_reloads_total{result="success"} 0"#,
             r#"ps_webhook_certificate_reloads_total{result="success"} 1"#,
+            r#"ps_webhook_certificate_rotations_total{result="success"} 1"#,
+            r#"ps_webhook_certificate_rotations_total{result="failure"} 0"#,
+            "ps_webhook_ca_expiry_timestamp_seconds 1900000000",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -86,8 +86,11 @@ impl Default for Limits {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
+    /// Where the serving certificate comes from.
+    pub tls: TlsSource,
+    /// Readiness of `/readyz`, shared with whoever else gates it (self-managed certificates hold
+    /// it until the webhook configuration trusts the certificate served).
+    pub readiness: Readiness,
     /// Cluster configuration file; built-in defaults when `None`.
     pub config: Option<PathBuf>,
     pub limits: Limits,
@@ -107,8 +110,11 @@ impl ServerConfig {
         Self {
             listen,
             admin_listen,
-            tls_cert,
-            tls_key,
+            tls: TlsSource::Files {
+                cert: tls_cert,
+                key: tls_key,
+            },
+            readiness: Readiness::default(),
             config: None,
             limits: Limits::default(),
             drain_delay: Duration::from_secs(5),
@@ -117,6 +123,15 @@ impl ServerConfig {
             workers: 2,
         }
     }
+}
+
+/// The serving certificate's source.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// PEM files, reloaded when they change (`--tls-cert`, `--tls-key`).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A resolver someone else keeps current (self-managed certificates).
+    Resolver(Arc<CertResolver>),
 }
 
 /// Why the server could not start.
@@ -206,10 +221,10 @@ impl RunningServer {
 /// configuration, so a bad deployment fails at start-up.
 pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(reload::load_config(cfg.config.as_deref())?));
-    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(
-        &cfg.tls_cert,
-        &cfg.tls_key,
-    )?));
+    let resolver = match &cfg.tls {
+        TlsSource::Files { cert, key } => Arc::new(CertResolver::new(tls::load_certified_key(cert, key)?)),
+        TlsSource::Resolver(resolver) => resolver.clone(),
+    };
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -229,14 +244,17 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
 
     let metrics = Arc::new(Metrics::new());
     metrics.set_certificate_expiry(resolver.not_after());
-    let readiness = Readiness::default();
-    let mut watchers = vec![tls::watch(
-        cfg.tls_cert.clone(),
-        cfg.tls_key.clone(),
-        resolver.clone(),
-        metrics.clone(),
-        cfg.reload_interval,
-    )];
+    let readiness = cfg.readiness.clone();
+    let mut watchers = Vec::new();
+    if let TlsSource::Files { cert, key } = &cfg.tls {
+        watchers.push(tls::watch(
+            cert.clone(),
+            key.clone(),
+            resolver.clone(),
+            metrics.clone(),
+            cfg.reload_interval,
+        ));
+    }
     if let Some(path) = &cfg.config {
         watchers.push(reload::watch_config(
             path.clone(),
