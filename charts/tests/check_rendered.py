@@ -139,9 +139,17 @@ def main():
         labels = dig(d, "metadata", "labels") or {}
         c.check(labels.get("app.kubernetes.io/instance") and labels.get("app.kubernetes.io/name"),
                 f"{name}: standard labels")
-    # The webhook needs no Kubernetes API access: no RBAC objects at all.
-    for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
-        c.check(kind not in by_kind, f"no {kind} is rendered (the webhook needs no API access)")
+    self_managed = deployment_enabled and mode == "selfManaged"
+    rbac_kinds = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    if not self_managed:
+        # Outside selfManaged the webhook needs no Kubernetes API access: no RBAC objects at all.
+        for kind in rbac_kinds:
+            c.check(kind not in by_kind, f"no {kind} is rendered (the webhook needs no API access)")
+    # No key material and no caBundle in a render that must be GitOps-stable.
+    if mode in ("selfManaged", "certManager") and deployment_enabled:
+        text = yaml.safe_dump_all(docs)
+        c.check("PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text,
+                f"{mode}: no key material rendered")
 
     # --- MutatingWebhookConfiguration ----------------------------------------------------------
     mwcs = by_kind.get("MutatingWebhookConfiguration") or []
@@ -215,7 +223,10 @@ def main():
 
     inject_from = dig(mwc, "metadata", "annotations", "cert-manager.io/inject-ca-from")
     bundle_pem = ""
-    if deployment_enabled and mode == "certManager":
+    if self_managed:
+        c.check("caBundle" not in cc, "selfManaged: no caBundle in the chart (the webhook sets it)")
+        c.check(inject_from is None, "no inject-ca-from outside certManager mode")
+    elif deployment_enabled and mode == "certManager":
         c.check("caBundle" not in cc, "certManager: no caBundle in the chart (cainjector fills it)")
         certs = {dig(x, "metadata", "name"): x for x in by_kind.get("Certificate") or []}
         want = f"{ns}/{dig(mwc, 'metadata', 'name')}"
@@ -261,7 +272,8 @@ def main():
         c.check(dig(dep, "spec", "replicas") == values["replicaCount"], "replicas from values")
         c.check(values["replicaCount"] >= 2 or c.name != "default.yaml", "at least 2 replicas by default")
         check_restricted_pod(c, spec, "webhook pod")
-        c.check(spec.get("automountServiceAccountToken") is False, "no service account token mounted")
+        c.check(spec.get("automountServiceAccountToken") is self_managed,
+                "service account token mounted only for self-managed certificates")
         tmpl_ann = dig(dep, "spec", "template", "metadata", "annotations") or {}
         c.check(not any(k.startswith("checksum/") for k in tmpl_ann),
                 "no checksum annotation: config and certificates are hot-reloaded, not rolled")
@@ -293,7 +305,22 @@ def main():
         c.check(v is not None and dig(v, "configMap", "name") == dig(cms[0] if cms else {}, "metadata", "name")
                 and rel == "config.yaml", "--config is config.yaml of the chart's ConfigMap")
         tls_secret = None
-        for flag, fname in (("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")):
+        if self_managed:
+            tls_secret = arg("--self-managed-secret")
+            s_ = one("Service") or {}
+            c.check(arg("--webhook-configuration") == dig(mwc, "metadata", "name"),
+                    "--webhook-configuration is the chart's MutatingWebhookConfiguration")
+            c.check(arg("--service") == dig(s_, "metadata", "name"), "--service is the chart's Service")
+            c.check(arg("--cert-validity") == values["certificates"]["selfManaged"]["validity"], "--cert-validity from values")
+            c.check(sorted(x.split("=", 1)[1] for x in args if x.startswith("--dns-name="))
+                    == sorted(values["certificates"]["extraDnsNames"]), "--dns-name from extraDnsNames")
+            c.check(arg("--tls-cert") is None and "tls" not in vols, "selfManaged: no certificate volume")
+            env = {e["name"]: e for e in ctr.get("env") or []}
+            c.check(dig(env.get("PS_WEBHOOK_NAMESPACE") or {}, "valueFrom", "fieldRef", "fieldPath") == "metadata.namespace",
+                    "PS_WEBHOOK_NAMESPACE from the downward API")
+            check_rbac(c, by_kind, ns, spec.get("serviceAccountName"), tls_secret, arg("--lease"),
+                       dig(mwc, "metadata", "name"))
+        for flag, fname in () if self_managed else (("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")):
             v, rel = volume_for(arg(flag))
             c.check(v is not None and "secret" in v, f"{flag} comes from a Secret volume")
             if v and "secret" in v:
@@ -333,7 +360,7 @@ def main():
         c.check({p.get("targetPort") for p in dig(s, "spec", "ports", default=[])} <= set(ports),
                 "Service targets named container ports")
 
-        # ServiceAccount without API access.
+        # ServiceAccount without an automounted token (pods opt in with selfManaged).
         sa = one("ServiceAccount")
         if values["serviceAccount"]["create"]:
             c.check(sa is not None and sa.get("automountServiceAccountToken") is False,
@@ -352,9 +379,11 @@ def main():
 
         # Certificates per mode.
         secrets = {dig(x, "metadata", "name"): x for x in by_kind.get("Secret") or []}
-        if mode == "helm":
+        if mode == "selfManaged":
+            c.check(not secrets, "selfManaged: the chart renders no Secret (the webhook creates it)")
+        elif mode == "helmGenerated":
             sec = secrets.get(tls_secret)
-            c.check(sec is not None, f"helm mode: Secret {tls_secret} rendered")
+            c.check(sec is not None, f"helmGenerated mode: Secret {tls_secret} rendered")
             if sec:
                 data = {k: base64.b64decode(v).decode() for k, v in (sec.get("data") or {}).items()}
                 c.check(set(data) >= {"tls.crt", "tls.key", "ca.crt", "ca.key"}, "helm Secret keys")
@@ -394,8 +423,13 @@ def main():
         if values["networkPolicy"]["enabled"]:
             np = one("NetworkPolicy")
             c.check(dig(np, "spec", "podSelector", "matchLabels") == match, "NetworkPolicy selects the webhook pods")
-            c.check(dig(np, "spec", "egress") == [] and "Egress" in dig(np, "spec", "policyTypes", default=[]),
-                    "NetworkPolicy denies all egress")
+            if self_managed:
+                c.check(dig(np, "spec", "egress") == values["networkPolicy"]["apiServerEgress"]
+                        and "Egress" in dig(np, "spec", "policyTypes", default=[]),
+                        "NetworkPolicy allows egress only to the API server (selfManaged)")
+            else:
+                c.check(dig(np, "spec", "egress") == [] and "Egress" in dig(np, "spec", "policyTypes", default=[]),
+                        "NetworkPolicy denies all egress")
             ing_ports = [p.get("port") for r in dig(np, "spec", "ingress", default=[]) for p in r.get("ports") or []]
             c.check("https" in ing_ports, "NetworkPolicy admits the admission port")
         c.check(("ServiceMonitor" in by_kind) == values["metrics"]["serviceMonitor"]["enabled"],
@@ -414,13 +448,42 @@ def main():
             exprs = " ".join(r.get("expr", "") for g in dig(one("PrometheusRule"), "spec", "groups", default=[])
                              for r in g.get("rules") or [])
             for metric in ("ps_webhook_config_reloads_total", "ps_webhook_certificate_reloads_total",
-                           "ps_webhook_admission_duration_seconds_bucket"):
+                           "ps_webhook_admission_duration_seconds_bucket",
+                           "ps_webhook_certificate_expiry_timestamp_seconds",
+                           "ps_webhook_certificate_rotations_total"):
                 c.check(metric in exprs, f"PrometheusRule watches {metric}")
 
     for f in c.failures:
         print(f"FAIL  {c.name}: {f}")
     print(f"{c.name}: {c.count - len(c.failures)} of {c.count} properties hold")
     return 1 if c.failures else 0
+
+
+def check_rbac(c, by_kind, ns, sa, secret, lease, mwc_name):
+    """selfManaged: exactly one Role and one ClusterRole, each bound to the webhook's account,
+    granting only its own Secret, Lease and MutatingWebhookConfiguration (plus create)."""
+    for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+        c.check(len(by_kind.get(kind) or []) == 1, f"selfManaged: exactly one {kind}")
+    norm = lambda rules: sorted(
+        (tuple(r.get("apiGroups") or []), tuple(r.get("resources") or []), tuple(sorted(r.get("resourceNames") or [])),
+         tuple(sorted(r.get("verbs") or []))) for r in rules or [])
+    role = (by_kind.get("Role") or [{}])[0]
+    c.check(norm(role.get("rules")) == norm([
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update", "watch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]), "selfManaged Role: its own Secret and Lease only (get/update/watch by name, create)")
+    crole = (by_kind.get("ClusterRole") or [{}])[0]
+    c.check(norm(crole.get("rules")) == norm([
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+         "resourceNames": [mwc_name], "verbs": ["get", "patch"]},
+    ]), "selfManaged ClusterRole: get/patch of its own MutatingWebhookConfiguration only")
+    for kind, role_obj in (("RoleBinding", role), ("ClusterRoleBinding", crole)):
+        b = (by_kind.get(kind) or [{}])[0]
+        c.check(dig(b, "roleRef", "name") == dig(role_obj, "metadata", "name")
+                and b.get("subjects") == [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+                f"selfManaged {kind}: the role, to the webhook's ServiceAccount only")
 
 
 def check_serving_cert(c, data, values, ns, svc):
@@ -440,7 +503,7 @@ def check_serving_cert(c, data, values, ns, svc):
         pub_crt = openssl("x509", "-noout", "-pubkey", "-in", os.path.join(d, "tls.crt")).stdout
         pub_key = openssl("pkey", "-pubout", "-in", os.path.join(d, "tls.key")).stdout
         c.check(pub_crt and pub_crt == pub_key, "helm cert matches its key")
-        days = values["certificates"]["helm"]["certValidityDays"]
+        days = values["certificates"]["helmGenerated"]["certValidityDays"]
         r = openssl("x509", "-noout", "-checkend", str((days - 1) * 86400), "-in", os.path.join(d, "tls.crt"))
         c.check(r.returncode == 0, f"helm cert is valid for about {days} days")
         r = openssl("x509", "-noout", "-checkend", str((days + 1) * 86400), "-in", os.path.join(d, "tls.crt"))

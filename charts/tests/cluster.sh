@@ -50,7 +50,7 @@ ns=ps-system
 port="$(free_port)"; admin="$(free_port)"
 url="https://127.0.0.1:$port/mutate"
 ps_url=https://passwordsafe.example.com/BeyondTrust/api/public/v3
-base_args=(--set "webhook.url=$url" --set "certificates.extraIpAddresses={127.0.0.1}"
+base_args=(--set certificates.mode=helmGenerated --set "webhook.url=$url" --set "certificates.extraIpAddresses={127.0.0.1}"
            --set "config.passwordSafe.url=$ps_url")
 
 # ---- install --------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ check "the webhook hot-reloads the new certificate" test "$(cert_reloads)" != "$
 check "the new certificate serves" injected "$apps" d2 true
 
 expect "helm upgrade with forceRotate" "$HELM" upgrade "$rel" "$chart" -n "$ns" "${base_args[@]}" \
-    --set 'certificates.extraDnsNames={webhook.example.com}' --set certificates.helm.forceRotate=true
+    --set 'certificates.extraDnsNames={webhook.example.com}' --set certificates.helmGenerated.forceRotate=true
 ca2="$(secret_field ca.crt)"
 bundle_certs() { base64 -d <<<"$1" | grep -c 'BEGIN CERTIFICATE'; }
 check "forceRotate makes a new CA" test "$ca2" != "$ca0"

@@ -38,7 +38,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mutating admission webhook over TLS, with an admin port for probes and metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inject into manifests offline (GitOps, CI): YAML in, mutated YAML out.
     Inject(InjectArgs),
     /// Run the whole flow on this machine without a cluster: emulator, webhook, agent.
@@ -52,7 +52,12 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// PEM certificate chain, leaf first; reloaded when the file changes. Either this and
     /// --tls-key, or --self-managed-secret.
-    #[arg(long, env = "PS_WEBHOOK_TLS_CERT", requires = "tls_key", conflicts_with = "self_managed_secret")]
+    #[arg(
+        long,
+        env = "PS_WEBHOOK_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "self_managed_secret"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when the file changes.
     #[arg(long, env = "PS_WEBHOOK_TLS_KEY", requires = "tls_cert")]
@@ -147,19 +152,31 @@ impl SelfManagedArgs {
             "webhook-configuration",
             "the MutatingWebhookConfiguration whose caBundle the webhook keeps",
         )?;
-        let lease = need(&self.lease, "lease", "the Lease electing the replica that rotates")?;
-        let namespace = self.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+        let lease = need(
+            &self.lease,
+            "lease",
+            "the Lease electing the replica that rotates",
+        )?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_owned());
         let names = match &self.service {
-            Some(svc) => selfmanaged::Names::for_service(svc, &namespace, &self.dns_names, &self.ip_addresses),
+            Some(svc) => {
+                selfmanaged::Names::for_service(svc, &namespace, &self.dns_names, &self.ip_addresses)
+            }
             None if self.dns_names.is_empty() && self.ip_addresses.is_empty() => {
-                bail!("--self-managed-secret needs --service (or --dns-name/--ip-address): the names of the serving certificate")
+                bail!(
+                    "--self-managed-secret needs --service (or --dns-name/--ip-address): the names of the serving certificate"
+                )
             }
             None => selfmanaged::Names {
                 dns: self.dns_names.clone(),
                 ips: self.ip_addresses.clone(),
             },
         };
-        let timing = selfmanaged::Timing::new(self.cert_validity).map_err(|e| anyhow::anyhow!("--cert-validity: {e}"))?;
+        let timing = selfmanaged::Timing::new(self.cert_validity)
+            .map_err(|e| anyhow::anyhow!("--cert-validity: {e}"))?;
         let identity = self
             .pod_name
             .clone()
@@ -239,7 +256,7 @@ impl Args {
     /// Runs the chosen subcommand; the exit code tells the outcome.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Serve(args) => serve(args),
+            Command::Serve(args) => serve(*args),
             Command::Inject(args) => run_inject(args),
             Command::Demo(args) => demo::run(args),
         }

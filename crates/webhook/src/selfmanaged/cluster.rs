@@ -24,7 +24,9 @@ use std::{
 use futures_util::StreamExt as _;
 use k8s_openapi::{
     ByteString,
-    api::{admissionregistration::v1::MutatingWebhookConfiguration, coordination::v1::Lease, core::v1::Secret},
+    api::{
+        admissionregistration::v1::MutatingWebhookConfiguration, coordination::v1::Lease, core::v1::Secret,
+    },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
 use kube::{
@@ -147,7 +149,10 @@ pub fn trusted(mwc: &MutatingWebhookConfiguration) -> Vec<Vec<CertificateDer<'st
 /// Whether every entry of `mwc` (and there is at least one) trusts `ca`.
 pub fn trusts(mwc: &MutatingWebhookConfiguration, ca: &CertificateDer<'_>) -> bool {
     let entries = trusted(mwc);
-    !entries.is_empty() && entries.iter().all(|bundle| bundle.iter().any(|c| c.as_ref() == ca.as_ref()))
+    !entries.is_empty()
+        && entries
+            .iter()
+            .all(|bundle| bundle.iter().any(|c| c.as_ref() == ca.as_ref()))
 }
 
 /// The strategic merge patch that sets `bundle_pem` as the `caBundle` of every entry of `mwc`,
@@ -156,9 +161,12 @@ pub fn trusts(mwc: &MutatingWebhookConfiguration, ca: &CertificateDer<'_>) -> bo
 /// key of `webhooks`), so nothing else of the configuration is touched.
 pub fn bundle_patch(mwc: &MutatingWebhookConfiguration, bundle_pem: &str) -> Option<serde_json::Value> {
     let webhooks = mwc.webhooks.as_deref().unwrap_or_default();
-    let current = webhooks
-        .iter()
-        .all(|w| w.client_config.ca_bundle.as_ref().is_some_and(|b| b.0 == bundle_pem.as_bytes()));
+    let current = webhooks.iter().all(|w| {
+        w.client_config
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|b| b.0 == bundle_pem.as_bytes())
+    });
     if current {
         return None;
     }
@@ -218,7 +226,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,7 +259,11 @@ impl Cluster {
                     Err(error) => {
                         tracing::error!(secret = %s.secret, %error, "the certificate Secret is unusable: generating a new CA");
                         let state = state::generate_state(&s.names, now, &s.timing)?;
-                        match self.secrets.replace(&s.secret, &PostParams::default(), &encode(secret, &state)).await {
+                        match self
+                            .secrets
+                            .replace(&s.secret, &PostParams::default(), &encode(secret, &state))
+                            .await
+                        {
                             Ok(written) => return Ok((written, state)),
                             Err(e) if is_status(&e, 409) => continue,
                             Err(e) => return Err(e.into()),
@@ -258,7 +272,11 @@ impl Cluster {
                 },
                 None => {
                     let state = state::generate_state(&s.names, now, &s.timing)?;
-                    match self.secrets.create(&PostParams::default(), &new_secret(s, &state)).await {
+                    match self
+                        .secrets
+                        .create(&PostParams::default(), &new_secret(s, &state))
+                        .await
+                    {
                         Ok(written) => {
                             tracing::info!(secret = %s.secret, "generated a CA and a serving certificate");
                             return Ok((written, state));
@@ -347,7 +365,11 @@ impl Cluster {
         }
         spec.lease_duration_seconds = Some(LEASE_SECONDS);
         spec.renew_time = Some(stamp);
-        match self.leases.replace(&s.lease, &PostParams::default(), &lease).await {
+        match self
+            .leases
+            .replace(&s.lease, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => Err(e.into()),
@@ -377,14 +399,20 @@ impl Cluster {
             let Some(new) = state::apply(state, step, &s.names, now, &s.timing)? else {
                 continue;
             };
-            match self.secrets.replace(&s.secret, &PostParams::default(), &encode(secret, &new)).await {
+            match self
+                .secrets
+                .replace(&s.secret, &PostParams::default(), &encode(secret, &new))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(step = ?step, secret = %s.secret, "certificate rotation step");
                     if matches!(step, Step::Switch | Step::Replace) {
                         metrics.certificate_rotation(true);
                     }
                 }
-                Err(e) if is_status(&e, 409) => tracing::debug!("the certificate Secret changed meanwhile; reading it again"),
+                Err(e) if is_status(&e, 409) => {
+                    tracing::debug!("the certificate Secret changed meanwhile; reading it again")
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -405,7 +433,9 @@ impl Cluster {
                     }
                 });
             }
-            Err(error) => tracing::warn!(secret = %name, %error, "ignoring an unusable version of the certificate Secret"),
+            Err(error) => {
+                tracing::warn!(secret = %name, %error, "ignoring an unusable version of the certificate Secret")
+            }
         };
         loop {
             let version = match self.secrets.get_opt(name).await {
@@ -420,7 +450,9 @@ impl Cluster {
                     continue;
                 }
             };
-            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
+            let params = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(290);
             let stream = match self.secrets.watch(&params, &version).await {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -477,7 +509,12 @@ pub fn serve_state(state: &CertState, resolver: &CertResolver, metrics: &Metrics
 
 /// Starts the three tasks of a replica on the current runtime (see the module docs). The
 /// returned handle ends them all when aborted.
-pub fn spawn(cluster: Cluster, resolver: Arc<CertResolver>, metrics: Arc<Metrics>, readiness: Readiness) -> JoinHandle<()> {
+pub fn spawn(
+    cluster: Cluster,
+    resolver: Arc<CertResolver>,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, rx) = watch::channel(None::<Arc<CertState>>);
         // First start: every replica makes sure the Secret exists (the race ends with one CA),
@@ -669,14 +706,19 @@ mod tests {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert("argocd.argoproj.io/x".into(), "y".into());
-        let next = state::apply(state, Step::Renew, &s.names, now, &s.timing).unwrap().unwrap();
+        let next = state::apply(state, Step::Renew, &s.names, now, &s.timing)
+            .unwrap()
+            .unwrap();
         let next = next.published(now).switched(now + 1);
         let written = encode(secret, &next);
         assert_eq!(decode(&written).unwrap(), next);
         assert_eq!(written.metadata.resource_version.as_deref(), Some("7"));
         let ann = written.metadata.annotations.unwrap();
         assert_eq!(ann["argocd.argoproj.io/x"], "y");
-        assert!(!ann.contains_key(state::ANN_NEXT_TRUSTED_SINCE), "stale annotation removed");
+        assert!(
+            !ann.contains_key(state::ANN_NEXT_TRUSTED_SINCE),
+            "stale annotation removed"
+        );
         assert_eq!(ann[state::ANN_SWITCHED_AT], (now + 1).to_string());
     }
 
@@ -688,6 +730,10 @@ mod tests {
         assert_eq!(lease_action(Some(""), Some(100), Some(15), "a", 100), Take);
         assert_eq!(lease_action(Some("b"), Some(100), Some(15), "a", 115), Follow);
         assert_eq!(lease_action(Some("b"), Some(100), Some(15), "a", 116), Take);
-        assert_eq!(lease_action(Some("b"), None, Some(15), "a", 116), Take, "never renewed");
+        assert_eq!(
+            lease_action(Some("b"), None, Some(15), "a", 116),
+            Take,
+            "never renewed"
+        );
     }
 }

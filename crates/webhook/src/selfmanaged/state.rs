@@ -390,13 +390,20 @@ impl CertState {
         annotations: &BTreeMap<String, String>,
     ) -> Result<Self, StateError> {
         let bundle = certs(data, CA_CRT)?;
-        let ca_cert = bundle.first().cloned().ok_or(StateError::BadCertificate(CA_CRT))?;
+        let ca_cert = bundle
+            .first()
+            .cloned()
+            .ok_or(StateError::BadCertificate(CA_CRT))?;
         let ca = keyed(ca_cert, data, CA_KEY, CA_CRT)?;
         let serving = keyed(first_cert(data, TLS_CRT)?, data, TLS_KEY, TLS_CRT)?;
         let stamp = |name: &'static str| -> Result<Option<i64>, StateError> {
             annotations
                 .get(name)
-                .map(|v| v.trim().parse::<i64>().map_err(|_| StateError::BadAnnotation(name)))
+                .map(|v| {
+                    v.trim()
+                        .parse::<i64>()
+                        .map_err(|_| StateError::BadAnnotation(name))
+                })
                 .transpose()
         };
         let next = if data.contains_key(NEXT_CRT) {
@@ -425,7 +432,10 @@ fn raw<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &'static str) -> Result<&'a
     data.get(key).map(Vec::as_slice).ok_or(StateError::Missing(key))
 }
 
-fn certs(data: &BTreeMap<String, Vec<u8>>, key: &'static str) -> Result<Vec<CertificateDer<'static>>, StateError> {
+fn certs(
+    data: &BTreeMap<String, Vec<u8>>,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, StateError> {
     let certs = CertificateDer::pem_slice_iter(raw(data, key)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| StateError::BadCertificate(key))?;
@@ -435,7 +445,10 @@ fn certs(data: &BTreeMap<String, Vec<u8>>, key: &'static str) -> Result<Vec<Cert
     Ok(certs)
 }
 
-fn first_cert(data: &BTreeMap<String, Vec<u8>>, key: &'static str) -> Result<CertificateDer<'static>, StateError> {
+fn first_cert(
+    data: &BTreeMap<String, Vec<u8>>,
+    key: &'static str,
+) -> Result<CertificateDer<'static>, StateError> {
     Ok(certs(data, key)?.remove(0))
 }
 
@@ -448,7 +461,8 @@ fn keyed(
 ) -> Result<Keyed, StateError> {
     let pem = std::str::from_utf8(raw(data, key)?).map_err(|_| StateError::BadKey(key))?;
     let pair = rcgen::KeyPair::from_pem(pem).map_err(|_| StateError::BadKey(key))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).map_err(|_| StateError::BadCertificate(cert_key))?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&cert).map_err(|_| StateError::BadCertificate(cert_key))?;
     if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&pair).as_slice() {
         return Err(StateError::Mismatch(cert_key));
     }
@@ -473,7 +487,9 @@ pub fn der_to_pem(der: &[u8]) -> String {
 
 /// The certificates of a PEM bundle (a `caBundle`), skipping what does not parse.
 pub fn parse_bundle(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 // ---- generation (rcgen: random keys, so not pure, but no IO) ---------------------------------
@@ -512,9 +528,10 @@ pub fn issue_serving(ca: &Keyed, names: &Names, now: i64, timing: &Timing) -> Re
     let issuer = rcgen::Issuer::new(ca_params(ca_validity.not_before, ca_validity.not_after)?, ca_key);
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(names.all())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.dns.first().map_or("ps-webhook", String::as_str));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.dns.first().map_or("ps-webhook", String::as_str),
+    );
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = time(now - secs(timing.backdate()));
@@ -620,9 +637,10 @@ mod tests {
             r.add(s.ca.cert.clone()).unwrap();
             std::sync::Arc::new(r)
         };
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, crate::tls::provider())
-            .build()
-            .unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, crate::tls::provider())
+                .build()
+                .unwrap();
         let at = rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs((T0 + 10) as u64));
         for name in ["psi.ps-system.svc", "127.0.0.1"] {
             let server = rustls_pki_types::ServerName::try_from(name).unwrap();
@@ -646,8 +664,14 @@ mod tests {
             assert_eq!(&CertState::from_secret(&data, &ann).unwrap(), s);
             assert!(!format!("{s:?}").contains("PRIVATE"), "Debug shows no key");
         }
-        assert_eq!(s1.bundle(), vec![s0.ca.cert.clone(), s1.next.as_ref().unwrap().ca.cert.clone()]);
-        assert_eq!(s3.bundle(), vec![s1.next.as_ref().unwrap().ca.cert.clone(), s0.ca.cert.clone()]);
+        assert_eq!(
+            s1.bundle(),
+            vec![s0.ca.cert.clone(), s1.next.as_ref().unwrap().ca.cert.clone()]
+        );
+        assert_eq!(
+            s3.bundle(),
+            vec![s1.next.as_ref().unwrap().ca.cert.clone(), s0.ca.cert.clone()]
+        );
         let (data, ann) = s3.to_secret();
         assert_eq!(ann[ANN_SWITCHED_AT], (T0 + 71).to_string());
         assert_eq!(parse_bundle(&data[CA_CRT]), s3.bundle());
@@ -661,13 +685,22 @@ mod tests {
         let (data, ann) = s.to_secret();
         let mut d = data.clone();
         d.remove(TLS_KEY);
-        assert_eq!(CertState::from_secret(&d, &ann), Err(StateError::Missing(TLS_KEY)));
+        assert_eq!(
+            CertState::from_secret(&d, &ann),
+            Err(StateError::Missing(TLS_KEY))
+        );
         let mut d = data.clone();
         d.insert(TLS_KEY.into(), other.serving.key.0.clone().into_bytes());
-        assert_eq!(CertState::from_secret(&d, &ann), Err(StateError::Mismatch(TLS_CRT)));
+        assert_eq!(
+            CertState::from_secret(&d, &ann),
+            Err(StateError::Mismatch(TLS_CRT))
+        );
         let mut d = data.clone();
         d.insert(CA_CRT.into(), b"junk".to_vec());
-        assert_eq!(CertState::from_secret(&d, &ann), Err(StateError::BadCertificate(CA_CRT)));
+        assert_eq!(
+            CertState::from_secret(&d, &ann),
+            Err(StateError::BadCertificate(CA_CRT))
+        );
         let mut d = data.clone();
         d.insert(CA_KEY.into(), b"junk".to_vec());
         assert_eq!(CertState::from_secret(&d, &ann), Err(StateError::BadKey(CA_KEY)));
@@ -702,7 +735,9 @@ mod tests {
         // Names changed: reissue under the same CA.
         let more = Names::for_service("psi", "ps-system", &["psi.example.com".into()], &n.ips);
         assert_eq!(plan(&s, &more, T0 + 90, &t), Step::Reissue);
-        let r = apply(s.clone(), Step::Reissue, &more, T0 + 90, &t).unwrap().unwrap();
+        let r = apply(s.clone(), Step::Reissue, &more, T0 + 90, &t)
+            .unwrap()
+            .unwrap();
         assert_eq!((r.bundle(), more.match_cert(&r.serving.cert)), (s.bundle(), true));
         // Down past the end of the lifetime: start over.
         assert_eq!(plan(&s, &n, T0 + 177, &t), Step::Replace);
@@ -772,10 +807,16 @@ mod tests {
                 .collect();
             for ca in &servable {
                 for bundle in &visible {
-                    assert!(bundle.contains(ca), "at {now}: a served CA is missing from a bundle in use");
+                    assert!(
+                        bundle.contains(ca),
+                        "at {now}: a served CA is missing from a bundle in use"
+                    );
                 }
             }
         }
-        assert!(switches >= 4, "only {switches} rotations in 10 minutes of 2-minute certificates");
+        assert!(
+            switches >= 4,
+            "only {switches} rotations in 10 minutes of 2-minute certificates"
+        );
     }
 }
