@@ -3,7 +3,7 @@
 
     check_schema_drift.py REPO_ROOT
 
-Reads the serde structs of the cluster configuration (crates/webhook/src/config.rs, plus the
+Reads the serde structs of the cluster configuration (crates/webhook-core/src/config.rs, plus the
 inject-api structs it embeds) and walks them next to `properties.config` of
 charts/ps-injector/values.schema.json. A field the webhook has and the schema lacks would make
 `helm install` refuse a valid setting; a schema key the webhook lacks would let through a
@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-SOURCES = ["crates/webhook/src/config.rs", "crates/inject-api/src/agent_config.rs"]
+SOURCES = ["crates/webhook-core/src/config.rs", "crates/inject-api/src/agent_config.rs"]
 
 
 def camel(snake):
@@ -105,7 +105,7 @@ def main():
             text += f.read() + "\n"
     structs = parse_structs(text)
     if "Config" not in structs:
-        print("FAIL  cannot find `pub struct Config` in crates/webhook/src/config.rs")
+        print("FAIL  cannot find `pub struct Config` in crates/webhook-core/src/config.rs")
         return 1
     with open(os.path.join(root, "charts/ps-injector/values.schema.json")) as f:
         schema = json.load(f)

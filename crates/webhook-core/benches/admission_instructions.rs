@@ -5,10 +5,16 @@
 //!   the AdmissionReview in FILE, which must take that path) and prints a checksum; `bench/webhook/instructions` runs it under callgrind for N and N+100 and reports
 //!   (Ir(N+100) − Ir(N)) / 100 instructions per admission, so start-up cancels out.
 //! - Without a path (as `cargo bench` runs it): a short wall-clock measurement of both paths.
+// A bench binary, not the core: the purity lints (clippy.toml) do not apply.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 
 use std::{hint::black_box, time::Instant};
 
-use ps_webhook::{
+use webhook_core::{
     admission::{Outcome, review},
     config::Config,
 };

@@ -5,11 +5,7 @@
 //! valid. Unknown fields are rejected; every error names the field (`policy.namespaces.team-a.
 //! allowedPaths[2]: ...`). The schema is documented in the README (Cluster configuration and policy).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use inject_api::{AccountRequest, annotations::Mode, layout};
@@ -85,15 +81,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Reads, parses and validates a configuration file.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_yaml(&text)
     }
 
     /// The mode used when a pod names none.

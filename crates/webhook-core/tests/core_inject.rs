@@ -1,18 +1,24 @@
 //! `inject`: multi-document manifests in, the same documents out with pod templates injected
 //! by the webhook's code path.
+// A test, not the core: the purity lints (clippy.toml) do not apply.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 
 use std::{fs, path::Path};
 
 mod inject_common;
 
 use inject_common::{expected_document, json_difference, json_eq};
-use ps_webhook::{
+use serde_json::{Value, json};
+use webhook_core::{
     admission::{Outcome, review},
     config::Config,
     inject::{InjectError, diff, inject_manifests},
     kubeyaml::read_stream,
 };
-use serde_json::{Value, json};
 
 fn fixture(path: &str) -> String {
     fs::read_to_string(

@@ -1,13 +1,19 @@
 //! `inject` keeps manifests exactly as kubectl reads them: one test per way it used not to
 //! (issue 9). Values are checked with the crate's reader, which the corpus test
 //! (`tests/yaml-oracle/run`) holds to kubectl's own on every document it reads.
+// A test, not the core: the purity lints (clippy.toml) do not apply.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 
-use ps_webhook::{
+use serde_json::{Value, json};
+use webhook_core::{
     config::Config,
     inject::{InjectError, inject_manifests},
     kubeyaml::read_stream,
 };
-use serde_json::{Value, json};
 
 fn config() -> Config {
     Config::from_yaml(include_str!("fixtures/config/default.yaml")).unwrap()
@@ -32,7 +38,7 @@ fn deployment(name: &str, extra: &str) -> String {
     )
 }
 
-fn injected(input: &str) -> (Vec<Value>, ps_webhook::inject::Injected) {
+fn injected(input: &str) -> (Vec<Value>, webhook_core::inject::Injected) {
     let out = inject_manifests(input, &config(), Some("team-a")).unwrap();
     assert!(out.changed > 0, "nothing injected:\n{}", out.output);
     (read(&out.output), out)

@@ -1,11 +1,17 @@
 //! Property tests of the manifest reader and writer (`kubeyaml`) and of `inject` on generated
 //! documents. The case count is fixed, so CI runs the same amount of work every time.
+// A test, not the core: the purity lints (clippy.toml) do not apply.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 
 mod inject_common;
 
 use inject_common::{expected_document, json_difference};
 use proptest::prelude::*;
-use ps_webhook::{
+use webhook_core::{
     config::Config,
     inject::inject_manifests,
     kubeyaml::{Entry, Map, Mark, Node, Value, read_stream, write},
@@ -257,7 +263,7 @@ proptest! {
 /// flow depth, which the limit bounds).
 #[test]
 fn hostile_nesting_is_bounded() {
-    use ps_webhook::kubeyaml::read::MAX_DEPTH;
+    use webhook_core::kubeyaml::read::MAX_DEPTH;
     for (open, close) in [("[", "]"), ("{a: ", "}")] {
         let ok = format!("{}1{}", open.repeat(MAX_DEPTH), close.repeat(MAX_DEPTH));
         assert!(read_stream(&ok).is_ok(), "{open} x {MAX_DEPTH}");

@@ -403,7 +403,7 @@ fn read_input(file: &str) -> anyhow::Result<String> {
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(p) => Config::from_file(p).with_context(|| format!("configuration {}", p.display())),
+        Some(p) => crate::reload::read_config(p).with_context(|| format!("configuration {}", p.display())),
         None => Ok(Config::default()),
     }
 }

@@ -125,15 +125,24 @@ where
 /// Loads the configuration: the file when given, else the built-in defaults.
 pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
-        Some(path) => Config::from_file(path),
+        Some(path) => read_config(path),
         None => Ok(Config::default()),
     }
+}
+
+/// Reads, parses and validates a configuration file (the core only parses: it does no IO).
+pub fn read_config(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Config::from_yaml(&text)
 }
 
 /// Re-reads `path` into `store`. An invalid file leaves `store` as it was. Logged and counted
 /// either way.
 pub fn reload_config(path: &Path, store: &ArcSwap<Config>, metrics: &Metrics) -> Result<(), ConfigError> {
-    match Config::from_file(path) {
+    match read_config(path) {
         Ok(config) => {
             store.store(Arc::new(config));
             metrics.config_reload(true);

@@ -15,8 +15,9 @@ use ps_webhook::{
 };
 use serde_json::Value;
 
+/// The golden fixtures of the core (`crates/webhook-core/tests/fixtures`).
 fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook-core/tests/fixtures")
 }
 
 #[test]
@@ -41,7 +42,7 @@ fn the_agent_loads_every_rendered_configuration() {
         } else {
             fixtures().join("config/default.yaml")
         };
-        let config = Config::from_file(&config_path).unwrap();
+        let config = Config::from_yaml(&fs::read_to_string(&config_path).unwrap()).unwrap();
         let body = fs::read(&path).unwrap();
         let result = review(&body, &config);
         if result.outcome != Outcome::Injected {

@@ -126,7 +126,7 @@ impl Env {
 }
 
 /// The webhook's effective cluster configuration (the file it serves with), with the defaults
-/// of `crates/webhook/src/config.rs` for what the file leaves out.
+/// of `crates/webhook-core/src/config.rs` for what the file leaves out.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
     pub secret_name: String,

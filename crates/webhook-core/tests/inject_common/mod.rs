@@ -4,11 +4,11 @@
 #![allow(dead_code)] // each test file uses a part
 
 use base64::prelude::*;
-use ps_webhook::{
+use serde_json::{Value, json};
+use webhook_core::{
     admission::{Outcome, review},
     config::Config,
 };
-use serde_json::{Value, json};
 
 /// The built-in workloads: where the pod template is, and whether it runs to completion.
 pub fn template_pointer(doc: &Value) -> Option<(&'static str, bool)> {
