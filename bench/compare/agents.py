@@ -14,30 +14,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-from lib import API_KEY, RUNAS, Emulator, seed_yaml  # noqa: E402
+from lib import Emulator  # noqa: E402
 
 from procs import (  # noqa: E402
-    Operator, Run, Toxiproxy, median, percentile, run_once, spawn, traffic_delta)
+    Operator, Run, Toxiproxy, max_rss_kib, median, percentile, proc_cpu_ms, run_once, spawn, traffic_delta)
 
 SECRETS = [f"s{i}" for i in range(1, 6)]
 ACCOUNT_PASSWORD = "compare-account-value"
-SEED = seed_yaml(
-    [f'{{title: s{i}, type: {"credential" if i % 2 else "text"}, '
-     + (f'username: u{i}, password: "compare-value-{i}"}}' if i % 2 else f'text: "compare-value-{i}"}}')
-     for i in range(1, 6)],
-    ACCOUNT_PASSWORD)
+# 128 hex digits, the length of a real Password Safe API key (the Python library refuses less).
+API_KEY = "c0ffee0123456789abcdef" * 5 + "0123456789abcdef0a"
+RUNAS = "svc-compare"
+assert len(API_KEY) == 128
+SEED = f"""
+users:
+  - {{name: {RUNAS}, groups: [app]}}
+api_keys:
+  - {{key: "{API_KEY}", users: [{RUNAS}]}}
+safes:
+  - name: team
+    readers: [app]
+    folders:
+      - name: app
+        secrets:
+          - {{title: s1, type: credential, username: u1, password: "compare-value-1"}}
+          - {{title: s2, type: text, text: "compare-value-2"}}
+          - {{title: s3, type: credential, username: u3, password: "compare-value-3"}}
+          - {{title: s4, type: text, text: "compare-value-4"}}
+          - {{title: s5, type: credential, username: u5, password: "compare-value-5"}}
+managed_accounts:
+  - system: db-prod
+    account: svc_app
+    password: "{ACCOUNT_PASSWORD}"
+    requestors: [app]
+"""
 EXPECTED = {**{s: f"compare-value-{s[1:]}" for s in SECRETS}, "account": ACCOUNT_PASSWORD}
 
-# Round trips on the critical path of each client's call sequence, through a proxy that
-# delays TLS and HTTP but not the TCP handshake (see Toxiproxy).
+# Round trips on the critical path from start to the last file in place (sign-out, one more for
+# every client, comes after it), through a proxy that delays TLS and HTTP but not the TCP
+# handshake (see Toxiproxy):
 #  - ps-agent: TLS 1.3 (1) + sign-in (1), then the 5 secret GETs and the managed-account chain
 #    at once on connections opened during sign-in, the chain being the longest (lookup,
-#    request, credentials, check-in: 4), then sign-out (1) = 7.
+#    request, credentials, check-in: 4) = 6.
 #  - the Go and Python programs call one after another on one kept-alive connection: their
-#    floor is their handshakes' round trips (TLS 1.2: 2, the Go library pins it; TLS 1.3: 1)
-#    plus one per HTTP request, both counted by the emulator.
-#  - curl: TLS 1.3 (1) + GET (1) = 2.
-AGENT_FLOOR_RTTS = 1 + 1 + 4 + 1
+#    handshakes' round trips (TLS 1.2: 2, the Go library pins it; TLS 1.3: 1) plus one per
+#    HTTP request but the sign-out, both counted by the emulator.
+#  - curl: TLS 1.3 (1) + GET (1) = 2, to its exit.
+AGENT_FLOOR_RTTS = 1 + 1 + 4
 TLS_RTTS = {"ps-agent": 1, "go-library": 2, "python-library": 1, "curl": 1}
 
 
@@ -113,6 +135,8 @@ def single_runs(c: Clients, emu: Emulator, op: Operator, toxi: Toxiproxy, work: 
         base = f"https://127.0.0.1:{port}/BeyondTrust/api/public/v3"
         n = runs[rtt]
         results: dict[str, list[Run]] = {k: [] for k in CLIENTS}
+        # The emulator's CPU per fetch: /proc ticks are 10 ms, so it is summed over all runs.
+        emu_cpu = {k: 0.0 for k in CLIENTS}
         say(f"agent clients at {rtt} ms RTT: {n} interleaved runs each (+2 warm-up)")
         for i in range(n + 2):
             for name in CLIENTS:
@@ -121,7 +145,10 @@ def single_runs(c: Clients, emu: Emulator, op: Operator, toxi: Toxiproxy, work: 
                 root.mkdir(mode=0o700)
                 argv, env = command(name, c, base, root, emu.ca)
                 before = op.traffic()
-                r = run_once(argv, env, root, work / f"{name}.log")
+                cpu0 = proc_cpu_ms(emu.proc.pid)
+                r = run_once(argv, env, root, {"..data", *EXPECTED}, work / f"{name}.log")
+                if i >= 2:
+                    emu_cpu[name] += proc_cpu_ms(emu.proc.pid) - cpu0
                 r.traffic = traffic_delta(before, op.traffic())
                 bad = check_files(name, root)
                 shutil.rmtree(root, ignore_errors=True)
@@ -131,10 +158,24 @@ def single_runs(c: Clients, emu: Emulator, op: Operator, toxi: Toxiproxy, work: 
                 if i >= 2:
                     results[name].append(r)
         out[rtt] = {name: summarize(name, rs, rtt) for name, rs in results.items()}
+        for name in CLIENTS:
+            out[rtt][name]["emulator_cpu_ms"] = emu_cpu[name] / n
+        if rtt == 0:
+            for name in CLIENTS:
+                peak = 0
+                for _ in range(3):
+                    root = Path(os.path.join(shm, f"compare-{os.getpid()}-{name}"))
+                    shutil.rmtree(root, ignore_errors=True)
+                    root.mkdir(mode=0o700)
+                    argv, env = command(name, c, base, root, emu.ca)
+                    peak = max(peak, max_rss_kib(argv, env, work / f"{name}.log"))
+                    shutil.rmtree(root, ignore_errors=True)
+                out[rtt][name]["rss_max_kib"] = peak
         for name, s in out[rtt].items():
             say(f"  {name:15} written p50 {s['written_p50_ms']:8.2f} ms  exit p50 {s['wall_p50_ms']:8.2f} ms  "
-                f"cpu {s['cpu_p50_ms']:6.1f} ms  rss {s['rss_max_kib'] / 1024:6.1f} MiB  "
-                f"requests {s['http_requests']}  tls {s['tls_handshakes']}  floor {s['floor_ms']:.0f} ms")
+                f"cpu {s['cpu_p50_ms']:6.1f} ms  emulator {s['emulator_cpu_ms']:5.2f} ms  "
+                f"requests {s['http_requests']}  tls {s['tls_handshakes']}  floor {s['floor_ms']:.0f} ms"
+                + (f"  max RSS {s['rss_max_kib'] / 1024:.1f} MiB" if "rss_max_kib" in s else ""))
     return out
 
 
@@ -146,13 +187,12 @@ def summarize(name: str, rs: list[Run], rtt: int) -> dict:
     if name == "ps-agent":
         floor_rtts = AGENT_FLOOR_RTTS
     else:
-        floor_rtts = full * TLS_RTTS[name] + tr["http_requests"]
+        floor_rtts = full * TLS_RTTS[name] + tr["http_requests"] - (0 if name == "curl" else 1)
     return {
         "runs": len(rs),
         "written_p50_ms": median(written), "written_p90_ms": percentile(written, 90),
         "wall_p50_ms": median([r.wall_ms for r in rs]), "wall_p90_ms": percentile([r.wall_ms for r in rs], 90),
         "cpu_p50_ms": median([r.cpu_ms for r in rs]),
-        "rss_max_kib": max(r.rss_kib for r in rs), "rss_p50_kib": median([r.rss_kib for r in rs]),
         "http_requests": tr["http_requests"], "tcp_connections": tr["tcp_accepted"],
         "tls_handshakes": tr["tls_handshakes"], "tls_resumed": tr["tls_resumed"],
         "traffic_varies": sorted(varying),
@@ -178,6 +218,7 @@ def fleet(c: Clients, emu_bin: str, work: Path, n: int, say) -> dict:
             op.call("POST", "/_emulator/faults", {"reset_counters": True})
             cmds = [command(name, c, emu.base_url, r, emu.ca) for r in roots]
             pids = {}
+            emu_cpu0 = proc_cpu_ms(emu.proc.pid)
             t0 = time.perf_counter()
             for i, (argv, env) in enumerate(cmds):
                 pids[spawn(argv, env, fw / f"{i:03}.log")] = i
@@ -193,6 +234,7 @@ def fleet(c: Clients, emu_bin: str, work: Path, n: int, say) -> dict:
                 last = time.perf_counter() - t0
                 codes[i] = os.waitstatus_to_exitcode(status)
                 cpu += usage.ru_utime + usage.ru_stime
+            emu_cpu = (proc_cpu_ms(emu.proc.pid) - emu_cpu0) / 1000
             st = op.state()
             tr = traffic_delta(before, st["traffic"])
             failed = [i for i in range(n) if codes[i] != 0 or check_files(name, roots[i])]
@@ -205,7 +247,7 @@ def fleet(c: Clients, emu_bin: str, work: Path, n: int, say) -> dict:
                 "peak_in_flight": st["load"]["peak_in_flight"],
                 "peak_connections": st["traffic"]["peak_connections"],
                 "http_requests": tr["http_requests"], "tcp_connections": tr["tcp_accepted"],
-                "tls_handshakes": tr["tls_handshakes"], "cpu_s": cpu,
+                "tls_handshakes": tr["tls_handshakes"], "cpu_s": cpu, "emulator_cpu_s": emu_cpu,
                 "sessions_open_after": st["sessions_open"], "requests_open_after": st["requests_open"],
             }
             say(f"fleet {name}: {n} at once, last exit {last:.2f} s, failures {len(failed)}, "

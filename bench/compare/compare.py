@@ -67,6 +67,10 @@ def meta(env: dict) -> dict:
 
 # ------------------------------------------------------------------------------ targets
 
+LABEL = {"ps-agent": "ps-agent", "go-library": "Go library", "python-library": "Python library",
+         "curl": "curl, one GET"}
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
@@ -96,18 +100,18 @@ def targets(res: dict) -> list[dict]:
             me = s["ps-agent"]["written_p50_ms"]
             for peer, bound in (("go-library", 0.5), ("python-library", 0.1)):
                 r = ratio(me, s[peer]["written_p50_ms"])
-                add("agent", f"start → last file ≤ {bound}× the {peer.replace('-', ' ')}'s, {where}",
+                add("agent", f"start → last file ≤ {bound}× the {LABEL[peer]}'s, {where}",
                     f"{me:.1f} vs {s[peer]['written_p50_ms']:.1f} ms", r, r <= bound)
             r = ratio(me, s["curl"]["wall_p50_ms"])
             add("agent", f"start → last file ≤ 2× one curl GET, {where}", f"{me:.1f} vs {s['curl']['wall_p50_ms']:.1f} ms", r, r <= 2)
         s = a["rtt"][0]
         for peer in ("go-library", "python-library"):
             r = ratio(s["ps-agent"]["rss_max_kib"], s[peer]["rss_max_kib"])
-            add("agent", f"max RSS ≤ 0.5× the {peer.replace('-', ' ')}'s",
+            add("agent", f"max RSS ≤ 0.5× the {LABEL[peer]}'s",
                 f"{s['ps-agent']['rss_max_kib'] / 1024:.1f} vs {s[peer]['rss_max_kib'] / 1024:.1f} MiB", r, r <= 0.5)
         for peer in ("go-library", "python-library"):
             mine, theirs = s["ps-agent"]["http_requests"], s[peer]["http_requests"]
-            add("agent", f"HTTP calls ≤ the {peer.replace('-', ' ')}'s", f"{mine} vs {theirs}", ratio(mine, theirs), mine <= theirs)
+            add("agent", f"HTTP calls ≤ the {LABEL[peer]}'s", f"{mine} vs {theirs}", ratio(mine, theirs), mine <= theirs)
     f = res.get("fleet")
     if f and "ps-agent" in f:
         x = f["ps-agent"]
@@ -123,7 +127,7 @@ def targets(res: dict) -> list[dict]:
 def fmt_ratio(r) -> str:
     if r is None:
         return "—"
-    return f"{r:.2f}" if r < 10 else f"{r:.1f}"
+    return f"{r:.3f}" if r < 1 else f"{r:.2f}" if r < 10 else f"{r:.1f}"
 
 
 def md_meta(m: dict) -> str:
@@ -149,20 +153,21 @@ def md_targets(ts: list[dict]) -> str:
 
 def md_agents(a: dict) -> str:
     names = agents.CLIENTS
-    label = {"ps-agent": "ps-agent", "go-library": "Go library", "python-library": "Python library",
-             "curl": "curl, one GET"}
+    label = LABEL
     out = []
     for rtt, s in sorted(a["rtt"].items()):
         where = "loopback" if rtt == 0 else f"{rtt} ms round trip (toxiproxy)"
         out += [f"**{where}** ({s['ps-agent']['runs']} interleaved runs each)", "",
-                "| | start → last file p50 / p90 | start → exit p50 | round-trip floor | CPU p50 | max RSS | HTTP requests | TCP / TLS handshakes (resumed) |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| | start → last file p50 / p90 | start → exit p50 | round-trip floor | CPU p50 | emulator CPU, mean | max RSS | HTTP requests | TCP / TLS handshakes (resumed) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for n in names:
             x = s[n]
             written = "—" if n == "curl" else f"{x['written_p50_ms']:.1f} / {x['written_p90_ms']:.1f} ms"
             floor = f"{x['floor_rtts']} RTT" + (f" = {x['floor_ms']:.0f} ms" if rtt else "")
             out.append(f"| {label[n]} | {written} | {x['wall_p50_ms']:.1f} ms | {floor} | {x['cpu_p50_ms']:.1f} ms | "
-                       f"{x['rss_max_kib'] / 1024:.1f} MiB | {x['http_requests']} | "
+                       f"{x['emulator_cpu_ms']:.1f} ms | "
+                       + (f"{x['rss_max_kib'] / 1024:.1f} MiB" if "rss_max_kib" in x else "—")
+                       + f" | {x['http_requests']} | "
                        f"{x['tcp_connections']} / {x['tls_handshakes']} ({x['tls_resumed']}) |")
         out.append("")
     sz = a["sizes"]
@@ -219,14 +224,14 @@ def md_webhook(w: dict) -> str:
 
 
 def md_fleet(f: dict) -> str:
-    label = {"ps-agent": "ps-agent", "go-library": "Go library", "python-library": "Python library"}
+    label = LABEL
     out = ["| | last process done | failures | peak sessions | peak calls in flight | peak connections | "
-           "calls | TCP / TLS handshakes | CPU, all processes |", "|---|---|---|---|---|---|---|---|---|"]
+           "calls | TCP / TLS handshakes | CPU, all processes | emulator CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for n, x in f.items():
-        fails = f"{x['failures']}" + (f" ({'; '.join(x['failure_reasons'][:2])})" if x["failure_reasons"] else "")
+        fails = f"{x['failures']}" + (f" (e.g. `{x['failure_reasons'][0][:110]}`)" if x["failure_reasons"] else "")
         out.append(f"| {label[n]} | {x['last_exit_s']:.2f} s | {fails} | {x['peak_sessions']} | {x['peak_in_flight']} | "
                    f"{x['peak_connections']} | {x['http_requests']:,} | {x['tcp_connections']:,} / {x['tls_handshakes']:,} | "
-                   f"{x['cpu_s']:.1f} s |")
+                   f"{x['cpu_s']:.1f} s | {x['emulator_cpu_s']:.1f} s |")
     return "\n".join(out)
 
 
@@ -241,6 +246,8 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 def figures(res: dict, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.svg"):  # the directory is this script's: no stale charts
+        old.unlink()
     made = []
     a = res.get("agents")
     if a:
@@ -351,12 +358,10 @@ def main() -> int:
     text = md.read_text()
     text = replace_block(text, "meta", md_meta(res["meta"]))
     text = replace_block(text, "targets", md_targets(res["targets"]))
-    if "agents" in res:
-        text = replace_block(text, "agents", md_agents(res["agents"]))
-    if "fleet" in res:
-        text = replace_block(text, "fleet", md_fleet(res["fleet"]))
-    if "webhook" in res:
-        text = replace_block(text, "webhook", md_webhook(res["webhook"]))
+    # A part left out of this run says so, rather than keep figures results.json no longer has.
+    skipped = f"Not measured in the last run (`bench/compare/run --parts {args.parts}`)."
+    for name, render in (("agents", md_agents), ("fleet", md_fleet), ("webhook", md_webhook)):
+        text = replace_block(text, name, render(res[name]) if name in res else skipped)
     md.write_text(text)
     say(f"wrote {args.results}, {md} and bench/figures/ ({', '.join(made)}) in {res['meta']['seconds']:.0f} s")
     return 0

@@ -21,9 +21,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# inotify, for "last file in place": every client's last step before sign-out is a rename into
-# its output root (ps-agent swaps its `..data` link, the others rename each file), so the time
-# of the last IN_MOVED_TO on the root is when its last file appeared to a reader.
+# inotify, for "last file in place": every client puts its files in place with renames into
+# its output root (ps-agent its `..data` link and the top-level links to it, the others each
+# file), so the last IN_MOVED_TO of one of those names on the root is when the last file
+# appeared to a reader. Other names are ignored (ps-agent's result and ready files, written
+# after sign-out).
 _libc = ctypes.CDLL(None, use_errno=True)
 IN_MOVED_TO = 0x00000080
 IN_NONBLOCK = 0o4000
@@ -32,9 +34,11 @@ _EVENT = struct.Struct("iIII")
 
 
 class RenameWatch:
-    """Watches one directory for renames into it; `last` is the perf_counter() of the latest."""
+    """Watches one directory for renames of `names` into it; `last` is the perf_counter() of
+    the latest."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, names: set[str]):
+        self.names = {n.encode() for n in names}
         self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
@@ -58,8 +62,9 @@ class RenameWatch:
                 off = 0
                 while off + _EVENT.size <= len(data):
                     _, mask, _, length = _EVENT.unpack_from(data, off)
+                    name = data[off + _EVENT.size:off + _EVENT.size + length].rstrip(b"\0")
                     off += _EVENT.size + length
-                    if mask & IN_MOVED_TO:
+                    if mask & IN_MOVED_TO and name in self.names:
                         self.last = now
                         self.count += 1
             if self._stop[0] in ready:
@@ -74,13 +79,12 @@ class RenameWatch:
 
 @dataclass
 class Run:
-    """One client process: wall times in ms from just before spawn, CPU in ms, RSS in KiB."""
+    """One client process: wall times in ms from just before spawn, CPU in ms."""
 
     code: int
     wall_ms: float
     written_ms: float | None
     cpu_ms: float
-    rss_kib: int
     stderr: str = ""
     traffic: dict = field(default_factory=dict)
 
@@ -100,9 +104,9 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> int:
         os.close(fd)
 
 
-def run_once(argv: list[str], env: dict[str, str], root: Path, log: Path) -> Run:
-    """Runs one client to completion; its output root must exist (it is watched)."""
-    watch = RenameWatch(root)
+def run_once(argv: list[str], env: dict[str, str], root: Path, names: set[str], log: Path) -> Run:
+    """Runs one client to completion; its output root must exist (it is watched for `names`)."""
+    watch = RenameWatch(root, names)
     t0 = time.perf_counter()
     pid = spawn(argv, env, log)
     _, status, usage = os.wait4(pid, 0)
@@ -113,9 +117,21 @@ def run_once(argv: list[str], env: dict[str, str], root: Path, log: Path) -> Run
         wall_ms=(t1 - t0) * 1000,
         written_ms=None if watch.last is None else (watch.last - t0) * 1000,
         cpu_ms=(usage.ru_utime + usage.ru_stime) * 1000,
-        rss_kib=usage.ru_maxrss,
         stderr=log.read_text(errors="replace"),
     )
+
+
+def max_rss_kib(argv: list[str], env: dict[str, str], log: Path) -> int:
+    """Peak RSS of one run, from /usr/bin/time. Not from this process's wait4: a child spawned
+    from it shares or copies its memory until exec, and the kernel carries that high-water mark
+    (this interpreter's, tens of MiB) across exec into the child's ru_maxrss. GNU time forks
+    from a process of about 2 MiB, below every client measured here."""
+    out = log.with_suffix(".rss")
+    pid = spawn(["/usr/bin/time", "-f", "%M", "-o", str(out), *argv], env, log)
+    _, status, _ = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[0]} failed under /usr/bin/time: {log.read_text(errors='replace')[-800:]}")
+    return int(out.read_text().split()[-1])
 
 
 class Operator:

@@ -275,3 +275,59 @@ def kube_token(kubectl: str) -> str:
     run("create", "clusterrolebinding", "vault-k8s", "--clusterrole=cluster-admin",
         "--serviceaccount=default:vault-k8s")
     return run("create", "token", "vault-k8s", "-n", "default", "--duration=2h").stdout.strip()
+
+
+# Where the CPU of an admission goes: perf samples (cpu-clock: this VM has no hardware
+# counters) of the server's threads during a keep-alive run, each symbol put in one bucket by
+# the first pattern that matches it. Self time only: a bucket is the code that ran, not what
+# called it.
+BUCKETS = [
+    ("TLS (record encryption, handshakes)", r"rustls|ring_core|ring::|aws_lc|aes_|gcm|ghash|chacha|poly1305|sha256|sha512|"
+     r"p256|ecp_nistz|x25519|crypto/tls|crypto/aes|crypto/internal|crypto/sha|crypto/elliptic|crypto/ecdsa|bigmod"),
+    ("JSON parsing", r"serde_json::de|serde::de|Deserializ|deserializ|visit_|encoding/json\.\(\*decodeState|"
+     r"encoding/json\.unquote|encoding/json\.\(\*scanner|encoding/json\.state|encoding/json\.checkValid|"
+     r"sigs\.k8s\.io/json|json-iterator|UnmarshalJSON|k8s\.io/apimachinery/pkg/runtime/serializer"),
+    ("JSON output and patch", r"serde_json::ser|Serializ|serializ|base64|json_patch|jsonpatch|encoding/json\.\(\*encodeState|"
+     r"encoding/json\.Marshal|encoding/json\.compact|encoding/json\.appendString|encoding/base64"),
+    ("mutation (injection logic)", r"ps_webhook::(mutate|inject|spec|patch|admission|config)|inject_api|"
+     r"vault-k8s/agent-inject|mattbaird|evanphx"),
+    ("logging", r"tracing|hclog|log::|fmt::write|core::fmt|Formatter|fmt\.\(\*pp\)|fmt\.Fprint|strconv"),
+    ("HTTP server", r"hyper|axum|h2::|httparse|http::|tower|net/http|bufio"),
+    ("memory allocation and GC", r"malloc|free|realloc|memcpy|memmove|memset|__libc_|_int_|alloc::|"
+     r"runtime\.(mallocgc|gc|scan|mark|sweep|greyobject|findObject|heapBits|memclr|memmove|wbBuf|bulkBarrier|"
+     r"nextFreeFast|mspan|mcache|mcentral|mheap|typePointers|spanOf)"),
+    ("async runtime and scheduling", r"tokio|futures|mio|parking_lot|runtime\.(schedule|findRunnable|park|netpoll|futex|"
+     r"mcall|gopark|goready|runqget|stealWork|notesleep|lock|unlock|casgstatus|execute|systemstack)"),
+    ("kernel: network and syscalls", r"^\[k\] .*(tcp|ip_|skb|sock|net_|__sys|do_sys|syscall|entry_SYSCALL|loopback|"
+     r"epoll|ep_|copy_|_copy|fdget|__x64_sys|sendmsg|recvmsg|__dev|sch_|nf_|veth|xmit|napi)"),
+    ("kernel: other", r"^\[k\] "),
+]
+
+
+def perf_split(pid: int, port: int, body: Path, seconds: int, work: Path) -> dict:
+    """Samples `pid` for `seconds` of wrk at 16 connections; returns {bucket: share}."""
+    data = work / f"perf.{pid}.data"
+    rec = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-p", str(pid), "-o", str(data),
+                            "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wrk(port, body, 16, f"{seconds}s", work)
+    rec.wait()
+    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "--stdio",
+                          "-q", "--percent-limit", "0"], capture_output=True, text=True)
+    shares: dict[str, float] = {}
+    unresolved = 0.0
+    for line in rep.stdout.splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+(\[[.k]\])\s+(.*)$", line)
+        if not m:
+            continue
+        pct, where, sym = float(m.group(1)), m.group(2), m.group(3).strip()
+        key = f"{where} {sym}"
+        if where == "[.]" and re.fullmatch(r"0x[0-9a-f]+", sym):
+            unresolved += pct
+            continue
+        bucket = next((name for name, pat in BUCKETS if re.search(pat, key)), "other")
+        shares[bucket] = shares.get(bucket, 0.0) + pct
+    if unresolved:
+        shares["unresolved (no symbols)"] = unresolved
+    data.unlink(missing_ok=True)
+    total = sum(shares.values()) or 1.0
+    return {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
