@@ -65,7 +65,7 @@ pub enum ClusterError {
     Generate(#[from] rcgen::Error),
     #[error("MutatingWebhookConfiguration {0} has no webhooks to trust the certificate")]
     NoWebhooks(String),
-    #[error("Secret {0} changed under us too often; retrying at the next tick")]
+    #[error("{0} changed while being updated; retrying at the next tick")]
     Contended(String),
 }
 
@@ -304,16 +304,16 @@ impl Cluster {
         let Some(patch) = bundle_patch(&mwc, &state.bundle_pem()) else {
             return Ok(false);
         };
-        self.webhooks
-            .patch(
-                name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..PatchParams::default()
-                },
-                &Patch::Strategic(patch),
-            )
-            .await?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match self.webhooks.patch(name, &params, &Patch::Strategic(patch)).await {
+            Ok(_) => {}
+            // Changed since it was read (a GitOps sync, a Helm upgrade): read it again.
+            Err(e) if is_status(&e, 409) => return Err(ClusterError::Contended(name.clone())),
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(webhook_configuration = %name, cas = state.bundle().len(), "caBundle updated");
         Ok(true)
     }
@@ -596,9 +596,17 @@ pub fn spawn(
                     leading = false;
                 }
             }
-            if leading && let Err(error) = cluster.step(&metrics).await {
-                metrics.certificate_rotation(false);
-                tracing::error!(%error, "certificate step failed; retrying");
+            if leading {
+                match cluster.step(&metrics).await {
+                    Ok(_) => {}
+                    // Someone else wrote at the same moment: not a failure, the next tick reads
+                    // again.
+                    Err(error @ ClusterError::Contended(_)) => tracing::info!(%error),
+                    Err(error) => {
+                        metrics.certificate_rotation(false);
+                        tracing::error!(%error, "certificate step failed; retrying");
+                    }
+                }
             }
             tokio::time::sleep(tick).await;
         }
