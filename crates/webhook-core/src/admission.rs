@@ -31,8 +31,9 @@ use serde_json::value::RawValue;
 
 use crate::{
     config::Config,
-    mutate::{self, PodMeta, PodSpecView, PodView, Text},
+    mutate,
     patch::{self, PatchOp},
+    pod::{PodMeta, PodSpecView, PodView, Text},
     spec,
 };
 

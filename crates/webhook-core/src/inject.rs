@@ -25,8 +25,8 @@ use crate::{
     admission::{Decision, SpecInput, decide},
     config::Config,
     kubeyaml::{self, Entry, LineCounter, Map, Mark, Node, Syntax, Value, write},
-    mutate::PodMeta,
     patch::{OpKind, PatchOp},
+    pod::PodMeta,
 };
 
 /// The result of [`inject_manifests`].

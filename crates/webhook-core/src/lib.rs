@@ -5,6 +5,7 @@
 //!   the annotation and the fix;
 //! - [`mutate`]: pod + spec → the JSON Patch that only adds;
 //! - [`patch`]: JSON Patch operations and pointers;
+//! - [`pod`]: the pod as the core reads it, a borrowed model parsed in the request's single pass;
 //! - [`admission`]: AdmissionReview bytes in → response bytes out (the webhook's whole decision);
 //! - [`inject`]: manifests in → mutated manifests out (`ps-webhook inject`, the same decision);
 //! - [`kubeyaml`]: manifest streams read and written as kubectl reads them.
@@ -30,4 +31,5 @@ pub mod inject;
 pub mod kubeyaml;
 pub mod mutate;
 pub mod patch;
+pub mod pod;
 pub mod spec;

@@ -1,26 +1,28 @@
 //! (pod view, [`InjectionSpec`], [`Config`]) → JSON Patch. Pure: no IO, no clock, no globals.
 //!
-//! The pod view is a minimal borrowed model of what the mutation needs (names, commands,
-//! mounts, users, owners, annotations); everything else in the pod is skipped while parsing.
+//! [`mutate`] runs one function per phase: the mode, the target containers, name clashes, who
+//! reads the files (and so the agent's user, group and the file modes), where the init step goes,
+//! the agent containers; then the patch: volumes, supplemental group, mounts and exec wrapping,
+//! agents, status. The pod is read through the borrowed model in [`crate::pod`].
 //!
 //! The patch only adds — whole arrays when absent, `/-` appends otherwise, `…/0` inserts when
 //! the agent's init step goes first — with one exception: exec mode (`env-*` annotations)
 //! replaces the `command` of each wrapped container. A name clash with the pod's own containers
 //! or volumes is denied, never renamed. The status annotation is the last operation.
 
-use std::{borrow::Cow, fmt};
+use std::borrow::Cow;
 
 use inject_api::{
-    ChangeSignal, FileMode,
+    AgentConfig, ChangeSignal, FileMode,
     annotations::{self as ann, Mode},
     command, env as agent_env, layout,
 };
-use serde::{Deserialize, Deserializer, Serialize, de};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
 use crate::{
     config::{Auth, Config},
     patch::{PatchOp, pointer},
+    pod::{ContainerView, PodView, Text},
     spec::{CA_FILE_NAME, CA_MOUNT_DIR, CA_VOLUME_NAME, Deny, InjectionSpec},
 };
 
@@ -30,205 +32,6 @@ pub const INIT_CONTAINER: &str = "ps-agent-init";
 pub const SIDECAR_CONTAINER: &str = "ps-agent";
 /// Name of the init container that copies the agent binary for exec mode.
 pub const COPY_CONTAINER: &str = "ps-agent-copy";
-
-// ---------------------------------------------------------------------------------------------
-// Borrowed pod view
-// ---------------------------------------------------------------------------------------------
-
-/// A JSON string, borrowed from the input unless it contains escapes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
-
-impl Text<'_> {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// `metadata.annotations` as a list of pairs (no hashing; pods carry a handful). `null` and
-/// absence both read as empty; `present` tells them apart from `{}` for the patch.
-#[derive(Clone, Debug, Default)]
-pub struct Annotations<'a> {
-    pub pairs: Vec<(Text<'a>, Text<'a>)>,
-    pub present: bool,
-}
-
-impl<'a> Annotations<'a> {
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = Annotations<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of strings")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Annotations::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Annotations::default())
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(entry) = map.next_entry::<Text<'de>, Text<'de>>()? {
-                    pairs.push(entry);
-                }
-                Ok(Annotations { pairs, present: true })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The parts of `metadata` the webhook reads. `ownerReferences` stays raw until needed.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodMeta<'a> {
-    #[serde(borrow, default)]
-    pub name: Option<Text<'a>>,
-    #[serde(borrow, default, rename = "generateName")]
-    pub generate_name: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    pub namespace: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    pub annotations: Annotations<'a>,
-    #[serde(borrow, default, rename = "ownerReferences")]
-    pub owner_references: Option<&'a RawValue>,
-}
-
-impl PodMeta<'_> {
-    /// Whether an owner reference has kind `Job`.
-    pub fn owned_by_job(&self) -> bool {
-        #[derive(Deserialize)]
-        struct Owner<'a> {
-            #[serde(borrow, default)]
-            kind: Option<Text<'a>>,
-        }
-        let Some(raw) = self.owner_references else {
-            return false;
-        };
-        serde_json::from_str::<Option<Vec<Owner<'_>>>>(raw.get())
-            .ok()
-            .flatten()
-            .is_some_and(|owners| {
-                owners
-                    .iter()
-                    .any(|o| o.kind.as_ref().is_some_and(|k| k.as_str() == "Job"))
-            })
-    }
-}
-
-/// The parts of `spec` the mutation reads.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodSpecView<'a> {
-    #[serde(borrow, default)]
-    pub containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default, rename = "initContainers")]
-    pub init_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default)]
-    pub volumes: Option<Vec<NamedView<'a>>>,
-    #[serde(default, rename = "securityContext")]
-    pub security_context: Option<PodSecurityView>,
-    #[serde(default, rename = "shareProcessNamespace")]
-    pub share_process_namespace: Option<bool>,
-    #[serde(borrow, default, rename = "restartPolicy")]
-    pub restart_policy: Option<Text<'a>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ContainerView<'a> {
-    #[serde(borrow)]
-    pub name: Text<'a>,
-    #[serde(borrow, default)]
-    pub command: Option<Vec<Text<'a>>>,
-    #[serde(borrow, default, rename = "volumeMounts")]
-    pub volume_mounts: Option<Vec<MountView<'a>>>,
-    #[serde(default, rename = "securityContext")]
-    pub security_context: Option<ContainerSecurityView>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct NamedView<'a> {
-    #[serde(borrow)]
-    pub name: Text<'a>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct MountView<'a> {
-    #[serde(borrow, default, rename = "mountPath")]
-    pub mount_path: Option<Text<'a>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodSecurityView {
-    #[serde(default, rename = "runAsUser")]
-    pub run_as_user: Option<i64>,
-    #[serde(default, rename = "fsGroup")]
-    pub fs_group: Option<i64>,
-    #[serde(default, rename = "supplementalGroups")]
-    pub supplemental_groups: Option<Vec<i64>>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub struct ContainerSecurityView {
-    #[serde(default, rename = "runAsUser")]
-    pub run_as_user: Option<i64>,
-}
-
-/// What the mutation sees of a pod.
-#[derive(Clone, Debug, Default)]
-pub struct PodView<'a> {
-    pub meta: PodMeta<'a>,
-    pub spec: PodSpecView<'a>,
-    /// The pod runs to completion: owned by a Job, a Job/CronJob template, or `restartPolicy`
-    /// `Never`/`OnFailure`. It never gets a classic sidecar.
-    pub runs_to_completion: bool,
-}
-
-impl PodView<'_> {
-    fn containers(&self) -> &[ContainerView<'_>] {
-        self.spec.containers.as_deref().unwrap_or_default()
-    }
-    fn init_containers(&self) -> &[ContainerView<'_>] {
-        self.spec.init_containers.as_deref().unwrap_or_default()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Injected objects (serialised into the patch)
@@ -376,7 +179,7 @@ struct KeyToPath<'a> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The mutation
+// The mutation, one function per phase
 // ---------------------------------------------------------------------------------------------
 
 /// The patch for one pod, with the warnings it raised and the mode it chose.
@@ -400,48 +203,114 @@ enum Readers {
     AgentDefault,
 }
 
+/// A container of the pod: its index in `containers` or in `initContainers`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
     Init(usize),
     App(usize),
 }
 
+/// The pod's containers, found by name or by place.
+struct Containers<'p, 'a> {
+    apps: &'p [ContainerView<'a>],
+    inits: &'p [ContainerView<'a>],
+}
+
+impl<'p, 'a> Containers<'p, 'a> {
+    fn of(pod: &'p PodView<'a>) -> Result<Self, Deny> {
+        let apps = pod.containers();
+        if apps.is_empty() {
+            return Err(Deny("the pod has no containers to inject into".to_owned()));
+        }
+        Ok(Containers {
+            apps,
+            inits: pod.init_containers(),
+        })
+    }
+
+    fn find(&self, name: &str) -> Option<Place> {
+        let position = |list: &[ContainerView<'_>]| list.iter().position(|c| c.name.as_str() == name);
+        position(self.apps)
+            .map(Place::App)
+            .or_else(|| position(self.inits).map(Place::Init))
+    }
+
+    fn get(&self, place: Place) -> &'p ContainerView<'a> {
+        match place {
+            Place::App(i) => &self.apps[i],
+            Place::Init(i) => &self.inits[i],
+        }
+    }
+
+    /// The place named `name` in the list of annotation `key`, or a denial listing the names.
+    fn named(&self, key: &str, name: &str) -> Result<Place, Deny> {
+        self.find(name).ok_or_else(|| {
+            let all = self
+                .apps
+                .iter()
+                .chain(self.inits)
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Deny::annotation(
+                key,
+                format!("the pod has no container named {name:?} (it has {all}); fix the list"),
+            )
+        })
+    }
+}
+
+/// The containers that get the mount, and those whose command `ps-agent exec` wraps.
+struct Targets {
+    mounted: Vec<Place>,
+    exec: Vec<Place>,
+}
+
 /// Builds the JSON Patch for an opted-in pod.
 pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Result<Mutation, Deny> {
     let mut warnings = spec.warnings.clone();
-    let containers = pod.containers();
-    let inits = pod.init_containers();
-    if containers.is_empty() {
-        return Err(Deny("the pod has no containers to inject into".to_owned()));
-    }
-    let find = |name: &str| -> Option<Place> {
-        containers
-            .iter()
-            .position(|c| c.name.as_str() == name)
-            .map(Place::App)
-            .or_else(|| {
-                inits
-                    .iter()
-                    .position(|c| c.name.as_str() == name)
-                    .map(Place::Init)
-            })
-    };
-    let view = |place: Place| -> &ContainerView<'_> {
-        match place {
-            Place::App(i) => &containers[i],
-            Place::Init(i) => &inits[i],
-        }
-    };
-    let all_names = || {
-        containers
-            .iter()
-            .chain(inits)
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let containers = Containers::of(pod)?;
+    let mode = choose_mode(pod, spec, config, &mut warnings)?;
+    let targets = choose_targets(&containers, spec, &mut warnings)?;
+    check_names(pod, &containers, spec, mode, config)?;
+    let readers = choose_readers(pod, &containers, &targets.mounted, config)?;
+    let agent = with_file_modes(spec, readers, &mut warnings);
+    let first = init_step_first(
+        pod,
+        &containers,
+        &targets.mounted,
+        spec,
+        mode,
+        config,
+        &mut warnings,
+    )?;
 
-    // --- Mode ---------------------------------------------------------------------------------
+    let agent_json = agent.to_json();
+    let security = agent_security(readers, config);
+    let ca_file = (config.password_safe.ca_bundle.as_ref()).map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}"));
+    let agents = agent_containers(spec, mode, config, &security, &agent_json, ca_file.as_deref());
+
+    let mut patch = Vec::with_capacity(8 + targets.mounted.len() * 2);
+    add_volumes(&mut patch, pod, config);
+    add_supplemental_group(&mut patch, pod, readers);
+    // Mounts and command rewrites use the original indices, so they come before inserts.
+    add_mounts_and_exec(&mut patch, &containers, &targets, spec);
+    add_agents(&mut patch, pod, &agents, first);
+    add_status(&mut patch, pod);
+    Ok(Mutation {
+        patch,
+        warnings,
+        mode,
+    })
+}
+
+/// The mode: the annotation's or the cluster's, adapted to a pod that runs to completion.
+fn choose_mode(
+    pod: &PodView<'_>,
+    spec: &InjectionSpec,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<Mode, Deny> {
     let explicit = spec.mode.is_some();
     let mut mode = spec.mode.unwrap_or_else(|| config.default_mode());
     if pod.runs_to_completion && matches!(mode, Mode::Sidecar | Mode::InitSidecar) {
@@ -493,57 +362,48 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             ),
         ));
     }
+    Ok(mode)
+}
 
-    // --- Targets ------------------------------------------------------------------------------
-    let mut targets: Vec<Place> = Vec::new();
-    match &spec.containers {
-        None => targets.extend((0..containers.len()).map(Place::App)),
-        Some(names) => {
-            for name in names {
-                let place = find(name).ok_or_else(|| {
-                    Deny::annotation(
-                        ann::CONTAINERS,
-                        format!(
-                            "the pod has no container named {name:?} (it has {}); fix the list",
-                            all_names()
-                        ),
-                    )
-                })?;
-                if !targets.contains(&place) {
-                    targets.push(place);
-                }
+/// The containers that get the mount (`containers`, else every app container) and the ones
+/// exec mode wraps (`exec-containers`, else the mounted app containers), which get the mount too.
+fn choose_targets(
+    containers: &Containers<'_, '_>,
+    spec: &InjectionSpec,
+    warnings: &mut Vec<String>,
+) -> Result<Targets, Deny> {
+    let named = |key: &str, names: &[String]| -> Result<Vec<Place>, Deny> {
+        let mut places = Vec::with_capacity(names.len());
+        for name in names {
+            let place = containers.named(key, name)?;
+            if !places.contains(&place) {
+                places.push(place);
             }
         }
-    }
-    let mut exec_targets: Vec<Place> = Vec::new();
+        Ok(places)
+    };
+    let mut mounted = match &spec.containers {
+        None => (0..containers.apps.len()).map(Place::App).collect(),
+        Some(names) => named(ann::CONTAINERS, names)?,
+    };
+    let mut exec = Vec::new();
     if spec.exec() {
-        match &spec.exec_containers {
-            None => exec_targets.extend(targets.iter().copied().filter(|p| matches!(p, Place::App(_)))),
-            Some(names) => {
-                for name in names {
-                    let place = find(name).ok_or_else(|| {
-                        Deny::annotation(
-                            ann::EXEC_CONTAINERS,
-                            format!(
-                                "the pod has no container named {name:?} (it has {}); fix the list",
-                                all_names()
-                            ),
-                        )
-                    })?;
-                    if !exec_targets.contains(&place) {
-                        exec_targets.push(place);
-                    }
-                }
-            }
-        }
-        if exec_targets.is_empty() {
+        exec = match &spec.exec_containers {
+            None => mounted
+                .iter()
+                .copied()
+                .filter(|p| matches!(p, Place::App(_)))
+                .collect(),
+            Some(names) => named(ann::EXEC_CONTAINERS, names)?,
+        };
+        if exec.is_empty() {
             return Err(Deny::annotation(
                 ann::EXEC_CONTAINERS,
                 "env-* annotations need at least one app container to wrap; name it in ps-injector.io/exec-containers",
             ));
         }
-        for place in &exec_targets {
-            let c = view(*place);
+        for place in &exec {
+            let c = containers.get(*place);
             if c.command.as_ref().is_none_or(|cmd| cmd.is_empty()) {
                 return Err(Deny(format!(
                     "container {:?} has no command in the pod spec, and env-* annotations wrap it as `ps-agent \
@@ -552,8 +412,8 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                     c.name.as_str()
                 )));
             }
-            if !targets.contains(place) {
-                targets.push(*place);
+            if !mounted.contains(place) {
+                mounted.push(*place);
             }
         }
     } else if spec.exec_containers.is_some() {
@@ -562,8 +422,8 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             ann::EXEC_CONTAINERS
         ));
     }
-    for place in &targets {
-        let c = view(*place);
+    for place in &mounted {
+        let c = containers.get(*place);
         if c.volume_mounts.iter().flatten().any(|m| {
             m.mount_path
                 .as_ref()
@@ -580,21 +440,24 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             ));
         }
     }
+    Ok(Targets { mounted, exec })
+}
 
-    // --- Name clashes -------------------------------------------------------------------------
-    let needs_copy = spec.exec();
-    let mut agent_names: Vec<&str> = Vec::new();
-    if needs_copy {
-        agent_names.push(COPY_CONTAINER);
-    }
-    if matches!(mode, Mode::Init | Mode::InitSidecar) {
-        agent_names.push(INIT_CONTAINER);
-    }
-    if mode.refreshes() {
-        agent_names.push(SIDECAR_CONTAINER);
-    }
-    for name in &agent_names {
-        if find(name).is_some() {
+/// Denies a pod whose own containers or volumes already use a name the patch adds.
+fn check_names(
+    pod: &PodView<'_>,
+    containers: &Containers<'_, '_>,
+    spec: &InjectionSpec,
+    mode: Mode,
+    config: &Config,
+) -> Result<(), Deny> {
+    let agent_names = [
+        (spec.exec(), COPY_CONTAINER),
+        (matches!(mode, Mode::Init | Mode::InitSidecar), INIT_CONTAINER),
+        (mode.refreshes(), SIDECAR_CONTAINER),
+    ];
+    for (_, name) in agent_names.iter().filter(|(added, _)| *added) {
+        if containers.find(name).is_some() {
             return Err(Deny(format!(
                 "the pod already has a container named {name:?}, the name of the injected agent; rename that \
                  container (the webhook never renames it), or remove {} if the pod is already set up by hand",
@@ -602,12 +465,12 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             )));
         }
     }
-    let ca = config.password_safe.ca_bundle.as_ref();
-    let mut volume_names = vec![layout::VOLUME_NAME, layout::NO_TOKEN_VOLUME_NAME];
-    if ca.is_some() {
-        volume_names.push(CA_VOLUME_NAME);
-    }
-    for name in &volume_names {
+    let volume_names = [
+        (true, layout::VOLUME_NAME),
+        (true, layout::NO_TOKEN_VOLUME_NAME),
+        (config.password_safe.ca_bundle.is_some(), CA_VOLUME_NAME),
+    ];
+    for (_, name) in volume_names.iter().filter(|(added, _)| *added) {
         if pod
             .spec
             .volumes
@@ -621,118 +484,148 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             )));
         }
     }
+    Ok(())
+}
 
-    // --- Readers: who must be able to read the files -------------------------------------------
+/// Who must be able to read the files: one known user, a group, or only root.
+fn choose_readers(
+    pod: &PodView<'_>,
+    containers: &Containers<'_, '_>,
+    mounted: &[Place],
+    config: &Config,
+) -> Result<Readers, Deny> {
     let pod_security = pod.spec.security_context.as_ref();
     let pod_uid = pod_security.and_then(|s| s.run_as_user);
-    let fs_group = pod_security.and_then(|s| s.fs_group);
     let mut known: Vec<(i64, &str)> = Vec::new();
     let mut unknown: Vec<&str> = Vec::new();
-    for place in &targets {
-        let c = view(*place);
+    for place in mounted {
+        let c = containers.get(*place);
         match c.security_context.and_then(|s| s.run_as_user).or(pod_uid) {
             Some(0) => {} // root reads any file
             Some(uid) => known.push((uid, c.name.as_str())),
             None => unknown.push(c.name.as_str()),
         }
     }
-    let distinct = {
-        let mut uids: Vec<i64> = known.iter().map(|(u, _)| *u).collect();
-        uids.sort_unstable();
-        uids.dedup();
-        uids
-    };
-    let readers = if unknown.is_empty() && distinct.len() == 1 {
-        Readers::User(distinct[0])
-    } else if unknown.is_empty() && distinct.is_empty() {
-        Readers::AgentDefault
+    let mut distinct: Vec<i64> = known.iter().map(|(u, _)| *u).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if unknown.is_empty() && distinct.len() == 1 {
+        return Ok(Readers::User(distinct[0]));
+    }
+    if unknown.is_empty() && distinct.is_empty() {
+        return Ok(Readers::AgentDefault);
+    }
+    match pod_security.and_then(|s| s.fs_group) {
+        // The agent writes the env file for `exec` group-readable (0440) as well.
+        Some(gid) => Ok(Readers::Group { gid, added: false }),
+        None if config.injection.require_known_user => Err(Deny(format!(
+            "{}; set spec.securityContext.runAsUser to the app's user, or spec.securityContext.\
+             fsGroup so the files are group-readable (0440), or limit the mount with {} (this cluster \
+             sets injection.requireKnownUser)",
+            readers_problem(&known, &unknown),
+            ann::CONTAINERS
+        ))),
+        None => Ok(Readers::Group {
+            gid: config.agent.run_as_group.unwrap_or(config.agent.run_as_user),
+            added: true,
+        }),
+    }
+}
+
+/// Why no single user can own the files: the readers' users differ or are unknown.
+fn readers_problem(known: &[(i64, &str)], unknown: &[&str]) -> String {
+    if unknown.is_empty() {
+        format!(
+            "the containers that read the secrets run as different users ({}), so no single owner can make \
+             the files readable to all",
+            known
+                .iter()
+                .map(|(u, n)| format!("{n}: {u}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     } else {
-        let problem = if unknown.is_empty() {
-            format!(
-                "the containers that read the secrets run as different users ({}), so no single owner can make \
-                 the files readable to all",
-                known
-                    .iter()
-                    .map(|(u, n)| format!("{n}: {u}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            format!(
-                "the webhook cannot tell which user {} (no runAsUser in the pod's or the container's \
-                 securityContext), so it cannot make the secret files readable to {}",
-                match unknown.as_slice() {
-                    [one] => format!("container {one:?} runs as"),
-                    many => format!("containers {} run as", many.join(", ")),
-                },
-                if unknown.len() == 1 { "it" } else { "them" }
-            )
-        };
-        match fs_group {
-            // The agent writes the env file for `exec` group-readable (0440) as well.
-            Some(gid) => Readers::Group { gid, added: false },
-            None if config.injection.require_known_user => {
-                return Err(Deny(format!(
-                    "{problem}; set spec.securityContext.runAsUser to the app's user, or spec.securityContext.\
-                     fsGroup so the files are group-readable (0440), or limit the mount with {} (this cluster \
-                     sets injection.requireKnownUser)",
-                    ann::CONTAINERS
-                )));
-            }
-            None => Readers::Group {
-                gid: config.agent.run_as_group.unwrap_or(config.agent.run_as_user),
-                added: true,
+        format!(
+            "the webhook cannot tell which user {} (no runAsUser in the pod's or the container's \
+             securityContext), so it cannot make the secret files readable to {}",
+            match unknown {
+                [one] => format!("container {one:?} runs as"),
+                many => format!("containers {} run as", many.join(", ")),
             },
-        }
-    };
+            if unknown.len() == 1 { "it" } else { "them" }
+        )
+    }
+}
 
-    // The agent configuration is copied only when the file modes change.
-    let mut group_agent = None;
-    let agent_uid = match readers {
-        Readers::User(uid) => uid,
-        Readers::Group { gid, .. } => {
-            let agent = group_agent.insert(spec.agent.clone());
-            let group_mode = FileMode::new(0o440).unwrap_or_default();
-            let mut renders: Vec<(&str, &mut inject_api::Render)> = Vec::new();
-            renders.extend(agent.secrets.iter_mut().map(|s| (s.name.as_str(), &mut s.render)));
-            renders.extend(agent.folders.iter_mut().map(|s| (s.name.as_str(), &mut s.render)));
-            renders.extend(
-                agent
-                    .accounts
-                    .iter_mut()
-                    .map(|s| (s.name.as_str(), &mut s.render)),
-            );
-            for (name, render) in renders {
-                if spec.explicit_file_modes.iter().any(|n| n == name) {
-                    if render.file_mode.bits() & 0o040 == 0 {
-                        warnings.push(format!(
-                            "annotation {}{name}: {} lets only the agent's user read the file, but the app reads \
-                             it through group {gid}; use \"0440\"",
-                            ann::FILE_MODE_PREFIX,
-                            render.file_mode
-                        ));
-                    }
-                } else {
-                    render.file_mode = group_mode;
+/// The one place file modes are decided: an output's `file-mode-<name>` when given, else 0400
+/// for one known reader and 0440 for readers sharing a group. The spec's agent configuration is
+/// copied only when a mode differs from the default.
+fn with_file_modes<'s>(
+    spec: &'s InjectionSpec,
+    readers: Readers,
+    warnings: &mut Vec<String>,
+) -> Cow<'s, AgentConfig> {
+    let group = match readers {
+        Readers::Group { gid, .. } => Some(gid),
+        Readers::User(_) | Readers::AgentDefault => None,
+    };
+    if group.is_none() && spec.file_modes.is_empty() {
+        return Cow::Borrowed(&spec.agent);
+    }
+    let default_mode = if group.is_some() {
+        FileMode::new(0o440).unwrap_or_default()
+    } else {
+        FileMode::DEFAULT
+    };
+    let mut agent = spec.agent.clone();
+    let renders = (agent.secrets.iter_mut().map(|s| (s.name.as_str(), &mut s.render)))
+        .chain(agent.folders.iter_mut().map(|s| (s.name.as_str(), &mut s.render)))
+        .chain(
+            agent
+                .accounts
+                .iter_mut()
+                .map(|s| (s.name.as_str(), &mut s.render)),
+        );
+    for (name, render) in renders {
+        render.file_mode = match spec.file_modes.get(name) {
+            Some(&explicit) => {
+                if let Some(gid) = group
+                    && explicit.bits() & 0o040 == 0
+                {
+                    warnings.push(format!(
+                        "annotation {}{name}: {explicit} lets only the agent's user read the file, but the app \
+                         reads it through group {gid}; use \"0440\"",
+                        ann::FILE_MODE_PREFIX,
+                    ));
                 }
+                explicit
             }
-            if let Some(bt) = &mut agent.beyondtrust {
-                bt.file_mode = group_mode;
-            }
-            config.agent.run_as_user
-        }
-        Readers::AgentDefault => config.agent.run_as_user,
-    };
+            None => default_mode,
+        };
+    }
+    if let Some(bt) = &mut agent.beyondtrust {
+        bt.file_mode = default_mode;
+    }
+    Cow::Owned(agent)
+}
 
-    // --- Ordering -------------------------------------------------------------------------------
-    let init_targets: Vec<&str> = targets
-        .iter()
-        .filter_map(|p| match p {
-            Place::Init(i) => Some(inits[*i].name.as_str()),
-            Place::App(_) => None,
-        })
-        .collect();
-    let mesh: Option<String> = inits
+/// Whether the agent's init step goes before the pod's own init containers: asked for, needed by
+/// an init container that reads the secrets, or by a service mesh's network setup.
+fn init_step_first(
+    pod: &PodView<'_>,
+    containers: &Containers<'_, '_>,
+    mounted: &[Place],
+    spec: &InjectionSpec,
+    mode: Mode,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<bool, Deny> {
+    let reading_init = mounted.iter().find_map(|p| match p {
+        Place::Init(i) => Some(containers.inits[*i].name.as_str()),
+        Place::App(_) => None,
+    });
+    let mesh: Option<String> = containers
+        .inits
         .iter()
         .map(|c| c.name.as_str())
         .find(|n| config.injection.mesh_init_containers.iter().any(|m| m == n))
@@ -745,11 +638,10 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                 .find(|a| pod.meta.annotations.get(a).is_some())
                 .map(|a| format!("annotation {a}"))
         });
-    let has_init_step = needs_copy || mode.prepopulates();
-    let first = match spec.init_first {
-        Some(true) => true,
+    match spec.init_first {
+        Some(true) => Ok(true),
         Some(false) => {
-            if let Some(name) = init_targets.first() {
+            if let Some(name) = reading_init {
                 return Err(Deny::annotation(
                     ann::INIT_FIRST,
                     format!(
@@ -760,9 +652,10 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                     ),
                 ));
             }
+            let has_init_step = spec.exec() || mode.prepopulates();
             if let Some(what) = &mesh
                 && has_init_step
-                && !inits.is_empty()
+                && !containers.inits.is_empty()
             {
                 warnings.push(format!(
                     "annotation {}: \"false\" puts the agent after the mesh's network setup ({what}), where its \
@@ -770,15 +663,20 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                     ann::INIT_FIRST
                 ));
             }
-            false
+            Ok(false)
         }
-        None => config.injection.init_first || mesh.is_some() || !init_targets.is_empty(),
-    };
+        None => Ok(config.injection.init_first || mesh.is_some() || reading_init.is_some()),
+    }
+}
 
-    // --- Objects --------------------------------------------------------------------------------
-    let agent_json = group_agent.as_ref().unwrap_or(&spec.agent).to_json();
-    let security = SecurityContext {
-        run_as_user: agent_uid,
+/// The agent's security context: restricted, running as the readers' user or the configured
+/// one, in the group the readers were given.
+fn agent_security(readers: Readers, config: &Config) -> SecurityContext {
+    SecurityContext {
+        run_as_user: match readers {
+            Readers::User(uid) => uid,
+            Readers::Group { .. } | Readers::AgentDefault => config.agent.run_as_user,
+        },
         // Files must be owned by the group the readers were given.
         run_as_group: match readers {
             Readers::Group { gid, added: true } => Some(gid),
@@ -791,120 +689,140 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
         seccomp_profile: SeccompProfile {
             kind: "RuntimeDefault",
         },
-    };
-    let ca_file = ca.map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}"));
-    let env = agent_env_vars(&agent_json, &spec.credentials_secret, config, ca_file.as_deref());
-    let resources = || Resources {
-        requests: Quantities {
-            cpu: spec.resources.requests.cpu.as_deref(),
-            memory: spec.resources.requests.memory.as_deref(),
-        },
-        limits: Quantities {
-            cpu: spec.resources.limits.cpu.as_deref(),
-            memory: spec.resources.limits.memory.as_deref(),
-        },
-    };
-    // Every injected container mounts the empty no-token volume where the ServiceAccount
-    // admission plugin would put the API token: the plugin skips a container with a mount at that
-    // path, also when it is re-run after this mutation.
-    let agent_mounts = |with_ca: bool| {
-        let mut m = Vec::with_capacity(3);
-        m.push(Mount {
-            name: layout::VOLUME_NAME,
-            mount_path: &spec.mount_path,
-            read_only: false,
-        });
-        if with_ca && ca.is_some() {
-            m.push(Mount {
-                name: CA_VOLUME_NAME,
-                mount_path: CA_MOUNT_DIR,
-                read_only: true,
-            });
-        }
-        m.push(Mount {
-            name: layout::NO_TOKEN_VOLUME_NAME,
-            mount_path: layout::SERVICE_ACCOUNT_DIR,
-            read_only: true,
-        });
-        m
-    };
-    let agent_container = |name: &'static str, args: Vec<String>, env, native: bool| Container {
+    }
+}
+
+/// The containers the patch adds: init containers (the exec copy step, then the init agent or
+/// the native sidecar) and the classic sidecar.
+struct Agents<'a> {
+    inits: Vec<Container<'a>>,
+    sidecar: Option<Container<'a>>,
+}
+
+fn agent_containers<'a>(
+    spec: &'a InjectionSpec,
+    mode: Mode,
+    config: &'a Config,
+    security: &'a SecurityContext,
+    agent_json: &'a str,
+    ca_file: Option<&'a str>,
+) -> Agents<'a> {
+    let ca = config.password_safe.ca_bundle.as_ref();
+    let env = agent_env_vars(agent_json, &spec.credentials_secret, config, ca_file);
+    let container = |name: &'static str, args: Vec<String>, env, native: bool| Container {
         name,
         image: &config.agent.image,
         image_pull_policy: config.agent.image_pull_policy.as_str(),
         command: &config.agent.command,
         args,
         env,
-        resources: resources(),
-        volume_mounts: agent_mounts(name != COPY_CONTAINER),
-        security_context: &security,
+        resources: agent_resources(spec),
+        volume_mounts: agent_mounts(spec, ca.is_some() && name != COPY_CONTAINER),
+        security_context: security,
         termination_message_policy: "FallbackToLogsOnError",
         restart_policy: native.then_some("Always"),
-        startup_probe: native.then(|| Probe {
-            exec: ExecAction {
-                command: config
-                    .agent
-                    .command
-                    .iter()
-                    .cloned()
-                    .chain([
-                        command::READY.to_owned(),
-                        "--root".to_owned(),
-                        spec.mount_path.clone(),
-                    ])
-                    .collect(),
-            },
-            period_seconds: 1,
-            timeout_seconds: 1,
-            failure_threshold: config.injection.startup_failure_threshold,
-        }),
+        startup_probe: native.then(|| ready_probe(spec, config)),
     };
-    let bin_dir = format!("{}/{}", spec.mount_path, layout::BIN_DIR);
-
-    let mut init_objs: Vec<Container<'_>> = Vec::new();
-    if needs_copy {
-        init_objs.push(agent_container(
+    let mut inits = Vec::new();
+    if spec.exec() {
+        inits.push(container(
             COPY_CONTAINER,
-            vec![command::COPY_SELF.to_owned(), bin_dir.clone()],
+            vec![command::COPY_SELF.to_owned(), bin_dir(spec)],
             Vec::new(),
             false,
         ));
     }
+    let watch = || vec![command::WATCH.to_owned()];
     match mode {
-        Mode::Init | Mode::InitSidecar => init_objs.push(agent_container(
+        Mode::Init | Mode::InitSidecar => inits.push(container(
             INIT_CONTAINER,
             vec![command::FETCH.to_owned()],
             env.clone(),
             false,
         )),
-        Mode::NativeSidecar => init_objs.push(agent_container(
-            SIDECAR_CONTAINER,
-            vec![command::WATCH.to_owned()],
-            env.clone(),
-            true,
-        )),
+        Mode::NativeSidecar => inits.push(container(SIDECAR_CONTAINER, watch(), env.clone(), true)),
         Mode::Sidecar => {}
     }
-    let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar).then(|| {
-        agent_container(
-            SIDECAR_CONTAINER,
-            vec![command::WATCH.to_owned()],
-            env.clone(),
-            false,
-        )
-    });
+    let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar)
+        .then(|| container(SIDECAR_CONTAINER, watch(), env, false));
+    Agents { inits, sidecar }
+}
 
-    // --- Patch ----------------------------------------------------------------------------------
-    let mut patch = Vec::with_capacity(8 + targets.len() * 2);
-    let secrets_volume = Volume {
+fn agent_resources(spec: &InjectionSpec) -> Resources<'_> {
+    let r = &spec.resources;
+    Resources {
+        requests: Quantities {
+            cpu: r.requests.cpu.as_deref(),
+            memory: r.requests.memory.as_deref(),
+        },
+        limits: Quantities {
+            cpu: r.limits.cpu.as_deref(),
+            memory: r.limits.memory.as_deref(),
+        },
+    }
+}
+
+/// An agent container's mounts. Every injected container mounts the empty no-token volume where
+/// the ServiceAccount admission plugin would put the API token: the plugin skips a container with
+/// a mount at that path, also when it is re-run after this mutation.
+fn agent_mounts(spec: &InjectionSpec, with_ca: bool) -> Vec<Mount<'_>> {
+    let mut m = Vec::with_capacity(3);
+    m.push(Mount {
         name: layout::VOLUME_NAME,
+        mount_path: &spec.mount_path,
+        read_only: false,
+    });
+    if with_ca {
+        m.push(Mount {
+            name: CA_VOLUME_NAME,
+            mount_path: CA_MOUNT_DIR,
+            read_only: true,
+        });
+    }
+    m.push(Mount {
+        name: layout::NO_TOKEN_VOLUME_NAME,
+        mount_path: layout::SERVICE_ACCOUNT_DIR,
+        read_only: true,
+    });
+    m
+}
+
+/// The native sidecar's startup probe: `ps-agent ready`, which passes after the first complete
+/// write, so the app never starts before its files.
+fn ready_probe(spec: &InjectionSpec, config: &Config) -> Probe {
+    let command = (config.agent.command.iter().cloned())
+        .chain([
+            command::READY.to_owned(),
+            "--root".to_owned(),
+            spec.mount_path.clone(),
+        ])
+        .collect();
+    Probe {
+        exec: ExecAction { command },
+        period_seconds: 1,
+        timeout_seconds: 1,
+        failure_threshold: config.injection.startup_failure_threshold,
+    }
+}
+
+/// Where the exec copy step puts the agent binary.
+fn bin_dir(spec: &InjectionSpec) -> String {
+    format!("{}/{}", spec.mount_path, layout::BIN_DIR)
+}
+
+/// The in-memory secrets volume, the CA bundle's ConfigMap volume, the empty no-token volume.
+fn add_volumes(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, config: &Config) {
+    let memory = |name, size_limit| Volume {
+        name,
         empty_dir: Some(EmptyDir {
             medium: "Memory",
-            size_limit: &config.injection.volume_size_limit,
+            size_limit,
         }),
         config_map: None,
     };
-    let ca_volume = ca.map(|ca| Volume {
+    let mut volumes = Vec::with_capacity(3);
+    volumes.push(memory(layout::VOLUME_NAME, &config.injection.volume_size_limit));
+    volumes.extend(config.password_safe.ca_bundle.as_ref().map(|ca| Volume {
         name: CA_VOLUME_NAME,
         empty_dir: None,
         config_map: Some(ConfigMapSource {
@@ -914,19 +832,8 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                 path: CA_FILE_NAME,
             }],
         }),
-    });
-    let no_token_volume = Volume {
-        name: layout::NO_TOKEN_VOLUME_NAME,
-        empty_dir: Some(EmptyDir {
-            medium: "Memory",
-            size_limit: layout::NO_TOKEN_SIZE_LIMIT,
-        }),
-        config_map: None,
-    };
-    let mut volumes = Vec::with_capacity(3);
-    volumes.push(secrets_volume);
-    volumes.extend(ca_volume);
-    volumes.push(no_token_volume);
+    }));
+    volumes.push(memory(layout::NO_TOKEN_VOLUME_NAME, layout::NO_TOKEN_SIZE_LIMIT));
     if pod.spec.volumes.is_some() {
         for v in &volumes {
             patch.push(PatchOp::add(pointer(["spec", "volumes", "-"]), v));
@@ -934,42 +841,53 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     } else {
         patch.push(PatchOp::add(pointer(["spec", "volumes"]), &volumes));
     }
+}
 
-    // Readers of unknown or different users get the agent's group, so 0440 files reach them.
-    if let Readers::Group { gid, added: true } = readers {
-        match pod_security {
-            None => patch.push(PatchOp::add(
-                pointer(["spec", "securityContext"]),
-                &serde_json::json!({ "supplementalGroups": [gid] }),
+/// Readers of unknown or different users get the agent's group, so 0440 files reach them.
+fn add_supplemental_group(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, readers: Readers) {
+    let Readers::Group { gid, added: true } = readers else {
+        return;
+    };
+    match &pod.spec.security_context {
+        None => patch.push(PatchOp::add(
+            pointer(["spec", "securityContext"]),
+            &serde_json::json!({ "supplementalGroups": [gid] }),
+        )),
+        Some(sc) => match &sc.supplemental_groups {
+            Some(groups) if groups.contains(&gid) => {}
+            Some(_) => patch.push(PatchOp::add(
+                pointer(["spec", "securityContext", "supplementalGroups", "-"]),
+                &gid,
             )),
-            Some(sc) => match &sc.supplemental_groups {
-                Some(groups) if groups.contains(&gid) => {}
-                Some(_) => patch.push(PatchOp::add(
-                    pointer(["spec", "securityContext", "supplementalGroups", "-"]),
-                    &gid,
-                )),
-                None => patch.push(PatchOp::add(
-                    pointer(["spec", "securityContext", "supplementalGroups"]),
-                    &[gid],
-                )),
-            },
-        }
+            None => patch.push(PatchOp::add(
+                pointer(["spec", "securityContext", "supplementalGroups"]),
+                &[gid],
+            )),
+        },
     }
+}
 
-    // Mounts and command rewrites use the original indices, so they come before inserts.
+/// The read-only mount in every target container, and `ps-agent exec -- <command>` in the ones
+/// exec mode wraps (the patch's one `replace`).
+fn add_mounts_and_exec(
+    patch: &mut Vec<PatchOp>,
+    containers: &Containers<'_, '_>,
+    targets: &Targets,
+    spec: &InjectionSpec,
+) {
     let app_mount = Mount {
         name: layout::VOLUME_NAME,
         mount_path: &spec.mount_path,
         read_only: true,
     };
-    let exec_bin = format!("{bin_dir}/{}", layout::BIN_NAME);
-    for place in &targets {
+    let exec_bin = format!("{}/{}", bin_dir(spec), layout::BIN_NAME);
+    for place in &targets.mounted {
         let (array, index) = match place {
             Place::App(i) => ("containers", *i),
             Place::Init(i) => ("initContainers", *i),
         };
         let idx = index.to_string();
-        let c = view(*place);
+        let c = containers.get(*place);
         if c.volume_mounts.is_some() {
             patch.push(PatchOp::add(
                 pointer(["spec", array, &idx, "volumeMounts", "-"]),
@@ -981,7 +899,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                 &[&app_mount],
             ));
         }
-        if exec_targets.contains(place) {
+        if targets.exec.contains(place) {
             let original = c.command.as_deref().unwrap_or_default();
             let mut wrapped: Vec<&str> = Vec::with_capacity(original.len() + 3);
             wrapped.extend([exec_bin.as_str(), command::EXEC, "--"]);
@@ -992,28 +910,33 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
             ));
         }
     }
+}
 
-    if !init_objs.is_empty() {
+/// The agent containers: the init step first (inserted at 0, 1, ...) or last, the sidecar last.
+fn add_agents(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, agents: &Agents<'_>, first: bool) {
+    if !agents.inits.is_empty() {
         if pod.spec.init_containers.is_none() {
-            patch.push(PatchOp::add(pointer(["spec", "initContainers"]), &init_objs));
+            patch.push(PatchOp::add(pointer(["spec", "initContainers"]), &agents.inits));
         } else if first {
-            for (i, c) in init_objs.iter().enumerate() {
+            for (i, c) in agents.inits.iter().enumerate() {
                 patch.push(PatchOp::add(
                     pointer(["spec", "initContainers", &i.to_string()]),
                     c,
                 ));
             }
         } else {
-            for c in &init_objs {
+            for c in &agents.inits {
                 patch.push(PatchOp::add(pointer(["spec", "initContainers", "-"]), c));
             }
         }
     }
-    if let Some(c) = &sidecar {
+    if let Some(c) = &agents.sidecar {
         patch.push(PatchOp::add(pointer(["spec", "containers", "-"]), c));
     }
+}
 
-    // The idempotence marker, last.
+/// The idempotence marker, the patch's last operation.
+fn add_status(patch: &mut Vec<PatchOp>, pod: &PodView<'_>) {
     if pod.meta.annotations.present {
         patch.push(PatchOp::add(
             pointer(["metadata", "annotations", ann::STATUS]),
@@ -1027,12 +950,6 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
                 .collect::<std::collections::BTreeMap<_, _>>(),
         ));
     }
-
-    Ok(Mutation {
-        patch,
-        warnings,
-        mode,
-    })
 }
 
 fn agent_env_vars<'a>(
@@ -1089,7 +1006,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::spec;
+    use crate::{
+        pod::{PodMeta, PodSpecView},
+        spec,
+    };
 
     struct Case {
         name: &'static str,

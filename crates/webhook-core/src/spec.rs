@@ -47,10 +47,11 @@ pub const CA_VOLUME_NAME: &str = "ps-injector-ca";
 pub struct InjectionSpec {
     /// The mode the annotation names; `None`: the cluster default (adapted to the workload).
     pub mode: Option<Mode>,
-    /// The agent configuration with default file modes; `root` is the mount path.
+    /// The agent configuration; `root` is the mount path. File modes are left at their default:
+    /// the mutation decides them, once it knows who reads the files.
     pub agent: AgentConfig,
-    /// Output names whose `file-mode-<name>` was set explicitly.
-    pub explicit_file_modes: Vec<String>,
+    /// The outputs whose `file-mode-<name>` was set, with that mode.
+    pub file_modes: BTreeMap<String, FileMode>,
     /// Whether `refresh-interval` was set explicitly.
     pub refresh_explicit: bool,
     /// `containers`: the containers that get the mount; `None`: every app container.
@@ -360,7 +361,7 @@ pub fn build<'a>(
         signal: signal.clone(),
         readiness: Readiness::default(),
     };
-    let mut explicit_file_modes = Vec::new();
+    let mut file_modes = BTreeMap::new();
     let env_names: Vec<&str> = env.iter().map(|(v, _, _)| *v).collect();
 
     for (name, draft) in &outputs {
@@ -397,7 +398,7 @@ pub fn build<'a>(
             ));
         };
         let value = value.trim();
-        let render = render_of(name, draft, &mut explicit_file_modes)?;
+        let render = render_of(name, draft, &mut file_modes)?;
         match kind {
             OutputKind::Secret => {
                 ann::validate_secret_path(value).map_err(|e| Deny::annotation(key, e))?;
@@ -536,7 +537,7 @@ pub fn build<'a>(
     Ok(InjectionSpec {
         mode,
         agent,
-        explicit_file_modes,
+        file_modes,
         refresh_explicit: refresh_interval.is_some(),
         containers,
         exec_containers,
@@ -548,7 +549,11 @@ pub fn build<'a>(
     })
 }
 
-fn render_of(name: &str, draft: &OutputDraft<'_>, explicit: &mut Vec<String>) -> Result<Render, Deny> {
+fn render_of(
+    name: &str,
+    draft: &OutputDraft<'_>,
+    file_modes: &mut BTreeMap<String, FileMode>,
+) -> Result<Render, Deny> {
     let mut render = Render::default();
     let format = draft
         .format
@@ -588,8 +593,8 @@ fn render_of(name: &str, draft: &OutputDraft<'_>, explicit: &mut Vec<String>) ->
         (None, None) => {}
     }
     if let Some((key, v)) = draft.file_mode {
-        render.file_mode = v.parse::<FileMode>().map_err(|e| Deny::annotation(key, e))?;
-        explicit.push(name.to_owned());
+        let mode = v.parse::<FileMode>().map_err(|e| Deny::annotation(key, e))?;
+        file_modes.insert(name.to_owned(), mode);
     }
     if let Some((key, v)) = draft.optional {
         render.optional = ann::parse_bool(v).map_err(|e| Deny::annotation(key, e))?;
@@ -973,7 +978,18 @@ policy:
             Some(&["app".to_owned(), "worker".to_owned()][..])
         );
         assert_eq!(spec.init_first, Some(true));
-        assert_eq!(spec.explicit_file_modes, ["db"]);
+        assert_eq!(
+            spec.file_modes
+                .iter()
+                .map(|(n, m)| (n.as_str(), m.bits()))
+                .collect::<Vec<_>>(),
+            [("db", 0o440)]
+        );
+        assert_eq!(
+            spec.agent.secrets[0].render.file_mode,
+            FileMode::DEFAULT,
+            "decided by mutate"
+        );
         assert_eq!(spec.agent.refresh.interval_seconds, 10);
         assert_eq!(
             spec.agent.password_safe.url,
