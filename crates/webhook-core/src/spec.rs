@@ -104,233 +104,66 @@ enum OutputKind {
     Account,
 }
 
+/// The annotations of a pod, sorted by what they configure; nothing validated against the
+/// configuration yet.
+#[derive(Default)]
+struct Read<'a> {
+    /// Per-output annotations, by output name.
+    outputs: BTreeMap<&'a str, OutputDraft<'a>>,
+    /// `env-<VAR>` annotations: (var, key, value).
+    env: Vec<(&'a str, &'a str, &'a str)>,
+    /// The single-valued annotations, by short name.
+    fixed: Fixed<'a>,
+    warnings: Vec<String>,
+}
+
+/// Single-valued annotations by short name (`mode`, `url`, ...): (key, value).
+#[derive(Default)]
+struct Fixed<'a>(BTreeMap<&'static str, (&'a str, &'a str)>);
+
+impl<'a> Fixed<'a> {
+    fn get(&self, short: &str) -> Option<(&'a str, &'a str)> {
+        self.0.get(short).copied()
+    }
+
+    /// An optional annotation parsed with `parse`; its error names the key.
+    fn parse<T, E: fmt::Display>(
+        &self,
+        short: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, Deny> {
+        self.get(short)
+            .map(|(key, v)| parse(v).map_err(|e| Deny::annotation(key, e)))
+            .transpose()
+    }
+}
+
 /// Builds the spec for an opted-in pod.
 pub fn build<'a>(
     annotations: impl Iterator<Item = (&'a str, &'a str)>,
     namespace: &str,
     config: &Config,
 ) -> Result<InjectionSpec, Deny> {
-    let mut warnings = Vec::new();
-    let mut outputs: BTreeMap<&str, OutputDraft<'_>> = BTreeMap::new();
-    let mut env: Vec<(&str, &str, &str)> = Vec::new(); // var, key, value
-    let mut fixed: BTreeMap<&'static str, (&str, &str)> = BTreeMap::new(); // short name -> (key, value)
-
-    for (key, value) in annotations {
-        let Some(class) = ann::classify(key) else { continue };
-        match class {
-            Key::Secret(n) | Key::Folder(n) | Key::Account(n) => {
-                let kind = match class {
-                    Key::Secret(_) => OutputKind::Secret,
-                    Key::Folder(_) => OutputKind::Folder,
-                    _ => OutputKind::Account,
-                };
-                names::validate_output_name(n).map_err(|e| {
-                    Deny::annotation(key, format!("the part after the prefix is the file name: {e}"))
-                })?;
-                let draft = outputs.entry(n).or_default();
-                if let Some((_, other, _)) = draft.kind {
-                    return Err(Deny::annotation(
-                        key,
-                        format!("output name {n:?} is also used by {other}; every output needs its own name"),
-                    ));
-                }
-                draft.kind = Some((kind, key, value));
-            }
-            Key::Format(n) => outputs.entry(n).or_default().format = Some((key, value)),
-            Key::Template(n) => outputs.entry(n).or_default().template = Some((key, value)),
-            Key::FileMode(n) => outputs.entry(n).or_default().file_mode = Some((key, value)),
-            Key::Optional(n) => outputs.entry(n).or_default().optional = Some((key, value)),
-            Key::Env(var) => {
-                names::validate_env_name(var).map_err(|e| {
-                    Deny::annotation(key, format!("{e}; use e.g. ps-injector.io/env-DB_PASSWORD"))
-                })?;
-                env.push((var, key, value));
-            }
-            Key::Unknown => warnings.push(match ann::suggest(key) {
-                Some(s) => format!("unknown annotation {key} is ignored; did you mean {s}?"),
-                None => format!("unknown annotation {key} is ignored"),
-            }),
-            Key::Inject => {}
-            Key::Status => {
-                if value != ann::STATUS_INJECTED {
-                    warnings.push(format!(
-                        "annotation {key} is written by the webhook; the value {value:?} is ignored"
-                    ));
-                }
-            }
-            other => {
-                let short = short_of(other);
-                fixed.insert(short, (key, value));
-            }
-        }
-    }
-
+    let Read {
+        outputs,
+        env,
+        fixed,
+        mut warnings,
+    } = read(annotations)?;
     let ns_policy = config.namespace_policy(namespace);
+    check_overrides(&fixed, namespace, config)?;
 
-    // Guarded overrides.
-    for short in ann::GUARDED {
-        if let Some((key, _)) = fixed.get(short)
-            && !config.may_override(namespace, short)
-        {
-            return Err(Deny::annotation(
-                key,
-                format!(
-                    "pods in namespace {namespace} may not set this annotation (cluster policy); remove it, \
-                     or ask the cluster admin to add \"{short}\" to policy.allowOverrides"
-                ),
-            ));
-        }
-    }
+    let url = url(&fixed, config, &mut warnings)?;
+    let mount_path = mount_path(&fixed, config)?;
+    let credentials_secret = credentials_secret(&fixed, config)?;
+    let mode = mode(&fixed, config)?;
+    let refresh_interval = refresh_interval_of(&fixed, config, &mut warnings)?;
+    let containers = container_list(&fixed, "containers")?;
+    let exec_containers = container_list(&fixed, "exec-containers")?;
+    let init_first = fixed.parse("init-first", ann::parse_bool)?;
+    let signal = fixed.parse("signal", ann::parse_signal)?;
+    let resources = resources(&fixed, config)?;
 
-    let value_of = |short: &str| fixed.get(short).copied();
-
-    // Connection.
-    let url = match value_of("url") {
-        Some((key, v)) => {
-            let v = v.trim();
-            let host = config::url_host(v).map_err(|e| {
-                Deny::annotation(key, format!("{e}; use https://HOST/BeyondTrust/api/public/v3"))
-            })?;
-            if !config::host_allowed(config, host) {
-                return Err(Deny::annotation(
-                    key,
-                    format!(
-                        "host {host:?} is not an allowed Password Safe host; use the cluster's Password Safe, \
-                         or ask the cluster admin to add it to policy.allowedHosts"
-                    ),
-                ));
-            }
-            v.to_owned()
-        }
-        None => {
-            if config.url_is_placeholder() {
-                warnings.push(format!(
-                    "the webhook has no Password Safe URL configured (passwordSafe.url is the placeholder {}); \
-                     the agent will not connect until the cluster admin sets it",
-                    Config::PLACEHOLDER_URL
-                ));
-            }
-            config.password_safe.url.clone()
-        }
-    };
-
-    let mount_path = match value_of("mount-path") {
-        Some((key, v)) => {
-            config::validate_mount_path(v.trim()).map_err(|e| Deny::annotation(key, e))?;
-            v.trim().to_owned()
-        }
-        None => config.injection.mount_path.clone(),
-    };
-    let nested = |inner: &str, outer: &str| {
-        inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
-    };
-    let overlaps = |dir: &str| mount_path == dir || nested(&mount_path, dir) || nested(dir, &mount_path);
-    if overlaps(CA_MOUNT_DIR) {
-        return Err(Deny::annotation(
-            ann::MOUNT_PATH,
-            format!("{mount_path:?} overlaps the agent's CA directory {CA_MOUNT_DIR}; choose another path"),
-        ));
-    }
-    if overlaps(layout::SERVICE_ACCOUNT_DIR) {
-        return Err(Deny::annotation(
-            ann::MOUNT_PATH,
-            format!(
-                "{mount_path:?} overlaps the ServiceAccount token directory {}; choose another path",
-                layout::SERVICE_ACCOUNT_DIR
-            ),
-        ));
-    }
-
-    let credentials_secret = match value_of("credentials-secret") {
-        Some((key, v)) => {
-            config::validate_dns_subdomain(v.trim())
-                .map_err(|e| Deny::annotation(key, format!("{e}; name a Secret in the pod's namespace")))?;
-            v.trim().to_owned()
-        }
-        None => config.credentials.secret_name.clone(),
-    };
-
-    let mode = value_of("mode")
-        .map(|(key, v)| v.parse::<Mode>().map_err(|e| Deny::annotation(key, e)))
-        .transpose()?;
-    if mode == Some(Mode::NativeSidecar) && !config.injection.native_sidecars {
-        return Err(Deny::annotation(
-            ann::MODE,
-            "native sidecars are disabled in this cluster (injection.nativeSidecars: false); use init, \
-             init+sidecar or sidecar",
-        ));
-    }
-
-    let refresh_interval = match value_of("refresh-interval") {
-        Some((key, v)) => {
-            let d = ann::parse_duration(v).map_err(|e| Deny::annotation(key, e))?;
-            if d < config.injection.min_refresh_interval {
-                warnings.push(format!(
-                    "annotation {key}: {v:?} is below the recommended minimum of {}; every refresh calls \
-                     Password Safe, so short intervals multiply its load",
-                    humantime::format_duration(config.injection.min_refresh_interval)
-                ));
-            }
-            Some(d)
-        }
-        None => None,
-    };
-
-    let list = |short: &str| -> Result<Option<Vec<String>>, Deny> {
-        match value_of(short) {
-            None => Ok(None),
-            Some((key, v)) => {
-                let items: Vec<String> = ann::parse_list(v).map(str::to_owned).collect();
-                if items.is_empty() {
-                    return Err(Deny::annotation(
-                        key,
-                        "the list is empty; name at least one container, e.g. \"app\"",
-                    ));
-                }
-                Ok(Some(items))
-            }
-        }
-    };
-    let containers = list("containers")?;
-    let exec_containers = list("exec-containers")?;
-
-    let init_first = value_of("init-first")
-        .map(|(key, v)| ann::parse_bool(v).map_err(|e| Deny::annotation(key, e)))
-        .transpose()?;
-
-    let signal = value_of("signal")
-        .map(|(key, v)| ann::parse_signal(v).map_err(|e| Deny::annotation(key, e)))
-        .transpose()?;
-
-    // Resources: cluster defaults, each overridable.
-    let mut resources = config.agent.resources.clone();
-    for (short, slot) in [
-        ("agent-cpu-request", &mut resources.requests.cpu),
-        ("agent-memory-request", &mut resources.requests.memory),
-        ("agent-cpu-limit", &mut resources.limits.cpu),
-        ("agent-memory-limit", &mut resources.limits.memory),
-    ] {
-        if let Some((key, v)) = value_of(short) {
-            config::parse_quantity(v.trim()).map_err(|e| Deny::annotation(key, e))?;
-            *slot = Some(v.trim().to_owned());
-        }
-    }
-    if let Err((field, e)) = resources.check() {
-        let (request, limit) = if field.ends_with("cpu") {
-            ("agent-cpu-request", ann::AGENT_CPU_LIMIT)
-        } else {
-            ("agent-memory-request", ann::AGENT_MEMORY_LIMIT)
-        };
-        let key = value_of(request).map_or(limit, |(k, _)| k);
-        return Err(Deny::annotation(
-            key,
-            format!("agent {field}: {e}; raise the limit or lower the request"),
-        ));
-    }
-
-    // Outputs.
     let mut agent = AgentConfig {
         version: AgentConfig::VERSION,
         password_safe: PasswordSafe {
@@ -361,110 +194,386 @@ pub fn build<'a>(
         signal: signal.clone(),
         readiness: Readiness::default(),
     };
-    let mut file_modes = BTreeMap::new();
-    let env_names: Vec<&str> = env.iter().map(|(v, _, _)| *v).collect();
+    let policy = Policy {
+        ns: ns_policy,
+        namespace,
+    };
+    let file_modes = add_outputs(&mut agent, &outputs, &env, policy)?;
+    agent.beyondtrust = beyondtrust_lists(&fixed, &outputs, policy)?;
+    agent.env = env_delivery(&env, &outputs, policy)?;
+    check_complete(&agent, &outputs)?;
 
-    for (name, draft) in &outputs {
+    Ok(InjectionSpec {
+        mode,
+        agent,
+        file_modes,
+        refresh_explicit: refresh_interval.is_some(),
+        containers,
+        exec_containers,
+        init_first,
+        mount_path,
+        credentials_secret,
+        resources,
+        warnings,
+    })
+}
+
+/// Sorts the annotations by what they configure; checks output and env names.
+fn read<'a>(annotations: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Read<'a>, Deny> {
+    let mut r = Read::default();
+    for (key, value) in annotations {
+        let Some(class) = ann::classify(key) else { continue };
+        match class {
+            Key::Secret(n) | Key::Folder(n) | Key::Account(n) => {
+                let kind = match class {
+                    Key::Secret(_) => OutputKind::Secret,
+                    Key::Folder(_) => OutputKind::Folder,
+                    _ => OutputKind::Account,
+                };
+                names::validate_output_name(n).map_err(|e| {
+                    Deny::annotation(key, format!("the part after the prefix is the file name: {e}"))
+                })?;
+                let draft = r.outputs.entry(n).or_default();
+                if let Some((_, other, _)) = draft.kind {
+                    return Err(Deny::annotation(
+                        key,
+                        format!("output name {n:?} is also used by {other}; every output needs its own name"),
+                    ));
+                }
+                draft.kind = Some((kind, key, value));
+            }
+            Key::Format(n) => r.outputs.entry(n).or_default().format = Some((key, value)),
+            Key::Template(n) => r.outputs.entry(n).or_default().template = Some((key, value)),
+            Key::FileMode(n) => r.outputs.entry(n).or_default().file_mode = Some((key, value)),
+            Key::Optional(n) => r.outputs.entry(n).or_default().optional = Some((key, value)),
+            Key::Env(var) => {
+                names::validate_env_name(var).map_err(|e| {
+                    Deny::annotation(key, format!("{e}; use e.g. ps-injector.io/env-DB_PASSWORD"))
+                })?;
+                r.env.push((var, key, value));
+            }
+            Key::Unknown => r.warnings.push(match ann::suggest(key) {
+                Some(s) => format!("unknown annotation {key} is ignored; did you mean {s}?"),
+                None => format!("unknown annotation {key} is ignored"),
+            }),
+            Key::Inject => {}
+            Key::Status => {
+                if value != ann::STATUS_INJECTED {
+                    r.warnings.push(format!(
+                        "annotation {key} is written by the webhook; the value {value:?} is ignored"
+                    ));
+                }
+            }
+            other => {
+                r.fixed.0.insert(short_of(other), (key, value));
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Guarded overrides need the namespace's permission.
+fn check_overrides(fixed: &Fixed<'_>, namespace: &str, config: &Config) -> Result<(), Deny> {
+    for short in ann::GUARDED {
+        if let Some((key, _)) = fixed.get(short)
+            && !config.may_override(namespace, short)
+        {
+            return Err(Deny::annotation(
+                key,
+                format!(
+                    "pods in namespace {namespace} may not set this annotation (cluster policy); remove it, \
+                     or ask the cluster admin to add \"{short}\" to policy.allowOverrides"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Password Safe's URL: the annotation's, on an allowed host, or the cluster's.
+fn url(fixed: &Fixed<'_>, config: &Config, warnings: &mut Vec<String>) -> Result<String, Deny> {
+    let Some((key, v)) = fixed.get("url") else {
+        if config.url_is_placeholder() {
+            warnings.push(format!(
+                "the webhook has no Password Safe URL configured (passwordSafe.url is the placeholder {}); \
+                 the agent will not connect until the cluster admin sets it",
+                Config::PLACEHOLDER_URL
+            ));
+        }
+        return Ok(config.password_safe.url.clone());
+    };
+    let v = v.trim();
+    let host = config::url_host(v)
+        .map_err(|e| Deny::annotation(key, format!("{e}; use https://HOST/BeyondTrust/api/public/v3")))?;
+    if !config::host_allowed(config, host) {
+        return Err(Deny::annotation(
+            key,
+            format!(
+                "host {host:?} is not an allowed Password Safe host; use the cluster's Password Safe, \
+                 or ask the cluster admin to add it to policy.allowedHosts"
+            ),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// Where the files appear in the app containers; clear of the agent's CA and token directories.
+fn mount_path(fixed: &Fixed<'_>, config: &Config) -> Result<String, Deny> {
+    let mount_path = match fixed.get("mount-path") {
+        Some((key, v)) => {
+            config::validate_mount_path(v.trim()).map_err(|e| Deny::annotation(key, e))?;
+            v.trim().to_owned()
+        }
+        None => config.injection.mount_path.clone(),
+    };
+    let nested = |inner: &str, outer: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let overlaps = |dir: &str| mount_path == dir || nested(&mount_path, dir) || nested(dir, &mount_path);
+    if overlaps(CA_MOUNT_DIR) {
+        return Err(Deny::annotation(
+            ann::MOUNT_PATH,
+            format!("{mount_path:?} overlaps the agent's CA directory {CA_MOUNT_DIR}; choose another path"),
+        ));
+    }
+    if overlaps(layout::SERVICE_ACCOUNT_DIR) {
+        return Err(Deny::annotation(
+            ann::MOUNT_PATH,
+            format!(
+                "{mount_path:?} overlaps the ServiceAccount token directory {}; choose another path",
+                layout::SERVICE_ACCOUNT_DIR
+            ),
+        ));
+    }
+    Ok(mount_path)
+}
+
+fn credentials_secret(fixed: &Fixed<'_>, config: &Config) -> Result<String, Deny> {
+    match fixed.get("credentials-secret") {
+        Some((key, v)) => {
+            config::validate_dns_subdomain(v.trim())
+                .map_err(|e| Deny::annotation(key, format!("{e}; name a Secret in the pod's namespace")))?;
+            Ok(v.trim().to_owned())
+        }
+        None => Ok(config.credentials.secret_name.clone()),
+    }
+}
+
+fn mode(fixed: &Fixed<'_>, config: &Config) -> Result<Option<Mode>, Deny> {
+    let mode = fixed.parse("mode", str::parse::<Mode>)?;
+    if mode == Some(Mode::NativeSidecar) && !config.injection.native_sidecars {
+        return Err(Deny::annotation(
+            ann::MODE,
+            "native sidecars are disabled in this cluster (injection.nativeSidecars: false); use init, \
+             init+sidecar or sidecar",
+        ));
+    }
+    Ok(mode)
+}
+
+/// The annotation's refresh interval, with a warning below the cluster's recommended minimum.
+fn refresh_interval_of(
+    fixed: &Fixed<'_>,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Duration>, Deny> {
+    let Some((key, v)) = fixed.get("refresh-interval") else {
+        return Ok(None);
+    };
+    let d = ann::parse_duration(v).map_err(|e| Deny::annotation(key, e))?;
+    if d < config.injection.min_refresh_interval {
+        warnings.push(format!(
+            "annotation {key}: {v:?} is below the recommended minimum of {}; every refresh calls \
+             Password Safe, so short intervals multiply its load",
+            humantime::format_duration(config.injection.min_refresh_interval)
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// A list of container names (`containers`, `exec-containers`); never empty when given.
+fn container_list(fixed: &Fixed<'_>, short: &str) -> Result<Option<Vec<String>>, Deny> {
+    let Some((key, v)) = fixed.get(short) else {
+        return Ok(None);
+    };
+    let items: Vec<String> = ann::parse_list(v).map(str::to_owned).collect();
+    if items.is_empty() {
+        return Err(Deny::annotation(
+            key,
+            "the list is empty; name at least one container, e.g. \"app\"",
+        ));
+    }
+    Ok(Some(items))
+}
+
+/// The agent's resources: cluster defaults, each overridable; requests within limits.
+fn resources(fixed: &Fixed<'_>, config: &Config) -> Result<Resources, Deny> {
+    let mut resources = config.agent.resources.clone();
+    for (short, slot) in [
+        ("agent-cpu-request", &mut resources.requests.cpu),
+        ("agent-memory-request", &mut resources.requests.memory),
+        ("agent-cpu-limit", &mut resources.limits.cpu),
+        ("agent-memory-limit", &mut resources.limits.memory),
+    ] {
+        if let Some((key, v)) = fixed.get(short) {
+            config::parse_quantity(v.trim()).map_err(|e| Deny::annotation(key, e))?;
+            *slot = Some(v.trim().to_owned());
+        }
+    }
+    if let Err((field, e)) = resources.check() {
+        let (request, limit) = if field.ends_with("cpu") {
+            ("agent-cpu-request", ann::AGENT_CPU_LIMIT)
+        } else {
+            ("agent-memory-request", ann::AGENT_MEMORY_LIMIT)
+        };
+        let key = fixed.get(request).map_or(limit, |(k, _)| k);
+        return Err(Deny::annotation(
+            key,
+            format!("agent {field}: {e}; raise the limit or lower the request"),
+        ));
+    }
+    Ok(resources)
+}
+
+/// The namespace's policy, which every secret path and managed account must pass.
+#[derive(Clone, Copy)]
+struct Policy<'p> {
+    ns: Option<&'p NamespacePolicy>,
+    namespace: &'p str,
+}
+
+impl Policy<'_> {
+    fn path(self, key: &str, path: &str) -> Result<(), Deny> {
+        check_path(self.ns, self.namespace, key, path)
+    }
+
+    fn account(self, key: &str, account: &str) -> Result<(), Deny> {
+        check_account(self.ns, self.namespace, key, account)
+    }
+}
+
+/// A managed account reference (`system/account`) as the agent configuration writes it.
+fn account_of(key: &str, value: &str) -> Result<String, Deny> {
+    let a: AccountRef = value
+        .parse()
+        .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
+    Ok(format!("{}/{}", a.system, a.account))
+}
+
+/// The named outputs (`secret-`, `folder-`, `account-<name>` and their settings) into `agent`;
+/// returns the explicit file modes. A setting without its output is denied with the closest name,
+/// except an `optional-<VAR>` of an env var.
+fn add_outputs(
+    agent: &mut AgentConfig,
+    outputs: &BTreeMap<&str, OutputDraft<'_>>,
+    env: &[(&str, &str, &str)],
+    policy: Policy<'_>,
+) -> Result<BTreeMap<String, FileMode>, Deny> {
+    let mut file_modes = BTreeMap::new();
+    for (name, draft) in outputs {
         let Some((kind, key, value)) = draft.kind else {
-            // A per-output setting without an output: maybe an env var's optional flag.
             if let (Some(_), None, None, None) =
                 (draft.optional, draft.format, draft.template, draft.file_mode)
-                && env_names.contains(name)
+                && env.iter().any(|(var, _, _)| var == name)
             {
                 continue;
             }
-            let (orphan_key, _) = draft
-                .format
-                .or(draft.template)
-                .or(draft.file_mode)
-                .or(draft.optional)
-                .unwrap_or((ann::SECRET_PREFIX, ""));
-            let known: Vec<&str> = outputs
-                .iter()
-                .filter(|(_, d)| d.kind.is_some())
-                .map(|(n, _)| *n)
-                .collect();
-            let hint = closest(name, &known)
-                .map(|c| format!("; did you mean {c:?}?"))
-                .unwrap_or_default();
-            return Err(Deny::annotation(
-                orphan_key,
-                format!(
-                    "there is no output named {name:?} (no {}{name}, {}{name} or {}{name}){hint}",
-                    ann::SECRET_PREFIX,
-                    ann::FOLDER_PREFIX,
-                    ann::ACCOUNT_PREFIX
-                ),
-            ));
+            return Err(orphan(name, draft, outputs));
         };
         let value = value.trim();
         let render = render_of(name, draft, &mut file_modes)?;
+        let name = (*name).to_owned();
         match kind {
             OutputKind::Secret => {
                 ann::validate_secret_path(value).map_err(|e| Deny::annotation(key, e))?;
-                check_path(ns_policy, namespace, key, value)?;
-                agent.secrets.push(SecretOutput {
-                    name: (*name).to_owned(),
-                    path: value.to_owned(),
-                    render,
-                });
+                policy.path(key, value)?;
+                let path = value.to_owned();
+                agent.secrets.push(SecretOutput { name, path, render });
             }
             OutputKind::Folder => {
                 ann::validate_folder_path(value).map_err(|e| Deny::annotation(key, e))?;
-                check_path(ns_policy, namespace, key, value)?;
-                agent.folders.push(FolderOutput {
-                    name: (*name).to_owned(),
-                    path: value.to_owned(),
-                    render,
-                });
+                policy.path(key, value)?;
+                let path = value.to_owned();
+                agent.folders.push(FolderOutput { name, path, render });
             }
             OutputKind::Account => {
-                let a: AccountRef = value
-                    .parse()
-                    .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
-                let account = format!("{}/{}", a.system, a.account);
-                check_account(ns_policy, namespace, key, &account)?;
+                let account = account_of(key, value)?;
+                policy.account(key, &account)?;
                 agent.accounts.push(AccountOutput {
-                    name: (*name).to_owned(),
+                    name,
                     account,
                     render,
                 });
             }
         }
     }
+    Ok(file_modes)
+}
 
-    // BeyondTrust-style lists.
+/// The denial of a per-output setting whose output does not exist.
+fn orphan(name: &str, draft: &OutputDraft<'_>, outputs: &BTreeMap<&str, OutputDraft<'_>>) -> Deny {
+    let (orphan_key, _) = draft
+        .format
+        .or(draft.template)
+        .or(draft.file_mode)
+        .or(draft.optional)
+        .unwrap_or((ann::SECRET_PREFIX, ""));
+    let known: Vec<&str> = outputs
+        .iter()
+        .filter(|(_, d)| d.kind.is_some())
+        .map(|(n, _)| *n)
+        .collect();
+    let hint = closest(name, &known)
+        .map(|c| format!("; did you mean {c:?}?"))
+        .unwrap_or_default();
+    Deny::annotation(
+        orphan_key,
+        format!(
+            "there is no output named {name:?} (no {}{name}, {}{name} or {}{name}){hint}",
+            ann::SECRET_PREFIX,
+            ann::FOLDER_PREFIX,
+            ann::ACCOUNT_PREFIX
+        ),
+    )
+}
+
+/// BeyondTrust-style lists (`secrets`, `folders`, `managed-accounts`); none may write under a
+/// directory named like an output.
+fn beyondtrust_lists(
+    fixed: &Fixed<'_>,
+    outputs: &BTreeMap<&str, OutputDraft<'_>>,
+    policy: Policy<'_>,
+) -> Result<Option<BeyondTrustLists>, Deny> {
     let mut bt = BeyondTrustLists::default();
-    if let Some((key, v)) = value_of("secrets") {
+    if let Some((key, v)) = fixed.get("secrets") {
         for path in ann::parse_list(v) {
             ann::validate_secret_path(path).map_err(|e| Deny::annotation(key, e))?;
-            check_path(ns_policy, namespace, key, path)?;
+            policy.path(key, path)?;
             bt.secrets.push(path.to_owned());
         }
     }
-    if let Some((key, v)) = value_of("folders") {
+    if let Some((key, v)) = fixed.get("folders") {
         for path in ann::parse_list(v) {
             ann::validate_folder_path(path).map_err(|e| Deny::annotation(key, e))?;
-            check_path(ns_policy, namespace, key, path)?;
+            policy.path(key, path)?;
             bt.folders.push(path.to_owned());
         }
     }
-    if let Some((key, v)) = value_of("managed-accounts") {
+    if let Some((key, v)) = fixed.get("managed-accounts") {
         for account in ann::parse_list(v) {
-            let a: AccountRef = account
-                .parse()
-                .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
-            let account = format!("{}/{}", a.system, a.account);
-            check_account(ns_policy, namespace, key, &account)?;
+            let account = account_of(key, account)?;
+            policy.account(key, &account)?;
             bt.accounts.push(account);
         }
     }
-    let bt_lists = [
+    let lists = [
         (ann::SECRETS, &bt.secrets),
         (ann::FOLDERS, &bt.folders),
         (ann::MANAGED_ACCOUNTS, &bt.accounts),
     ];
-    for (key, list) in bt_lists {
+    for (key, list) in lists {
         for entry in list.iter() {
             let top = entry.split('/').next().unwrap_or_default();
             if outputs.get(top).is_some_and(|d| d.kind.is_some()) {
@@ -478,34 +587,43 @@ pub fn build<'a>(
             }
         }
     }
-    if !(bt.secrets.is_empty() && bt.folders.is_empty() && bt.accounts.is_empty()) {
-        agent.beyondtrust = Some(bt);
-    }
+    let empty = bt.secrets.is_empty() && bt.folders.is_empty() && bt.accounts.is_empty();
+    Ok((!empty).then_some(bt))
+}
 
-    // Env delivery.
-    let mut seen_env = Vec::new();
-    for (var, key, value) in &env {
+/// Env delivery (`env-<VAR>`, with `optional-<VAR>`); the first annotation of a name wins.
+fn env_delivery(
+    env: &[(&str, &str, &str)],
+    outputs: &BTreeMap<&str, OutputDraft<'_>>,
+    policy: Policy<'_>,
+) -> Result<Vec<EnvVar>, Deny> {
+    let mut vars: Vec<EnvVar> = Vec::new();
+    for (var, key, value) in env {
         let from = ann::parse_env_source(value).map_err(|e| Deny::annotation(key, e))?;
         match &from {
-            ValueRef::Secret(p) | ValueRef::SecretUsername(p) => check_path(ns_policy, namespace, key, p)?,
-            ValueRef::Account(a) => check_account(ns_policy, namespace, key, a)?,
+            ValueRef::Secret(p) | ValueRef::SecretUsername(p) => policy.path(key, p)?,
+            ValueRef::Account(a) => policy.account(key, a)?,
         }
         let optional = match outputs.get(var).and_then(|d| d.optional) {
             Some((okey, v)) => ann::parse_bool(v).map_err(|e| Deny::annotation(okey, e))?,
             None => false,
         };
-        if seen_env.contains(var) {
+        if vars.iter().any(|v| v.name == *var) {
             continue;
         }
-        seen_env.push(*var);
-        agent.env.push(EnvVar {
+        vars.push(EnvVar {
             name: (*var).to_owned(),
             from,
             optional,
         });
     }
+    Ok(vars)
+}
 
-    if let Some(ChangeSignal::File(name)) = &signal
+/// The last checks of the whole configuration: the signal file is no output, something is
+/// requested, and the agent accepts it.
+fn check_complete(agent: &AgentConfig, outputs: &BTreeMap<&str, OutputDraft<'_>>) -> Result<(), Deny> {
+    if let Some(ChangeSignal::File(name)) = &agent.signal
         && outputs.get(name.as_str()).is_some_and(|d| d.kind.is_some())
     {
         return Err(Deny::annotation(
@@ -513,7 +631,6 @@ pub fn build<'a>(
             format!("the signal file {name:?} has the name of an output; choose another, e.g. file:changed"),
         ));
     }
-
     if agent.secrets.is_empty()
         && agent.folders.is_empty()
         && agent.accounts.is_empty()
@@ -529,24 +646,9 @@ pub fn build<'a>(
             ),
         ));
     }
-
     agent
         .validate()
-        .map_err(|e| Deny(format!("the generated agent configuration is invalid: {e}")))?;
-
-    Ok(InjectionSpec {
-        mode,
-        agent,
-        file_modes,
-        refresh_explicit: refresh_interval.is_some(),
-        containers,
-        exec_containers,
-        init_first,
-        mount_path,
-        credentials_secret,
-        resources,
-        warnings,
-    })
+        .map_err(|e| Deny(format!("the generated agent configuration is invalid: {e}")))
 }
 
 fn render_of(
