@@ -289,7 +289,7 @@ BUCKETS = [
      r"sigs\.k8s\.io/json|json-iterator|UnmarshalJSON|k8s\.io/apimachinery/pkg/runtime/serializer"),
     ("JSON output and patch", r"serde_json::ser|Serializ|serializ|base64|json_patch|jsonpatch|encoding/json\.\(\*encodeState|"
      r"encoding/json\.Marshal|encoding/json\.compact|encoding/json\.appendString|encoding/base64"),
-    ("mutation (injection logic)", r"ps_webhook::(mutate|inject|spec|patch|admission|config)|inject_api|"
+    ("mutation (injection logic)", r"webhook_core::|ps_webhook::(mutate|inject|spec|patch|admission|config)|inject_api|"
      r"vault-k8s/agent-inject|mattbaird|evanphx"),
     ("logging", r"tracing|hclog|log::|fmt::write|core::fmt|Formatter|fmt\.\(\*pp\)|fmt\.Fprint|strconv"),
     ("HTTP server", r"hyper|axum|h2::|httparse|http::|tower|net/http|bufio"),
