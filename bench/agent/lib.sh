@@ -1,7 +1,11 @@
-# Shared by bench/agent/run and bench/agent/gate (sourced, not run): tool installation, and
-# `start_emulator`, which starts ps-emulator ($EMU) on 127.0.0.1 with five secrets and exports
-# the agent's environment to fetch them into $root (tmpfs when available). Sets $work, $root,
-# $origin; cleans up on exit.
+# Shared by bench/agent/run, bench/agent/gate and tests/static-agent/run (sourced, not run):
+# tool installation; `build_static_agent`, which builds ps-agent as Dockerfile.agent does and
+# sets $agent; and `start_emulator`, which starts ps-emulator ($EMU) on $EMU_LISTEN (default
+# 127.0.0.1:0) with five secrets (s1..s5 = bench-value-1..5) and exports the agent's environment
+# to fetch them into $root (tmpfs when available). It serves $EMU_TLS_CERT/$EMU_TLS_KEY when set
+# (the caller then writes $work/ca.pem), else a generated certificate whose CA goes to
+# $work/ca.pem. Sets $work, $root, $origin; cleans up on exit, calling `cleanup_extra` first
+# when the caller defines it.
 
 need() { command -v "$1" >/dev/null 2>&1; }
 install() { # install <command> <debian package>
@@ -18,10 +22,22 @@ work="$(mktemp -d)"
 shm_root="/dev/shm/ps-agent-bench.$$"
 emu_pid=""
 cleanup() {
+  if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi
   [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
   rm -rf "$work" "$shm_root"
 }
 trap cleanup EXIT
+
+# Builds ps-agent exactly as Dockerfile.agent does (profile release-small, glibc crt-static,
+# --target so that RUSTFLAGS stay off build scripts and proc macros); sets $agent.
+build_static_agent() {
+  local target
+  target="$(rustc -vV | sed -n 's/^host: //p')"
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --quiet --profile release-small \
+    -p ps-agent --bin ps-agent --target "$target"
+  agent="$CARGO_TARGET_DIR/$target/release-small/ps-agent"
+  [ -x "$agent" ] || { echo "FAIL  no agent binary at $agent" >&2; exit 1; }
+}
 
 start_emulator() {
 cat >"$work/seed.yaml" <<'EOF'
@@ -42,7 +58,9 @@ safes:
           - {title: s5, type: credential, username: u5, password: "bench-value-5"}
 EOF
 
-"$EMU" --listen 127.0.0.1:0 --data "$work/seed.yaml" --ca-out "$work/ca.pem" >"$work/emu.out" 2>"$work/emu.err" &
+local tls=(--ca-out "$work/ca.pem")
+[ -n "${EMU_TLS_CERT:-}" ] && tls=(--tls-cert "$EMU_TLS_CERT" --tls-key "$EMU_TLS_KEY")
+"$EMU" --listen "${EMU_LISTEN:-127.0.0.1:0}" --data "$work/seed.yaml" "${tls[@]}" >"$work/emu.out" 2>"$work/emu.err" &
 emu_pid=$!
 for _ in $(seq 100); do
   grep -q '^listening on ' "$work/emu.out" 2>/dev/null && break

@@ -56,7 +56,7 @@ struct Shared {
     cfg: ClientConfig,
     tls: rustls::ClientConfig,
     /// Shared by every session, so its cache serves them all.
-    resolver: Option<Arc<crate::dns::BuiltinResolver>>,
+    resolver: Option<Arc<crate::resolve::HickoryResolver>>,
 }
 
 impl std::fmt::Debug for Client {

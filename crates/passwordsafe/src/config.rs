@@ -433,9 +433,9 @@ impl Default for RequestOptions {
 pub enum Resolver {
     /// The platform's `getaddrinfo` (on a blocking thread). Needs working NSS on glibc.
     System,
-    /// The built-in pure-Rust stub resolver ([`crate::dns`]): `/etc/hosts`, then the
-    /// `/etc/resolv.conf` nameservers with `search` and `ndots`. Works in static binaries on
-    /// `FROM scratch` images.
+    /// A resolver in Rust (hickory-resolver): `/etc/hosts`, then the `/etc/resolv.conf`
+    /// nameservers with `search` and `ndots`. Works in static binaries on `FROM scratch`
+    /// images; `/etc/resolv.conf` must list a nameserver.
     Builtin,
 }
 

@@ -81,9 +81,11 @@
 //!   logs. Error bodies are shown truncated, and never for `Credentials` or 5xx answers. Calls
 //!   are traced at `debug` with method, route template (ids masked), status, duration and
 //!   attempt.
-//! - **DNS.** [`Resolver::Builtin`] ([`dns`]) reads `/etc/hosts` and `/etc/resolv.conf` (search,
-//!   ndots) and queries the nameservers over UDP/TCP, so a static binary on `FROM scratch` needs
-//!   no NSS. HTTP proxies are taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
+//! - **DNS.** [`Resolver::Builtin`] (hickory-resolver) reads `/etc/hosts` and
+//!   `/etc/resolv.conf` (search, ndots) and queries the nameservers over UDP/TCP, so a static
+//!   binary on `FROM scratch` needs no NSS; answers are cached (at most 60 s) for all the
+//!   sessions of a [`Client`]; a failure is a [`ResolveError`] naming the host. HTTP proxies are
+//!   taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
 //! - **Connection warm-up.** HTTP/1.1 needs one connection per call in flight. With
 //!   [`ClientConfig::warm_connections`] = N, sign-in's first connect also opens N − 1 more
 //!   (at most `max_concurrent_requests` − 1): TCP at once, TLS once sign-in's connection is up
@@ -98,9 +100,9 @@
 
 mod client;
 mod config;
-pub mod dns;
 mod error;
 mod path;
+mod resolve;
 mod retry;
 mod secret;
 mod tls;
@@ -111,6 +113,7 @@ pub use config::{
     ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, RequestOptions, Resolver, RetryPolicy, TlsOptions,
 };
 pub use error::Error;
+pub use resolve::ResolveError;
 pub use path::{
     AccountRef, DEFAULT_SEPARATOR, FolderPath, MAX_ACCOUNT_NAME_CHARS, MAX_FOLDER_DEPTH,
     MAX_FOLDER_NAME_CHARS, MAX_FOLDER_PATH_CHARS, MAX_SYSTEM_NAME_CHARS, MAX_TITLE_CHARS, PathError,
