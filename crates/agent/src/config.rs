@@ -19,6 +19,9 @@ use passwordsafe::{
     RetryPolicy, SecretPath, TlsOptions,
 };
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret as _, zeroize::Zeroizing};
+
 use crate::render::Templates;
 
 /// BeyondTrust's default output directory.
@@ -371,10 +374,15 @@ fn agent_config_tls(
     }
     let identity = match (&ps.client_cert_file, &ps.client_key_file) {
         (None, None) => None,
-        (Some(c), Some(k)) => Some(ClientIdentity {
-            cert_pem: read_file("PS_AGENT_CONFIG passwordSafe.clientCertFile", c)?,
-            key_pem: read_file("PS_AGENT_CONFIG passwordSafe.clientKeyFile", k)?.into(),
-        }),
+        (Some(c), Some(k)) => {
+            let cert = read_file("PS_AGENT_CONFIG passwordSafe.clientCertFile", c)?;
+            let key = Zeroizing::new(read_file("PS_AGENT_CONFIG passwordSafe.clientKeyFile", k)?);
+            Some(ClientIdentity::from_pem(&cert, &key).map_err(|e| {
+                ConfigError(format!(
+                    "PS_AGENT_CONFIG passwordSafe.clientCertFile ({c}) and clientKeyFile ({k}): {e}"
+                ))
+            })?)
+        }
         _ => {
             return err("PS_AGENT_CONFIG passwordSafe.clientCertFile and clientKeyFile: set both or neither");
         }
@@ -536,7 +544,7 @@ fn bt_client_certificate(
         .ok()
         .filter(|t| t.contains("-----BEGIN"));
     let Some(text) = text else {
-        let bytes = secrecy::zeroize::Zeroizing::new(bytes);
+        let bytes = Zeroizing::new(bytes);
         let password =
             secrecy::SecretString::from(env.var("BT_CLIENT_CERTIFICATE_PASSWORD")?.unwrap_or_default());
         return bt_pkcs12(&path, &bytes, secrecy::ExposeSecret::expose_secret(&password)).map(Some);
@@ -563,13 +571,13 @@ fn bt_client_certificate(
     {
         warnings.push("BT_CLIENT_CERTIFICATE_PASSWORD is ignored: the PEM key is not encrypted".into());
     }
-    Ok(Some(ClientIdentity {
-        cert_pem: bytes.clone(),
-        key_pem: bytes.into(),
-    }))
+    let bytes = Zeroizing::new(bytes);
+    ClientIdentity::from_pem(&bytes, &bytes)
+        .map(Some)
+        .map_err(|e| ConfigError(format!("BT_CLIENT_CERTIFICATE_PATH: {path}: {e}")))
 }
 
-/// A PKCS#12 `BT_CLIENT_CERTIFICATE_PATH`, converted to the PEM the TLS layer takes.
+/// A PKCS#12 `BT_CLIENT_CERTIFICATE_PATH`: its DER goes to the TLS layer as it is.
 fn bt_pkcs12(path: &str, der: &[u8], password: &str) -> Result<ClientIdentity, ConfigError> {
     use crate::pkcs12::Pkcs12Error as E;
     let id = crate::pkcs12::decode(der, password).map_err(|e| {
@@ -593,10 +601,10 @@ fn bt_pkcs12(path: &str, der: &[u8], password: &str) -> Result<ClientIdentity, C
             ),
         })
     })?;
-    Ok(ClientIdentity {
-        cert_pem: id.cert_pem(),
-        key_pem: id.key_pem(),
-    })
+    let key = PrivateKeyDer::Pkcs8(id.private_key.expose_secret().to_vec().into());
+    let chain = id.certificates.into_iter().map(CertificateDer::from).collect();
+    ClientIdentity::from_der(chain, key)
+        .map_err(|e| ConfigError(format!("BT_CLIENT_CERTIFICATE_PATH: {path}: {e}")))
 }
 
 fn parse_err(field: &str, input: &str, e: impl std::fmt::Display) -> ConfigError {
@@ -789,6 +797,7 @@ fn check_extras(config: &AgentConfig) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::pem::PemObject as _;
     use secrecy::ExposeSecret;
 
     use super::*;
@@ -954,16 +963,10 @@ mod tests {
             std::fs::read_to_string(pkcs12_fixture("intermediate.pem")).unwrap(),
         ]
         .concat();
-        assert_eq!(
-            String::from_utf8_lossy(&id.cert_pem),
-            chain,
-            "leaf first, then the chain"
-        );
-        assert!(
-            id.key_pem
-                .expose_secret()
-                .starts_with(b"-----BEGIN PRIVATE KEY-----\n")
-        );
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(id.chain(), chain, "leaf first, then the chain");
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         // No password: BT_CLIENT_CERTIFICATE_PASSWORD unset or empty.
         for password in [None, Some("")] {

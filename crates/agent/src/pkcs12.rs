@@ -20,7 +20,7 @@ use std::{fmt, ops::Deref};
 
 use cbc::cipher::{BlockCipherDecrypt, BlockModeDecrypt, InnerIvInit, KeyInit, block_padding::Pkcs7};
 use ring::{digest, hmac, pbkdf2};
-use secrecy::{ExposeSecret, SecretSlice, zeroize::Zeroizing};
+use secrecy::{SecretSlice, zeroize::Zeroizing};
 
 /// The largest file read (a key and a long chain are a few KiB).
 pub const MAX_INPUT: usize = 1 << 20;
@@ -46,26 +46,6 @@ impl fmt::Debug for Identity {
             .field("certificates", &self.certificates.len())
             .field("private_key", &"[redacted]")
             .finish()
-    }
-}
-
-impl Identity {
-    /// The certificates as PEM `CERTIFICATE` blocks, leaf first.
-    pub fn cert_pem(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for der in &self.certificates {
-            pem("CERTIFICATE", der, &mut out);
-        }
-        out
-    }
-
-    /// The private key as one PEM `PRIVATE KEY` block.
-    pub fn key_pem(&self) -> SecretSlice<u8> {
-        let der = self.private_key.expose_secret();
-        // Exact capacity: the buffer is never reallocated (which would leave a copy behind).
-        let mut out = Vec::with_capacity(pem_len("PRIVATE KEY", der.len()));
-        pem("PRIVATE KEY", der, &mut out);
-        SecretSlice::from(out)
     }
 }
 
@@ -115,57 +95,24 @@ fn unsupported<T>(what: &'static str, name: impl Into<String>) -> Result<T> {
 
 /// Decodes a PKCS#12 file with `password` (empty = no password).
 pub fn decode(der: &[u8], password: &str) -> Result<Identity> {
-    if der.len() > MAX_INPUT {
-        return malformed("larger than 1 MiB");
-    }
-    let mut top = Reader::new(der, 0);
-    let pfx = top.expect(SEQUENCE, "PFX")?;
-    let mut r = pfx.reader()?;
-    let version = r.expect(INTEGER, "PFX version")?.uint()?;
-    if version != 3 {
-        return unsupported("PFX version", version.to_string());
-    }
-    let (ctype, content) = content_info(r.expect(SEQUENCE, "authSafe")?)?;
-    match ctype {
-        OID_DATA => {}
-        OID_SIGNED_DATA => return unsupported("integrity mode", "public-key (signedData)"),
-        _ => return malformed("authSafe is not data"),
-    }
-    let auth_safe = data_octets(content)?;
+    decode_metered(der, password).0
+}
+
+/// [`decode`], and the key-derivation iterations it ran: the work hostile input can ask for,
+/// bounded by `MAX_TOTAL_ITERATIONS` (the property tests check it).
+fn decode_metered(der: &[u8], password: &str) -> (Result<Identity>, u64) {
     let mut decoder = Decoder {
         password,
         bmp_password: Zeroizing::new(Vec::new()),
         budget: MAX_TOTAL_ITERATIONS,
+        derived: 0,
         bags: 0,
         keys: Vec::new(),
         certs: Vec::new(),
     };
-    if r.is_empty() {
-        *decoder.bmp_password = bmp(password);
-    } else {
-        let mac = r.expect(SEQUENCE, "macData")?;
-        decoder.verify_mac(mac, &auth_safe)?;
-    }
-
-    let mut safes = Reader::new(&auth_safe, pfx.depth + 1);
-    let list = safes.expect(SEQUENCE, "AuthenticatedSafe")?;
-    let mut list = list.reader()?;
-    while !list.is_empty() {
-        let (ctype, content) = content_info(list.expect(SEQUENCE, "ContentInfo")?)?;
-        match ctype {
-            OID_DATA => {
-                let octets = data_octets(content)?;
-                decoder.safe_contents(&octets, content.depth + 1)?;
-            }
-            OID_ENCRYPTED_DATA => {
-                let plain = decoder.encrypted_data(content)?;
-                decoder.safe_contents(&plain, content.depth + 1)?;
-            }
-            OID_ENVELOPED_DATA => return unsupported("privacy mode", "public-key (envelopedData)"),
-            other => return unsupported("content type", oid_name(other)),
-        }
-    }
-    decoder.identity()
+    let read = decoder.pfx(der);
+    let derived = decoder.derived;
+    (read.and_then(|()| decoder.identity()), derived)
 }
 
 // ---- Structure --------------------------------------------------------------------------------
@@ -178,12 +125,61 @@ struct Decoder<'p> {
     /// The password as the PKCS#12 KDF takes it (BMPString + NUL), the variant the MAC accepted.
     bmp_password: Zeroizing<Vec<u8>>,
     budget: u64,
+    /// Iterations of the key derivations run so far (each was charged to `budget` first).
+    derived: u64,
     bags: usize,
     keys: Vec<(LocalKeyId, Zeroizing<Vec<u8>>)>,
     certs: Vec<(LocalKeyId, Vec<u8>)>,
 }
 
 impl Decoder<'_> {
+    /// PFX ::= SEQUENCE { version INTEGER {v3(3)}, authSafe ContentInfo, macData MacData OPTIONAL }
+    fn pfx(&mut self, der: &[u8]) -> Result<()> {
+        if der.len() > MAX_INPUT {
+            return malformed("larger than 1 MiB");
+        }
+        let mut top = Reader::new(der, 0);
+        let pfx = top.expect(SEQUENCE, "PFX")?;
+        let mut r = pfx.reader()?;
+        let version = r.expect(INTEGER, "PFX version")?.uint()?;
+        if version != 3 {
+            return unsupported("PFX version", version.to_string());
+        }
+        let (ctype, content) = content_info(r.expect(SEQUENCE, "authSafe")?)?;
+        match ctype {
+            OID_DATA => {}
+            OID_SIGNED_DATA => return unsupported("integrity mode", "public-key (signedData)"),
+            _ => return malformed("authSafe is not data"),
+        }
+        let auth_safe = data_octets(content)?;
+        if r.is_empty() {
+            *self.bmp_password = bmp(self.password);
+        } else {
+            let mac = r.expect(SEQUENCE, "macData")?;
+            self.verify_mac(mac, &auth_safe)?;
+        }
+
+        let mut safes = Reader::new(&auth_safe, pfx.depth + 1);
+        let list = safes.expect(SEQUENCE, "AuthenticatedSafe")?;
+        let mut list = list.reader()?;
+        while !list.is_empty() {
+            let (ctype, content) = content_info(list.expect(SEQUENCE, "ContentInfo")?)?;
+            match ctype {
+                OID_DATA => {
+                    let octets = data_octets(content)?;
+                    self.safe_contents(&octets, content.depth + 1)?;
+                }
+                OID_ENCRYPTED_DATA => {
+                    let plain = self.encrypted_data(content)?;
+                    self.safe_contents(&plain, content.depth + 1)?;
+                }
+                OID_ENVELOPED_DATA => return unsupported("privacy mode", "public-key (envelopedData)"),
+                other => return unsupported("content type", oid_name(other)),
+            }
+        }
+        Ok(())
+    }
+
     fn charge(&mut self, iterations: u64) -> Result<()> {
         if iterations == 0 {
             return malformed("iteration count 0");
@@ -226,6 +222,7 @@ impl Decoder<'_> {
         }
         for candidate in candidates {
             self.charge(iterations)?;
+            self.derived += iterations;
             let key = pkcs12_kdf(md, &candidate, &salt, 3, iterations, md.output_len())?;
             if hmac::verify(&hmac::Key::new(hmac_alg, &key), content, &expected).is_ok() {
                 self.bmp_password = candidate;
@@ -357,6 +354,7 @@ impl Decoder<'_> {
         };
         self.charge(iterations)?;
         self.charge(iterations)?;
+        self.derived += 2 * iterations;
         let sha1 = &digest::SHA1_FOR_LEGACY_USE_ONLY;
         let key = pkcs12_kdf(sha1, &self.bmp_password, &salt, 1, iterations, key_len)?;
         let iv = pkcs12_kdf(sha1, &self.bmp_password, &salt, 2, iterations, 8)?;
@@ -427,6 +425,7 @@ impl Decoder<'_> {
         .ok_or(Pkcs12Error::Malformed("iteration count 0"))?;
         let mut key = Zeroizing::new([0u8; 32]);
         let key = &mut key[..key_len];
+        self.derived += iterations;
         pbkdf2::derive(prf, rounds, salt.value, self.password.as_bytes(), key);
         let iv = iv.value;
         match cipher {
@@ -607,35 +606,6 @@ fn pkcs12_kdf(
             }
         }
     }
-}
-
-// ---- PEM --------------------------------------------------------------------------------------
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn pem_len(label: &str, n: usize) -> usize {
-    2 * (label.len() + 16) + 4 * n.div_ceil(3) + n.div_ceil(48)
-}
-
-fn pem(label: &str, der: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"-----BEGIN ");
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(b"-----\n");
-    for line in der.chunks(48) {
-        for group in line.chunks(3) {
-            let byte = |k: usize| u32::from(group.get(k).copied().unwrap_or(0));
-            let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-            let sextet = |shift: u32| BASE64[((n >> shift) & 63) as usize];
-            out.push(sextet(18));
-            out.push(sextet(12));
-            out.push(if group.len() > 1 { sextet(6) } else { b'=' });
-            out.push(if group.len() > 2 { sextet(0) } else { b'=' });
-        }
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"-----END ");
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(b"-----\n");
 }
 
 // ---- TLV reader -------------------------------------------------------------------------------
@@ -880,6 +850,7 @@ fn oid_name(oid: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     const PW: &str = "test-password";
 
@@ -981,6 +952,7 @@ mod tests {
             password,
             bmp_password: Zeroizing::new(bmp(password)),
             budget: MAX_TOTAL_ITERATIONS,
+            derived: 0,
             bags: 0,
             keys: vec![],
             certs: vec![],
@@ -1018,28 +990,10 @@ mod tests {
     }
 
     #[test]
-    fn pem_conversion_round_trips() {
+    fn debug_shows_no_key() {
         let id = decode(&fixture("chain-ec.p12"), PW).unwrap();
-        let certs = String::from_utf8(id.cert_pem()).unwrap();
-        assert_eq!(certs.matches("-----BEGIN CERTIFICATE-----\n").count(), 2);
-        let leaf = String::from_utf8(fixture("leaf-ec.pem")).unwrap();
-        let intermediate = String::from_utf8(fixture("intermediate.pem")).unwrap();
-        assert_eq!(
-            certs,
-            format!("{leaf}{intermediate}"),
-            "same text as openssl writes"
-        );
-        let key = id.key_pem();
-        let key = key.expose_secret();
-        assert_eq!(key.len(), pem_len("PRIVATE KEY", fixture("key-ec.der").len()));
-        assert!(key.starts_with(b"-----BEGIN PRIVATE KEY-----\n"));
-        assert!(key.ends_with(b"\n-----END PRIVATE KEY-----\n"));
-        for n in 0..100 {
-            let mut out = Vec::new();
-            pem("X", &vec![0xa5; n], &mut out);
-            assert_eq!(out.len(), pem_len("X", n), "{n}");
-        }
-        assert!(!format!("{id:?}").contains("BEGIN"), "Debug shows no key");
+        let shown = format!("{id:?}");
+        assert_eq!(shown, r#"Identity { certificates: 2, private_key: "[redacted]" }"#);
     }
 
     #[test]
@@ -1386,6 +1340,153 @@ mod tests {
         assert_eq!(decode(&ber, "wrong").unwrap_err(), Pkcs12Error::Mac);
         for len in 0..ber.len() {
             assert!(decode(&ber[..len], PW).is_err(), "cut at {len}");
+        }
+    }
+
+    /// Property tests: hostile files never panic, and the work and the output stay bounded by
+    /// the limits above (counted, never timed). A fixed seed and case count keep CI's work the
+    /// same on every run; `PROPTEST_CASES=<n>` runs more, `PROPTEST_RNG_SEED=<n>` others.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+            std::env::var(name).ok().and_then(|v| v.parse().ok())
+        }
+
+        fn config() -> ProptestConfig {
+            use proptest::test_runner::RngSeed;
+            ProptestConfig {
+                cases: env("PROPTEST_CASES").unwrap_or(128),
+                failure_persistence: None,
+                rng_seed: RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(0x5eed_7292)),
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// The fixture without its MacData: mutations of the contents then reach decryption and
+        /// the bags instead of stopping at the MAC.
+        fn without_mac(der: &[u8]) -> Vec<u8> {
+            let mut top = Reader::new(der, 0);
+            let mut r = top.read().unwrap().reader().unwrap();
+            let version = r.read().unwrap().raw;
+            let auth_safe = r.read().unwrap().raw;
+            seq(&[version, auth_safe])
+        }
+
+        /// Every fixture with the password that opens it, with and without its MAC.
+        fn fixtures() -> Vec<(Vec<u8>, &'static str)> {
+            let mut out = Vec::new();
+            for (file, password) in [
+                ("modern-rsa.p12", PW),
+                ("chain-ec.p12", PW),
+                ("legacy-3des.p12", PW),
+                ("legacy-rc2-40.p12", PW),
+                ("legacy-rc2-128.p12", PW),
+                ("mac-sha512.p12", PW),
+                ("mac-sha384-3des.p12", PW),
+                ("unicode-password.p12", "pässwörd-€"),
+                ("nopass.p12", ""),
+                ("plain-nomac.p12", ""),
+            ] {
+                let der = fixture(file);
+                out.push((without_mac(&der), password));
+                out.push((der, password));
+            }
+            out
+        }
+
+        #[derive(Clone, Debug)]
+        enum Mutation {
+            Xor(prop::sample::Index, u8),
+            Set(prop::sample::Index, u8),
+            Insert(prop::sample::Index, u8),
+            Remove(prop::sample::Index),
+            Truncate(prop::sample::Index),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                (any::<prop::sample::Index>(), 1..=u8::MAX).prop_map(|(i, b)| Mutation::Xor(i, b)),
+                (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+                (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+                any::<prop::sample::Index>().prop_map(Mutation::Remove),
+                any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+            ]
+        }
+
+        fn mutate(mut der: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+            for m in mutations {
+                let len = der.len();
+                if len == 0 {
+                    break;
+                }
+                match m {
+                    Mutation::Xor(i, b) => der[i.index(len)] ^= b,
+                    Mutation::Set(i, b) => der[i.index(len)] = *b,
+                    Mutation::Insert(i, b) => der.insert(i.index(len + 1), *b),
+                    Mutation::Remove(i) => {
+                        der.remove(i.index(len));
+                    }
+                    Mutation::Truncate(i) => der.truncate(i.index(len)),
+                }
+            }
+            der
+        }
+
+        /// The bounds every input must respect, whatever it decodes to.
+        fn assert_bounded(der: &[u8], password: &str, result: &Result<Identity>, derived: u64) {
+            assert!(
+                derived <= MAX_TOTAL_ITERATIONS,
+                "{derived} key-derivation iterations, over {MAX_TOTAL_ITERATIONS}"
+            );
+            match result {
+                Ok(id) => {
+                    // Everything returned was read from the file: the output cannot outgrow it.
+                    let out: usize = id.certificates.iter().map(Vec::len).sum::<usize>()
+                        + id.private_key.expose_secret().len();
+                    assert!(!id.certificates.is_empty());
+                    assert!(out <= der.len(), "{out} bytes out of a {}-byte file", der.len());
+                }
+                Err(e) if !password.is_empty() => {
+                    assert!(!e.to_string().contains(password), "the error shows the password: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                der in prop::collection::vec(any::<u8>(), 0..2048),
+                password in prop::sample::select(vec!["", PW]),
+            ) {
+                let (result, derived) = decode_metered(&der, password);
+                assert_bounded(&der, password, &result, derived);
+            }
+
+            #[test]
+            fn mutated_fixtures_never_panic(
+                fixture in prop::sample::select(fixtures()),
+                mutations in prop::collection::vec(mutation(), 1..6),
+            ) {
+                let (der, password) = fixture;
+                let der = mutate(der, &mutations);
+                let (result, derived) = decode_metered(&der, password);
+                assert_bounded(&der, password, &result, derived);
+            }
+        }
+
+        #[test]
+        fn the_fixtures_open_without_their_mac() {
+            for (der, password) in fixtures() {
+                let (result, derived) = decode_metered(&der, password);
+                assert!(result.is_ok(), "{:?}", result.err());
+                assert!(derived > 0 || password.is_empty());
+                assert_bounded(&der, password, &result, derived);
+            }
         }
     }
 }

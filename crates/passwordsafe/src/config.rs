@@ -2,7 +2,8 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use secrecy::{ExposeSecret, SecretString, zeroize::Zeroize as _};
 
 use crate::error::Error;
 
@@ -357,22 +358,74 @@ pub enum CaMode {
     Replace,
 }
 
-/// A client certificate chain and its private key, both PEM. The key may be PKCS#8
-/// (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`);
-/// encrypted keys are not supported.
-#[derive(Clone)]
+/// A client certificate chain and its private key, parsed: DER as rustls takes them, whether
+/// they came from PEM files ([`ClientIdentity::from_pem`]) or from a PKCS#12 file
+/// ([`ClientIdentity::from_der`]). The key is zeroed when the identity is dropped.
 pub struct ClientIdentity {
-    /// Leaf certificate first, then intermediates.
-    pub cert_pem: Vec<u8>,
-    /// The private key.
-    pub key_pem: SecretSlice<u8>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl ClientIdentity {
+    /// From DER: the leaf certificate first, then intermediates (at least one certificate).
+    /// Whether the key matches the leaf is checked by [`crate::Client::new`].
+    pub fn from_der(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, Error> {
+        if chain.is_empty() {
+            return Err(Error::invalid_input("client certificate", "no certificate"));
+        }
+        Ok(ClientIdentity { chain, key })
+    }
+
+    /// From PEM: the certificate chain (leaf first) and the private key, PKCS#8
+    /// (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`);
+    /// encrypted keys are not supported. Both may be the same text. Errors never quote the key.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
+        let chain = crate::tls::parse_certs(cert_pem, "client certificate")?;
+        if key_pem.windows(9).any(|w| w == b"ENCRYPTED") {
+            return Err(Error::invalid_input(
+                "client key",
+                "encrypted private keys are not supported; decrypt it first",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+            Error::invalid_input(
+                "client key",
+                "no PKCS#8 (PRIVATE KEY), PKCS#1 (RSA PRIVATE KEY) or SEC1 (EC PRIVATE KEY) section found",
+            )
+        })?;
+        ClientIdentity::from_der(chain, key)
+    }
+
+    /// The certificates, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+}
+
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        ClientIdentity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Drop for ClientIdentity {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientIdentity")
-            .field("cert_pem", &"..")
-            .field("key_pem", &"[redacted]")
+            .field("chain", &self.chain.len())
+            .field("key", &"[redacted]")
             .finish()
     }
 }
@@ -557,11 +610,13 @@ mod tests {
             client_secret: "SECRETCS".into(),
         };
         assert!(!format!("{o:?}").contains("SECRET"));
-        let id = ClientIdentity {
-            cert_pem: vec![],
-            key_pem: b"SECRETKEY".to_vec().into(),
-        };
-        assert!(!format!("{id:?}").contains("SECRET"));
+        let id = ClientIdentity::from_der(
+            vec![CertificateDer::from(b"CERT".to_vec())],
+            PrivateKeyDer::Pkcs8(b"SECRETKEY".to_vec().into()),
+        )
+        .unwrap();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains("SECRET") && !shown.contains("83, 69, 67"), "{shown}");
     }
 
     #[test]

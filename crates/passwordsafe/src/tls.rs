@@ -18,11 +18,10 @@ use rustls::{
     },
     crypto::CryptoProvider,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
-use secrecy::ExposeSecret;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 
 use crate::{
-    config::{CaMode, ClientIdentity, TlsOptions},
+    config::{CaMode, TlsOptions},
     error::Error,
 };
 
@@ -165,24 +164,6 @@ impl ServerCertVerifier for BundleThenSystem {
     }
 }
 
-fn identity(id: &ClientIdentity) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
-    let chain = parse_certs(&id.cert_pem, "client certificate")?;
-    let key_pem = id.key_pem.expose_secret();
-    if key_pem.windows(9).any(|w| w == b"ENCRYPTED") {
-        return Err(cfg_err(
-            "client key",
-            "encrypted private keys are not supported; decrypt it first",
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
-        cfg_err(
-            "client key",
-            "no PKCS#8 (PRIVATE KEY), PKCS#1 (RSA PRIVATE KEY) or SEC1 (EC PRIVATE KEY) section found",
-        )
-    })?;
-    Ok((chain, key))
-}
-
 /// Builds the client TLS configuration.
 pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -203,15 +184,14 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     };
     let mut config = match &opts.client_identity {
-        Some(id) => {
-            let (chain, key) = identity(id)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain().to_vec(), id.key())
+            .map_err(|e| {
                 cfg_err(
                     "client certificate",
                     format!("does not match its key or is unusable: {e}"),
                 )
-            })?
-        }
+            })?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -261,6 +241,8 @@ impl ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClientIdentity;
+    use rustls_pki_types::PrivateKeyDer;
 
     #[test]
     fn replace_without_bundle_is_an_error() {
@@ -295,15 +277,16 @@ mod tests {
 
     #[test]
     fn bad_client_key_is_an_error_without_echo() {
-        let opts = TlsOptions {
-            verify: false,
-            client_identity: Some(ClientIdentity {
-                cert_pem: b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec(),
-                key_pem: b"SECRETSTUFF".to_vec().into(),
-            }),
-            ..TlsOptions::default()
-        };
-        let e = client_config(&opts).unwrap_err().to_string();
+        let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let e = ClientIdentity::from_pem(cert, b"SECRETSTUFF").unwrap_err().to_string();
+        assert!(e.contains("client key"), "{e}");
         assert!(!e.contains("SECRETSTUFF"), "{e}");
+        let encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nU0VDUkVU\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let e = ClientIdentity::from_pem(cert, encrypted).unwrap_err().to_string();
+        assert!(e.contains("encrypted private keys are not supported"), "{e}");
+        let e = ClientIdentity::from_der(Vec::new(), PrivateKeyDer::Pkcs8(b"k".to_vec().into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no certificate"), "{e}");
     }
 }

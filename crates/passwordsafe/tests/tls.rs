@@ -91,10 +91,8 @@ async fn client_certificates_with_every_key_format() {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&leaf_key, &issuer).unwrap();
         let mut cfg = config(&emu, api_key("svc-a"));
-        cfg.tls.client_identity = Some(ClientIdentity {
-            cert_pem: cert.pem().into_bytes(),
-            key_pem: fixture(key_file).into_bytes().into(),
-        });
+        cfg.tls.client_identity =
+            Some(ClientIdentity::from_pem(cert.pem().as_bytes(), fixture(key_file).as_bytes()).unwrap());
         let session = Client::new(cfg)
             .unwrap()
             .sign_in()
@@ -107,6 +105,17 @@ async fn client_certificates_with_every_key_format() {
         session.sign_out().await.unwrap();
     }
 
+    // DER as a PKCS#12 file yields it, with no PEM on the way.
+    let leaf_key = KeyPair::from_pem(&fixture("client-ec.pkcs8.pem")).unwrap();
+    let mut params = CertificateParams::new(vec!["svc-a".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let mut cfg = config(&emu, api_key("svc-a"));
+    cfg.tls.client_identity = Some(ClientIdentity::from_der(vec![cert.der().clone()], key).unwrap());
+    let session = Client::new(cfg).unwrap().sign_in().await.expect("sign in with a DER identity");
+    session.sign_out().await.unwrap();
+
     // A key that does not match the certificate is a configuration error.
     let leaf_key = KeyPair::from_pem(&fixture("client-ec.pkcs8.pem")).unwrap();
     let cert = CertificateParams::new(vec!["x".to_owned()])
@@ -114,10 +123,8 @@ async fn client_certificates_with_every_key_format() {
         .signed_by(&leaf_key, &issuer)
         .unwrap();
     let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.tls.client_identity = Some(ClientIdentity {
-        cert_pem: cert.pem().into_bytes(),
-        key_pem: fixture("client-rsa.pkcs1.pem").into_bytes().into(),
-    });
+    cfg.tls.client_identity =
+        Some(ClientIdentity::from_pem(cert.pem().as_bytes(), fixture("client-rsa.pkcs1.pem").as_bytes()).unwrap());
     let err = Client::new(cfg).unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert_closed(&emu).await;

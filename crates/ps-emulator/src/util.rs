@@ -5,34 +5,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Formats a time as the server does: ISO 8601 UTC with seven fractional digits and `Z`,
-/// e.g. `2026-09-14T12:33:32.8082359Z`.
+/// e.g. `2026-09-14T12:33:32.8082359Z` (humantime writes nine; .NET's `DateTime` has 100 ns
+/// ticks, so the last two digits go).
 pub(crate) fn iso_utc(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:07}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_nanos() / 100
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let mut s = humantime::format_rfc3339_nanos(t.max(UNIX_EPOCH)).to_string();
+    s.truncate(s.len() - 3); // "nnZ"
+    s.push('Z');
+    s
 }
 
 /// A stable GUID (lower case, 8-4-4-4-12) derived from a name, so that ids do not change
@@ -91,18 +70,8 @@ pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
 
 /// Base64url without padding (RFC 4648 §5), for JWT-shaped tokens.
 pub(crate) fn base64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(A[((n >> (18 - 6 * i)) & 0x3f) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
 /// Query string pairs, decoded (`+` and percent escapes).
@@ -148,7 +117,10 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_789_389_212, 808_235_900);
         assert_eq!(iso_utc(t), "2026-09-14T12:33:32.8082359Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(&iso_utc(leap)[..10], "2000-02-29");
+        assert_eq!(iso_utc(leap), "2000-02-29T00:00:00.0000000Z");
+        // Ticks of 100 ns: the digits below are cut, not rounded.
+        assert_eq!(iso_utc(UNIX_EPOCH + Duration::from_nanos(99)), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(iso_utc(UNIX_EPOCH - Duration::from_secs(1)), "1970-01-01T00:00:00.0000000Z");
     }
 
     #[test]
