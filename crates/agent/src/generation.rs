@@ -2,17 +2,17 @@
 //! the outputs that use them) and [`assemble`] (fetched results → [`Tree`] + per-output
 //! [`Outcome`]s). Pure: no IO, no logging.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use inject_api::{AgentConfig, FileMode, Format, Render, layout};
-use passwordsafe::{AccountRef, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath};
+use passwordsafe::{AccountRef, Error as PsError, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath};
 
 use crate::{
     config::{EnvRef, References},
     paths::{SafePath, split_api_folder},
     render::{self, Fields, Templates},
     value::Sensitive,
-    writer::{Entry, FileSpec, Tree},
+    writer::{Entry, FileSpec, Owner, Tree},
 };
 
 /// Mode of `<root>/..data/.ps-env`: group-readable so an app container running as another
@@ -173,20 +173,64 @@ impl Plan {
     }
 }
 
-/// Results of one fetch, by reference; errors as text (they name the reference, never a value).
+/// The error of one fetch, shared by every output of its reference.
+pub type FetchError = Arc<PsError>;
+
+/// Results of one fetch, by reference. Errors stay typed (they name the reference, never a
+/// value) up to the report.
 #[derive(Debug, Default)]
 pub struct Results {
-    pub secrets: Vec<Result<Secret, String>>,
-    pub folders: Vec<Result<Vec<Secret>, String>>,
-    pub accounts: Vec<Result<ManagedCredential, String>>,
+    pub secrets: Vec<Result<Secret, FetchError>>,
+    pub folders: Vec<Result<Vec<Secret>, FetchError>>,
+    pub accounts: Vec<Result<ManagedCredential, FetchError>>,
+}
+
+/// Why an output was not written.
+#[derive(Clone, Debug)]
+pub enum OutputError {
+    /// Nothing was fetched (sign-in failed): the run's own error, reported once for all.
+    NotFetched(Arc<str>),
+    /// Fetching the output's reference failed; the message starts with that reference.
+    Fetch(FetchError),
+    /// Its content cannot be made: format, template, environment value, path rules, or a
+    /// conflict with another output.
+    Content(String),
+    /// Writing it failed.
+    Write(String),
+}
+
+impl fmt::Display for OutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputError::NotFetched(m) => f.write_str(m),
+            OutputError::Fetch(e) => e.fmt(f),
+            OutputError::Content(m) | OutputError::Write(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for OutputError {
+    fn from(m: String) -> Self {
+        OutputError::Content(m)
+    }
+}
+
+impl From<&str> for OutputError {
+    fn from(m: &str) -> Self {
+        OutputError::Content(m.to_owned())
+    }
+}
+
+fn fetched<T>(r: &Result<T, FetchError>) -> Result<&T, OutputError> {
+    r.as_ref().map_err(|e| OutputError::Fetch(e.clone()))
 }
 
 /// What became of one output.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     pub index: usize,
     pub optional: bool,
-    pub error: Option<String>,
+    pub error: Option<OutputError>,
 }
 
 /// A generation ready to commit (if `ok`).
@@ -229,21 +273,12 @@ fn account_fields(a: &ManagedCredential) -> Fields {
 }
 
 /// The fields of a named output, or the fetch error.
-fn fields_of(results: &Results, id: RefId) -> Result<Fields, String> {
-    match id {
-        RefId::Secret(i) => results.secrets[i]
-            .as_ref()
-            .map(secret_fields)
-            .map_err(Clone::clone),
-        RefId::Folder(i) => results.folders[i]
-            .as_ref()
-            .map(|l| folder_fields(l))
-            .map_err(Clone::clone),
-        RefId::Account(i) => results.accounts[i]
-            .as_ref()
-            .map(account_fields)
-            .map_err(Clone::clone),
-    }
+fn fields_of(results: &Results, id: RefId) -> Result<Fields, OutputError> {
+    Ok(match id {
+        RefId::Secret(i) => secret_fields(fetched(&results.secrets[i])?),
+        RefId::Folder(i) => folder_fields(fetched(&results.folders[i])?),
+        RefId::Account(i) => account_fields(fetched(&results.accounts[i])?),
+    })
 }
 
 fn spec(content: Sensitive, render: &Render) -> FileSpec {
@@ -278,13 +313,13 @@ fn entries_of(
     fields: Option<&Fields>,
     templates: &Templates,
     all: &BTreeMap<String, Fields>,
-) -> Result<Vec<Entry>, String> {
+) -> Result<Vec<Entry>, OutputError> {
     match &o.kind {
         OutputKind::Named { name, render } => {
             let fields = fields.ok_or("no data")?;
             let top = SafePath::new(&[name.as_str()]).map_err(unsafe_path)?;
             if let (RefId::Folder(i), Format::Raw) = (o.reference, render.format) {
-                let list = results.folders[i].as_ref().map_err(Clone::clone)?;
+                let list = fetched(&results.folders[i])?;
                 let mut out = vec![Entry::Dir(top.clone(), render.uid, render.gid)];
                 for s in list {
                     let path = top.join(&s.title).map_err(unsafe_path)?;
@@ -316,7 +351,7 @@ fn entries_of(
             };
             match o.reference {
                 RefId::Secret(i) => {
-                    let s = results.secrets[i].as_ref().map_err(Clone::clone)?;
+                    let s = fetched(&results.secrets[i])?;
                     let p = &plan.secrets[i];
                     let mut comps = p.folder().segments().to_vec();
                     comps.push(p.title().to_owned());
@@ -324,7 +359,7 @@ fn entries_of(
                     Ok(vec![file(path, s.value.expose_bytes())])
                 }
                 RefId::Folder(i) => {
-                    let list = results.folders[i].as_ref().map_err(Clone::clone)?;
+                    let list = fetched(&results.folders[i])?;
                     list.iter()
                         .map(|s| {
                             Ok(file(
@@ -335,7 +370,7 @@ fn entries_of(
                         .collect()
                 }
                 RefId::Account(i) => {
-                    let a = results.accounts[i].as_ref().map_err(Clone::clone)?;
+                    let a = fetched(&results.accounts[i])?;
                     let acct = &plan.accounts[i];
                     let path = SafePath::new(&[acct.system(), acct.account()]).map_err(unsafe_path)?;
                     Ok(vec![file(path, a.password.expose_bytes())])
@@ -347,50 +382,49 @@ fn entries_of(
 }
 
 /// The value of an env output.
-fn env_value(results: &Results, o: &Output) -> Result<String, String> {
+fn env_value(results: &Results, o: &Output) -> Result<String, OutputError> {
     let (var, username) = match &o.kind {
         OutputKind::Env { var, username } => (var, *username),
         _ => return Err("not an env output".into()),
     };
     let bytes: Vec<u8> = match o.reference {
         RefId::Secret(i) => {
-            let s = results.secrets[i].as_ref().map_err(Clone::clone)?;
+            let s = fetched(&results.secrets[i])?;
             if username {
                 match &s.kind {
                     SecretKind::Credential { username } => username.as_bytes().to_vec(),
                     _ => {
                         return Err(format!(
                             "{var}: the secret is not a credential secret, it has no username"
-                        ));
+                        )
+                        .into());
                     }
                 }
             } else {
                 s.value.expose_bytes().to_vec()
             }
         }
-        RefId::Account(i) => results.accounts[i]
-            .as_ref()
-            .map_err(Clone::clone)?
+        RefId::Account(i) => fetched(&results.accounts[i])?
             .password
             .expose_bytes()
             .to_vec(),
         RefId::Folder(_) => return Err("a folder cannot be an environment variable".into()),
     };
     let s = String::from_utf8(bytes)
-        .map_err(|_| "the value is not UTF-8 text, so it cannot be an environment variable".to_owned())?;
+        .map_err(|_| "the value is not UTF-8 text, so it cannot be an environment variable")?;
     if s.contains('\0') {
         return Err("the value contains NUL, which an environment variable cannot hold".into());
     }
     Ok(s)
 }
 
-/// Builds the generation. Outputs in `skip` are failed with the given reason (used to retry a
+/// Builds the generation. Outputs in `skip` are failed with the given error (used to retry a
 /// commit without an optional output whose write failed).
 pub fn assemble(
     plan: &Plan,
     results: &Results,
     templates: &Templates,
-    skip: &BTreeMap<usize, String>,
+    skip: &BTreeMap<usize, OutputError>,
 ) -> Assembled {
     let mut outcomes: Vec<Outcome> = plan
         .outputs
@@ -438,8 +472,12 @@ pub fn assemble(
             }
             continue;
         }
+        let owner = Owner::Output {
+            index: i,
+            label: plan.label(i).into(),
+        };
         let added = entries_of(plan, results, o, fields[i].as_ref(), templates, &all)
-            .and_then(|entries| tree.add_output(&plan.label(i), entries));
+            .and_then(|entries| Ok(tree.add_output(owner, entries)?));
         if let Err(e) = added {
             outcomes[i].error = Some(e);
         }
@@ -503,6 +541,10 @@ mod tests {
         config::load(&env, &Tuning::default()).unwrap()
     }
 
+    fn error_text(o: &Outcome) -> String {
+        o.error.as_ref().expect("an error").to_string()
+    }
+
     fn plan_of(s: &config::Settings) -> Plan {
         Plan::new(&s.config, &s.refs)
     }
@@ -536,14 +578,19 @@ mod tests {
         let results = Results {
             secrets: vec![
                 Ok(cred("t", "db", "admin", "pw")),
-                Err("secret \"t/missing\": not found".into()),
+                Err(Arc::new(PsError::NotFound {
+                    what: "secret \"t/missing\"".into(),
+                    route: "GET secrets-safe/secrets",
+                    reason: "empty result".into(),
+                    detail: None,
+                })),
             ],
             ..Results::default()
         };
         let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
         assert!(a.ok);
         assert_eq!(a.tree.file_count(), 2, "a and .ps-env");
-        assert!(a.outcomes[1].error.as_deref().unwrap().contains("not found"));
+        assert!(error_text(&a.outcomes[1]).contains("not found"));
         // The same with the missing one required: not ok.
         let s2 = settings(
             r#"{"version":1,"passwordSafe":{"url":"https://ps/x"},"root":"/r",
@@ -568,7 +615,7 @@ mod tests {
             let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
             assert!(!a.ok, "{bad:?}");
             for o in &a.outcomes {
-                let e = o.error.as_deref().unwrap_or_else(|| panic!("{bad:?} accepted"));
+                let e = o.error.as_ref().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
                 assert!(e.contains("cannot be a file or directory name"), "{e}");
             }
             assert_eq!(
@@ -621,8 +668,8 @@ mod tests {
         };
         let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
         assert!(!a.ok);
-        assert!(a.outcomes[0].error.as_deref().unwrap().contains("no username"));
-        assert!(a.outcomes[1].error.as_deref().unwrap().contains("not UTF-8"));
+        assert!(error_text(&a.outcomes[0]).contains("no username"));
+        assert!(error_text(&a.outcomes[1]).contains("not UTF-8"));
     }
 
     #[test]
@@ -646,11 +693,11 @@ mod tests {
         let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
         assert!(a.ok, "{:?}", a.outcomes);
         let mut skip = BTreeMap::new();
-        skip.insert(2, "write failed".to_owned());
+        skip.insert(2, OutputError::Write("write failed".to_owned()));
         let a = assemble(&p, &results, &s.templates, &skip);
         assert!(!a.ok);
         assert!(
-            a.outcomes[1].error.as_deref().unwrap().contains("undefined"),
+            error_text(&a.outcomes[1]).contains("undefined"),
             "template lost secrets.acct"
         );
     }

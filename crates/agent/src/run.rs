@@ -17,7 +17,7 @@ use passwordsafe::{Client, Error as PsError, Session};
 use crate::{
     AgentError,
     config::Settings,
-    generation::{Assembled, Outcome, Plan, Results, assemble},
+    generation::{Assembled, Outcome, OutputError, OutputKind, Plan, Results, assemble},
     notify,
     writer::{Committed, Root},
 };
@@ -108,14 +108,14 @@ impl Agent {
         let accounts = join_all(p.accounts.iter().map(|a| session.managed_account(a)));
         let (s, f, a) = tokio::join!(secrets, folders, accounts);
         let mut auth_failed = false;
-        let mut text = |e: PsError| {
+        let mut keep = |e: PsError| {
             auth_failed |= matches!(e, PsError::Authentication { .. } | PsError::SignedOut { .. });
-            e.to_string()
+            Arc::new(e)
         };
         let results = Results {
-            secrets: s.into_iter().map(|r| r.map_err(&mut text)).collect(),
-            folders: f.into_iter().map(|r| r.map_err(&mut text)).collect(),
-            accounts: a.into_iter().map(|r| r.map_err(&mut text)).collect(),
+            secrets: s.into_iter().map(|r| r.map_err(&mut keep)).collect(),
+            folders: f.into_iter().map(|r| r.map_err(&mut keep)).collect(),
+            accounts: a.into_iter().map(|r| r.map_err(&mut keep)).collect(),
         };
         (results, auth_failed)
     }
@@ -126,7 +126,7 @@ impl Agent {
         results: &Results,
         last: &mut Option<[u8; 32]>,
     ) -> (Assembled, Option<String>, Option<Committed>, bool) {
-        let mut skip: BTreeMap<usize, String> = BTreeMap::new();
+        let mut skip: BTreeMap<usize, OutputError> = BTreeMap::new();
         loop {
             let mut a = assemble(&self.plan, results, &self.settings.templates, &skip);
             if !a.ok {
@@ -142,15 +142,13 @@ impl Agent {
                     return (a, None, Some(c), false);
                 }
                 Err(e) => {
-                    let index = e.output.as_deref().and_then(|label| {
-                        (0..self.plan.outputs.len()).find(|&i| self.plan.label(i) == label)
-                    });
-                    match index {
+                    let error = OutputError::Write(e.to_string());
+                    match e.output {
                         Some(i) if !e.switched && self.plan.outputs[i].optional && !skip.contains_key(&i) => {
-                            skip.insert(i, e.to_string());
+                            skip.insert(i, error);
                         }
                         Some(i) if !e.switched => {
-                            a.outcomes[i].error = Some(e.to_string());
+                            a.outcomes[i].error = Some(error);
                             a.ok = false;
                             return (a, None, None, false);
                         }
@@ -179,9 +177,9 @@ impl Agent {
                 Ok(s) => *session = Some(s),
                 Err(e) => {
                     report.sign_in = t0.elapsed();
-                    let msg = format!("sign-in to Password Safe failed: {e}");
+                    let msg: Arc<str> = format!("sign-in to Password Safe failed: {e}").into();
                     report.outcomes = self.all_failed(&msg);
-                    report.run_error = Some(msg);
+                    report.run_error = Some(msg.to_string());
                     return report;
                 }
             }
@@ -203,7 +201,7 @@ impl Agent {
         report
     }
 
-    fn all_failed(&self, msg: &str) -> Vec<Outcome> {
+    fn all_failed(&self, msg: &Arc<str>) -> Vec<Outcome> {
         self.plan
             .outputs
             .iter()
@@ -211,7 +209,7 @@ impl Agent {
             .map(|(index, o)| Outcome {
                 index,
                 optional: o.optional,
-                error: Some(msg.to_owned()),
+                error: Some(OutputError::NotFetched(msg.clone())),
             })
             .collect()
     }
@@ -220,15 +218,16 @@ impl Agent {
     fn report(&self, mode: Mode, r: &Report, ready: bool) {
         for o in &r.outcomes {
             let Some(err) = &o.error else { continue };
-            let label = self.plan.label(o.index);
-            let line = if err.starts_with(&label) {
-                err.clone()
-            } else {
-                format!("{label}: {err}")
+            // A fetch error starts with its reference, which is how a BeyondTrust list entry is
+            // labelled already.
+            let line = match (err, &self.plan.outputs[o.index].kind) {
+                (OutputError::Fetch(_), OutputKind::BeyondTrust { .. }) => err.to_string(),
+                _ => format!("{}: {err}", self.plan.label(o.index)),
             };
             if o.optional {
                 tracing::warn!("optional {line} (skipped)");
-            } else if r.run_error.as_deref() != Some(err.as_str()) {
+            } else if !matches!(err, OutputError::NotFetched(_)) {
+                // (The run's own error is logged once, below.)
                 tracing::error!("{line}");
             }
         }
@@ -298,7 +297,7 @@ impl Agent {
                     "reference": reference,
                     "optional": o.optional,
                     "ok": o.error.is_none(),
-                    "error": o.error,
+                    "error": o.error.as_ref().map(ToString::to_string),
                 })
             })
             .collect();

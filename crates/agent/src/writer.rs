@@ -46,17 +46,34 @@ pub struct FileSpec {
     pub gid: Option<u32>,
 }
 
+/// Who wants an entry: one output of the plan, or the agent itself (`.ps-env`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Agent,
+    /// Output `index` of the plan, with the label messages name it by.
+    Output { index: usize, label: Arc<str> },
+}
+
+impl Owner {
+    fn index(&self) -> Option<usize> {
+        match self {
+            Owner::Agent => None,
+            Owner::Output { index, .. } => Some(*index),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Node {
     File {
         spec: FileSpec,
-        owner: Arc<str>,
+        owner: Owner,
     },
     Dir {
         children: BTreeMap<String, Node>,
         uid: Option<u32>,
         gid: Option<u32>,
-        owner: Arc<str>,
+        owner: Owner,
     },
 }
 
@@ -74,8 +91,7 @@ impl Tree {
 
     /// Adds every entry of one output, or none: on a conflict with what other outputs already
     /// added, the tree is unchanged and the message says where.
-    pub fn add_output(&mut self, owner: &str, entries: Vec<Entry>) -> Result<(), String> {
-        let owner: Arc<str> = Arc::from(owner);
+    pub fn add_output(&mut self, owner: Owner, entries: Vec<Entry>) -> Result<(), String> {
         let mut next = self.top.clone();
         for e in entries {
             match e {
@@ -96,7 +112,7 @@ impl Tree {
             name.to_owned(),
             Node::File {
                 spec,
-                owner: Arc::from("agent"),
+                owner: Owner::Agent,
             },
         );
     }
@@ -109,10 +125,11 @@ impl Tree {
             .filter(|n| !n.starts_with('.'))
     }
 
-    pub fn owner_of_top(&self, name: &str) -> Option<&str> {
-        self.top.get(name).map(|n| match n {
-            Node::File { owner, .. } | Node::Dir { owner, .. } => &**owner,
-        })
+    fn owner_of_top(&self, name: &str) -> &Owner {
+        match self.top.get(name) {
+            Some(Node::File { owner, .. } | Node::Dir { owner, .. }) => owner,
+            None => &Owner::Agent,
+        }
     }
 
     /// Number of files.
@@ -184,7 +201,7 @@ fn insert(
     comps: &[String],
     file: Option<FileSpec>,
     dir: Option<(Option<u32>, Option<u32>)>,
-    owner: &Arc<str>,
+    owner: &Owner,
 ) -> Result<(), String> {
     let (first, rest) = comps.split_first().ok_or("empty path")?;
     if rest.is_empty() {
@@ -241,19 +258,20 @@ fn insert(
     }
 }
 
-fn describe_owner(other: &Arc<str>, me: &Arc<str>) -> String {
-    if other == me {
-        "this output".to_owned()
-    } else {
-        format!("output {other}")
+fn describe_owner(other: &Owner, me: &Owner) -> String {
+    match other {
+        _ if other == me => "this output".to_owned(),
+        Owner::Agent => "the agent".to_owned(),
+        Owner::Output { label, .. } => label.to_string(),
     }
 }
 
-/// A failed write. `output` names the output whose entry failed, when it is one output's.
+/// A failed write. `output` is the index of the output whose entry failed, when it is one
+/// output's.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {op} {path}: {source}{hint}")]
 pub struct WriteError {
-    pub output: Option<String>,
+    pub output: Option<usize>,
     pub op: &'static str,
     pub path: String,
     pub hint: &'static str,
@@ -275,10 +293,8 @@ impl WriteError {
         }
     }
 
-    fn owned_by(mut self, owner: &str) -> WriteError {
-        if owner != "agent" {
-            self.output = Some(owner.to_owned());
-        }
+    fn owned_by(mut self, owner: &Owner) -> WriteError {
+        self.output = owner.index();
         self
     }
 }
@@ -342,7 +358,7 @@ impl Root {
                     ),
                 );
                 e.hint = " (remove it from the volume)";
-                return Err(e.owned_by(tree.owner_of_top(name).unwrap_or("agent")));
+                return Err(e.owned_by(tree.owner_of_top(name)));
             }
         }
         let previous = self.current();
@@ -406,7 +422,7 @@ impl Root {
             if let Err(e) = fs::rename(&tmp, &link) {
                 let _ = fs::remove_file(&tmp);
                 return Err(
-                    WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name).unwrap_or("agent"))
+                    WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name))
                 );
             }
         }
@@ -582,6 +598,14 @@ mod tests {
         Entry::File(SafePath::new(path).unwrap(), spec(v, 0o400))
     }
 
+    /// Output `name` of a plan, as generation.rs labels it.
+    fn out(name: &str) -> Owner {
+        Owner::Output {
+            index: name.bytes().fold(0, |h, b| h * 31 + usize::from(b)),
+            label: format!("output {name:?}").into(),
+        }
+    }
+
     fn read(p: &Path) -> String {
         fs::read_to_string(p).unwrap()
     }
@@ -598,16 +622,16 @@ mod tests {
     #[test]
     fn tree_conflicts_are_all_or_nothing() {
         let mut t = Tree::new();
-        t.add_output("a", vec![file(&["x", "y"], "1")]).unwrap();
+        t.add_output(out("a"), vec![file(&["x", "y"], "1")]).unwrap();
         // Same file, same content: fine (BeyondTrust lists may name a secret twice).
-        t.add_output("b", vec![file(&["x", "y"], "1")]).unwrap();
+        t.add_output(out("b"), vec![file(&["x", "y"], "1")]).unwrap();
         let before = t.clone();
         let e = t
-            .add_output("c", vec![file(&["z"], "ok"), file(&["x", "y"], "2")])
+            .add_output(out("c"), vec![file(&["z"], "ok"), file(&["x", "y"], "2")])
             .unwrap_err();
-        assert!(e.contains("\"y\" is also written by output a"), "{e}");
+        assert!(e.contains(r#""y" is also written by output "a", with"#), "{e}");
         assert_eq!(t, before, "nothing of c was added");
-        let e = t.add_output("d", vec![file(&["x", "y", "w"], "1")]).unwrap_err();
+        let e = t.add_output(out("d"), vec![file(&["x", "y", "w"], "1")]).unwrap_err();
         assert!(e.contains("\"y\" must be a directory"), "{e}");
         assert_eq!(t.file_count(), 1);
         assert_eq!(t.top_names().collect::<Vec<_>>(), ["x"]);
@@ -616,12 +640,11 @@ mod tests {
     #[test]
     fn digest_changes_with_content_and_mode() {
         let mut a = Tree::new();
-        a.add_output("a", vec![file(&["x"], "1")]).unwrap();
+        a.add_output(out("a"), vec![file(&["x"], "1")]).unwrap();
         let mut b = Tree::new();
-        b.add_output("a", vec![file(&["x"], "2")]).unwrap();
+        b.add_output(out("a"), vec![file(&["x"], "2")]).unwrap();
         let mut c = Tree::new();
-        c.add_output(
-            "a",
+        c.add_output(out("a"),
             vec![Entry::File(SafePath::new(&["x"]).unwrap(), spec("1", 0o440))],
         )
         .unwrap();
@@ -635,8 +658,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::open(tmp.path().join("root")).unwrap();
         let mut t = Tree::new();
-        t.add_output("db", vec![file(&["db"], "one")]).unwrap();
-        t.add_output("bt", vec![file(&["team", "sub", "title"], "two")])
+        t.add_output(out("db"), vec![file(&["db"], "one")]).unwrap();
+        t.add_output(out("bt"), vec![file(&["team", "sub", "title"], "two")])
             .unwrap();
         t.add_agent_file(".ps-env", spec("{}", 0o440));
         let c1 = root.commit(&t).unwrap();
@@ -664,8 +687,8 @@ mod tests {
 
         // Second generation: "team" disappears, "db" changes, "new" appears.
         let mut t2 = Tree::new();
-        t2.add_output("db", vec![file(&["db"], "three")]).unwrap();
-        t2.add_output("new", vec![file(&["new"], "four")]).unwrap();
+        t2.add_output(out("db"), vec![file(&["db"], "three")]).unwrap();
+        t2.add_output(out("new"), vec![file(&["new"], "four")]).unwrap();
         let c2 = root.commit(&t2).unwrap();
         assert!(c2.replaced);
         assert_eq!(read(&r.join("db")), "three");
@@ -690,7 +713,7 @@ mod tests {
         let root = Root::open(r).unwrap();
         assert_eq!(entries(r), [".ps-bin", "unrelated"]);
         let mut t = Tree::new();
-        t.add_output("unrelated", vec![file(&["unrelated"], "mine")])
+        t.add_output(out("unrelated"), vec![file(&["unrelated"], "mine")])
             .unwrap();
         root.commit(&t).unwrap();
         // A plain file with an output's name is replaced by the link.
@@ -709,14 +732,14 @@ mod tests {
         let r = tmp.path();
         let root = Root::open(r).unwrap();
         let mut t = Tree::new();
-        t.add_output("a", vec![file(&["a"], "1")]).unwrap();
+        t.add_output(out("a"), vec![file(&["a"], "1")]).unwrap();
         let c1 = root.commit(&t).unwrap();
         fs::create_dir(r.join("b")).unwrap();
         let mut t2 = Tree::new();
-        t2.add_output("a", vec![file(&["a"], "2")]).unwrap();
-        t2.add_output("b-output", vec![file(&["b"], "x")]).unwrap();
+        t2.add_output(out("a"), vec![file(&["a"], "2")]).unwrap();
+        t2.add_output(out("b-output"), vec![file(&["b"], "x")]).unwrap();
         let e = root.commit(&t2).unwrap_err();
-        assert_eq!(e.output.as_deref(), Some("b-output"));
+        assert_eq!(e.output, out("b-output").index());
         assert!(!e.switched);
         assert!(e.to_string().contains("directory not made by the agent"), "{e}");
         assert_eq!(root.current().as_deref(), Some(c1.generation.as_str()));
@@ -756,8 +779,8 @@ mod tests {
         std::os::unix::fs::symlink(&outside, r.join("team")).unwrap();
         let root = Root::open(&r).unwrap();
         let mut t = Tree::new();
-        t.add_output("db", vec![file(&["db"], "v")]).unwrap();
-        t.add_output("bt", vec![file(&["team", "x"], "v")]).unwrap();
+        t.add_output(out("db"), vec![file(&["db"], "v")]).unwrap();
+        t.add_output(out("bt"), vec![file(&["team", "x"], "v")]).unwrap();
         root.commit(&t).unwrap();
         assert!(entries(&outside).is_empty(), "nothing written outside the root");
         assert_eq!(read(&r.join("team/x")), "v");
