@@ -5,7 +5,9 @@
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use inject_api::{AgentConfig, FileMode, Format, Render, layout};
-use passwordsafe::{AccountRef, Error as PsError, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath};
+use passwordsafe::{
+    AccountRef, Error as PsError, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath,
+};
 
 use crate::{
     config::{EnvRef, References},
@@ -404,10 +406,7 @@ fn env_value(results: &Results, o: &Output) -> Result<String, OutputError> {
                 s.value.expose_bytes().to_vec()
             }
         }
-        RefId::Account(i) => fetched(&results.accounts[i])?
-            .password
-            .expose_bytes()
-            .to_vec(),
+        RefId::Account(i) => fetched(&results.accounts[i])?.password.expose_bytes().to_vec(),
         RefId::Folder(_) => return Err("a folder cannot be an environment variable".into()),
     };
     let s = String::from_utf8(bytes)
@@ -615,7 +614,11 @@ mod tests {
             let a = assemble(&p, &results, &s.templates, &BTreeMap::new());
             assert!(!a.ok, "{bad:?}");
             for o in &a.outcomes {
-                let e = o.error.as_ref().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
+                let e = o
+                    .error
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{bad:?} accepted"))
+                    .to_string();
                 assert!(e.contains("cannot be a file or directory name"), "{e}");
             }
             assert_eq!(

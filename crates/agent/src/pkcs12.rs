@@ -993,7 +993,10 @@ mod tests {
     fn debug_shows_no_key() {
         let id = decode(&fixture("chain-ec.p12"), PW).unwrap();
         let shown = format!("{id:?}");
-        assert_eq!(shown, r#"Identity { certificates: 2, private_key: "[redacted]" }"#);
+        assert_eq!(
+            shown,
+            r#"Identity { certificates: 2, private_key: "[redacted]" }"#
+        );
     }
 
     #[test]
@@ -1449,7 +1452,10 @@ mod tests {
                     assert!(out <= der.len(), "{out} bytes out of a {}-byte file", der.len());
                 }
                 Err(e) if !password.is_empty() => {
-                    assert!(!e.to_string().contains(password), "the error shows the password: {e}");
+                    assert!(
+                        !e.to_string().contains(password),
+                        "the error shows the password: {e}"
+                    );
                 }
                 Err(_) => {}
             }

@@ -51,7 +51,10 @@ pub struct FileSpec {
 pub enum Owner {
     Agent,
     /// Output `index` of the plan, with the label messages name it by.
-    Output { index: usize, label: Arc<str> },
+    Output {
+        index: usize,
+        label: Arc<str>,
+    },
 }
 
 impl Owner {
@@ -421,9 +424,7 @@ impl Root {
                 .map_err(|e| WriteError::new("create the link", &tmp, e))?;
             if let Err(e) = fs::rename(&tmp, &link) {
                 let _ = fs::remove_file(&tmp);
-                return Err(
-                    WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name))
-                );
+                return Err(WriteError::new("link", &link, e).owned_by(tree.owner_of_top(name)));
             }
         }
         let entries = fs::read_dir(&self.dir).map_err(|e| WriteError::new("list", &self.dir, e))?;
@@ -631,7 +632,9 @@ mod tests {
             .unwrap_err();
         assert!(e.contains(r#""y" is also written by output "a", with"#), "{e}");
         assert_eq!(t, before, "nothing of c was added");
-        let e = t.add_output(out("d"), vec![file(&["x", "y", "w"], "1")]).unwrap_err();
+        let e = t
+            .add_output(out("d"), vec![file(&["x", "y", "w"], "1")])
+            .unwrap_err();
         assert!(e.contains("\"y\" must be a directory"), "{e}");
         assert_eq!(t.file_count(), 1);
         assert_eq!(t.top_names().collect::<Vec<_>>(), ["x"]);
@@ -644,7 +647,8 @@ mod tests {
         let mut b = Tree::new();
         b.add_output(out("a"), vec![file(&["x"], "2")]).unwrap();
         let mut c = Tree::new();
-        c.add_output(out("a"),
+        c.add_output(
+            out("a"),
             vec![Entry::File(SafePath::new(&["x"]).unwrap(), spec("1", 0o440))],
         )
         .unwrap();

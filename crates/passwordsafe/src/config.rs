@@ -616,7 +616,10 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{id:?}");
-        assert!(!shown.contains("SECRET") && !shown.contains("83, 69, 67"), "{shown}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("83, 69, 67"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -113,12 +113,12 @@ pub use config::{
     ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, RequestOptions, Resolver, RetryPolicy, TlsOptions,
 };
 pub use error::Error;
-pub use resolve::ResolveError;
 pub use path::{
     AccountRef, DEFAULT_SEPARATOR, FolderPath, MAX_ACCOUNT_NAME_CHARS, MAX_FOLDER_DEPTH,
     MAX_FOLDER_NAME_CHARS, MAX_FOLDER_PATH_CHARS, MAX_SYSTEM_NAME_CHARS, MAX_TITLE_CHARS, PathError,
     PathErrorKind, PathKind, SecretPath, validate_account_refs, validate_folder_paths, validate_secret_paths,
     validate_secret_paths_with_separator,
 };
+pub use resolve::ResolveError;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use secret::{ManagedCredential, Secret, SecretKind, SecretValue, SignedInUser};

@@ -66,8 +66,10 @@ impl HickoryResolver {
         };
         let mut builder = TokioResolver::builder_tokio().map_err(config)?;
         let opts = builder.options_mut();
-        // IPv4 first, both families asked at once (as `getaddrinfo` orders them by default).
-        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // A first, AAAA only when there is no A record (IPv6-only clusters). Asking both at
+        // once would make a name found in /etc/hosts for one family wait for the nameservers
+        // (up to timeout × attempts) for the other.
+        opts.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
         opts.positive_max_ttl = Some(MAX_CACHE_TTL);
         let built = builder.build().map_err(config)?;
         // Two first lookups at once may both build one; the first stored is kept.

@@ -278,10 +278,13 @@ mod tests {
     #[test]
     fn bad_client_key_is_an_error_without_echo() {
         let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let e = ClientIdentity::from_pem(cert, b"SECRETSTUFF").unwrap_err().to_string();
+        let e = ClientIdentity::from_pem(cert, b"SECRETSTUFF")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client key"), "{e}");
         assert!(!e.contains("SECRETSTUFF"), "{e}");
-        let encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nU0VDUkVU\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let encrypted =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nU0VDUkVU\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let e = ClientIdentity::from_pem(cert, encrypted).unwrap_err().to_string();
         assert!(e.contains("encrypted private keys are not supported"), "{e}");
         let e = ClientIdentity::from_der(Vec::new(), PrivateKeyDer::Pkcs8(b"k".to_vec().into()))

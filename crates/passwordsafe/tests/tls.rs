@@ -113,7 +113,11 @@ async fn client_certificates_with_every_key_format() {
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
     let mut cfg = config(&emu, api_key("svc-a"));
     cfg.tls.client_identity = Some(ClientIdentity::from_der(vec![cert.der().clone()], key).unwrap());
-    let session = Client::new(cfg).unwrap().sign_in().await.expect("sign in with a DER identity");
+    let session = Client::new(cfg)
+        .unwrap()
+        .sign_in()
+        .await
+        .expect("sign in with a DER identity");
     session.sign_out().await.unwrap();
 
     // A key that does not match the certificate is a configuration error.
@@ -123,8 +127,9 @@ async fn client_certificates_with_every_key_format() {
         .signed_by(&leaf_key, &issuer)
         .unwrap();
     let mut cfg = config(&emu, api_key("svc-a"));
-    cfg.tls.client_identity =
-        Some(ClientIdentity::from_pem(cert.pem().as_bytes(), fixture("client-rsa.pkcs1.pem").as_bytes()).unwrap());
+    cfg.tls.client_identity = Some(
+        ClientIdentity::from_pem(cert.pem().as_bytes(), fixture("client-rsa.pkcs1.pem").as_bytes()).unwrap(),
+    );
     let err = Client::new(cfg).unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert_closed(&emu).await;

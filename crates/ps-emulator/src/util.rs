@@ -119,8 +119,14 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(iso_utc(leap), "2000-02-29T00:00:00.0000000Z");
         // Ticks of 100 ns: the digits below are cut, not rounded.
-        assert_eq!(iso_utc(UNIX_EPOCH + Duration::from_nanos(99)), "1970-01-01T00:00:00.0000000Z");
-        assert_eq!(iso_utc(UNIX_EPOCH - Duration::from_secs(1)), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(
+            iso_utc(UNIX_EPOCH + Duration::from_nanos(99)),
+            "1970-01-01T00:00:00.0000000Z"
+        );
+        assert_eq!(
+            iso_utc(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.0000000Z"
+        );
     }
 
     #[test]
