@@ -196,19 +196,17 @@ def pod_additions(server: Server, crt: Path) -> dict:
                 added.append({"kind": kind, "name": c["name"], "image": c.get("image"),
                               "restartPolicy": c.get("restartPolicy"),
                               "requests": res.get("requests", {}), "limits": res.get("limits", {})})
-    # What the scheduler reserves: regular containers add up; init containers count by the
-    # largest one (a restartPolicy: Always init container adds up like a regular one).
+    # A sidecar's requests add to the pod's for its whole life; an init container's count only
+    # while it runs, and only where they exceed the app containers' (the larger of the two).
     sidecar = [a for a in added if a["kind"] == "containers" or a["restartPolicy"] == "Always"]
-    init = [a for a in added if a not in sidecar]
 
-    def reserved(key: str) -> float:
-        return sum(quantity(a["requests"].get(key)) for a in sidecar) + max(
-            [quantity(a["requests"].get(key)) for a in init] or [0.0])
+    def lasting(key: str) -> float:
+        return sum(quantity(a["requests"].get(key)) for a in sidecar)
     return {
         "response_bytes": len(raw), "patch_bytes": len(patch), "patch_ops": len(ops),
         "containers_added": len(added), "added": added,
         "volumes_added": len(after["spec"].get("volumes", [])) - len(pod["spec"].get("volumes", [])),
-        "cpu_request_cores": reserved("cpu"), "memory_request_bytes": reserved("memory"),
+        "cpu_request_cores": lasting("cpu"), "memory_request_bytes": lasting("memory"),
     }
 
 
@@ -251,7 +249,7 @@ def bench(servers: list[Server], work: Path, conns: list[int], duration: str, ro
     for r in range(rounds):
         for s in (servers if r % 2 == 0 else servers[::-1]):
             rate = median([p["rps"] for p in out[s.name]["points"][16]])
-            secs = max(2, int(cpu_requests / rate * 1.5) + 2)
+            secs = max(3, int(cpu_requests / rate * 3) + 2)  # wrk runs its full -d; idle after the last
             before = proc_cpu_ms(s.pid)
             p = wrk(s.port, bodies[s.name], 16, f"{secs}s", work, requests=cpu_requests)
             used = proc_cpu_ms(s.pid) - before
@@ -277,57 +275,61 @@ def kube_token(kubectl: str) -> str:
     return run("create", "token", "vault-k8s", "-n", "default", "--duration=2h").stdout.strip()
 
 
-# Where the CPU of an admission goes: perf samples (cpu-clock: this VM has no hardware
-# counters) of the server's threads during a keep-alive run, each symbol put in one bucket by
-# the first pattern that matches it. Self time only: a bucket is the code that ran, not what
-# called it.
-BUCKETS = [
-    ("TLS (record encryption, handshakes)", r"rustls|ring_core|ring::|aws_lc|aes_|gcm|ghash|chacha|poly1305|sha256|sha512|"
-     r"p256|ecp_nistz|x25519|crypto/tls|crypto/aes|crypto/internal|crypto/sha|crypto/elliptic|crypto/ecdsa|bigmod"),
-    ("JSON parsing", r"serde_json::de|serde::de|Deserializ|deserializ|visit_|encoding/json\.\(\*decodeState|"
-     r"encoding/json\.unquote|encoding/json\.\(\*scanner|encoding/json\.state|encoding/json\.checkValid|"
-     r"sigs\.k8s\.io/json|json-iterator|UnmarshalJSON|k8s\.io/apimachinery/pkg/runtime/serializer"),
-    ("JSON output and patch", r"serde_json::ser|Serializ|serializ|base64|json_patch|jsonpatch|encoding/json\.\(\*encodeState|"
-     r"encoding/json\.Marshal|encoding/json\.compact|encoding/json\.appendString|encoding/base64"),
-    ("mutation (injection logic)", r"webhook_core::|ps_webhook::(mutate|inject|spec|patch|admission|config)|inject_api|"
-     r"vault-k8s/agent-inject|mattbaird|evanphx"),
-    ("logging", r"tracing|hclog|log::|fmt::write|core::fmt|Formatter|fmt\.\(\*pp\)|fmt\.Fprint|strconv"),
-    ("HTTP server", r"hyper|axum|h2::|httparse|http::|tower|net/http|bufio"),
-    ("memory allocation and GC", r"malloc|free|realloc|memcpy|memmove|memset|__libc_|_int_|alloc::|"
-     r"runtime\.(mallocgc|gc|scan|mark|sweep|greyobject|findObject|heapBits|memclr|memmove|wbBuf|bulkBarrier|"
-     r"nextFreeFast|mspan|mcache|mcentral|mheap|typePointers|spanOf)"),
-    ("async runtime and scheduling", r"tokio|futures|mio|parking_lot|runtime\.(schedule|findRunnable|park|netpoll|futex|"
-     r"mcall|gopark|goready|runqget|stealWork|notesleep|lock|unlock|casgstatus|execute|systemstack)"),
-    ("kernel: network and syscalls", r"^\[k\] .*(tcp|ip_|skb|sock|net_|__sys|do_sys|syscall|entry_SYSCALL|loopback|"
-     r"epoll|ep_|copy_|_copy|fdget|__x64_sys|sendmsg|recvmsg|__dev|sch_|nf_|veth|xmit|napi)"),
-    ("kernel: other", r"^\[k\] "),
-]
 
+class StubApiserver:
+    """The two kube-apiserver calls vault-k8s makes outside an admission, for a run without
+    the end-to-end control plane (VAULT_APISERVER=stub): at start it lists
+    MutatingWebhookConfigurations, and its certificate watcher lists and watches them before it
+    serves the certificate to clients that send SNI (wrk does). An empty list and a watch that
+    stays open are all it needs; the admission path never calls the apiserver."""
 
-def perf_split(pid: int, port: int, body: Path, seconds: int, work: Path) -> dict:
-    """Samples `pid` for `seconds` of wrk at 16 connections; returns {bucket: share}."""
-    data = work / f"perf.{pid}.data"
-    rec = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-p", str(pid), "-o", str(data),
-                            "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wrk(port, body, 16, f"{seconds}s", work)
-    rec.wait()
-    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "--stdio",
-                          "-q", "--percent-limit", "0"], capture_output=True, text=True)
-    shares: dict[str, float] = {}
-    unresolved = 0.0
-    for line in rep.stdout.splitlines():
-        m = re.match(r"\s*([0-9.]+)%\s+(\[[.k]\])\s+(.*)$", line)
-        if not m:
-            continue
-        pct, where, sym = float(m.group(1)), m.group(2), m.group(3).strip()
-        key = f"{where} {sym}"
-        if where == "[.]" and re.fullmatch(r"0x[0-9a-f]+", sym):
-            unresolved += pct
-            continue
-        bucket = next((name for name, pat in BUCKETS if re.search(pat, key)), "other")
-        shares[bucket] = shares.get(bucket, 0.0) + pct
-    if unresolved:
-        shares["unresolved (no symbols)"] = unresolved
-    data.unlink(missing_ok=True)
-    total = sum(shares.values()) or 1.0
-    return {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+    def __init__(self, crt: Path, key: Path):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if "mutatingwebhookconfigurations" not in self.path:
+                    body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}'
+                    self.send_response(404)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if "watch=true" in self.path:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.flush()
+                    stop.wait()
+                    return
+                body = (b'{"kind":"MutatingWebhookConfigurationList","apiVersion":"admissionregistration.k8s.io/v1",'
+                        b'"metadata":{"resourceVersion":"1"},"items":[]}')
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        stop = threading.Event()
+        self.stop_event = stop
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(crt), str(key))
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
