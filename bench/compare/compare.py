@@ -229,6 +229,8 @@ def md_fleet(f: dict) -> str:
     out = ["| | last process done | failures | peak sessions | peak calls in flight | peak connections | "
            "calls | TCP / TLS handshakes | CPU, all processes | emulator CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for n, x in f.items():
+        if n == "run":
+            continue
         fails = f"{x['failures']}" + (f" (e.g. `{x['failure_reasons'][0][:110]}`)" if x["failure_reasons"] else "")
         out.append(f"| {label[n]} | {x['last_exit_s']:.2f} s | {fails} | {x['peak_sessions']} | {x['peak_in_flight']} | "
                    f"{x['peak_connections']} | {x['http_requests']:,} | {x['tcp_connections']:,} / {x['tls_handshakes']:,} | "
@@ -272,7 +274,7 @@ def figures(res: dict, out: Path) -> list[str]:
                 ("size (MiB)", [(n, a["sizes"][n] / MIB, f"{a['sizes'][n] / MIB:.1f} MiB") for n in agents.CLIENTS[:3]]),
             ], log=True))
         made += ["agent-start.svg", "agent-footprint.svg"]
-    f = res.get("fleet")
+    f = {k: v for k, v in res.get("fleet", {}).items() if k != "run"}
     if f:
         (out / "fleet.svg").write_text(svg.bars(
             f"{next(iter(f.values()))['processes']} processes at once against one emulator", "lower is better", [
@@ -349,6 +351,23 @@ def main() -> int:
             res["webhook"] = webhook_part(env, work, args)
     res["meta"]["load_after"] = loadavg()
     res["meta"]["seconds"] = time.monotonic() - t_start
+    stamp = {k: res["meta"][k] for k in ("commit", "date", "load_before", "load_after")}
+    for name in ("agents", "fleet", "webhook"):
+        if name in res:
+            res[name]["run"] = stamp
+    # A part left out of this run keeps its figures from the last run that measured it, stamped
+    # with that run's commit and date.
+    previous = Path(args.results)
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        for name in ("agents", "fleet", "webhook"):
+            if name not in res and name in old and "run" in old[name]:
+                res[name] = old[name]
+    if "agents" in res:
+        res["agents"]["rtt"] = {int(k): v for k, v in res["agents"]["rtt"].items()}
+    if "webhook" in res:
+        for srv in res["webhook"]["servers"].values():
+            srv["summary"] = {int(k): v for k, v in srv["summary"].items()}
     res["targets"] = targets(res)
     for t in res["targets"]:
         say(f"  {'met   ' if t['met'] else 'MISSED'} {t['part']}: {t['target']}: {t['value']} (ratio {fmt_ratio(t['ratio'])})")
@@ -359,10 +378,15 @@ def main() -> int:
     text = md.read_text()
     text = replace_block(text, "meta", md_meta(res["meta"]))
     text = replace_block(text, "targets", md_targets(res["targets"]))
-    # A part left out of this run says so, rather than keep figures results.json no longer has.
-    skipped = f"Not measured in the last run (`bench/compare/run --parts {args.parts}`)."
+    skipped = "Not measured yet: `bench/compare/run` measures it."
     for name, render in (("agents", md_agents), ("fleet", md_fleet), ("webhook", md_webhook)):
-        text = replace_block(text, name, render(res[name]) if name in res else skipped)
+        if name not in res:
+            body = skipped
+        else:
+            r = res[name]["run"]
+            body = (f"Measured {r['date']}, commit `{r['commit']}`, load average {r['load_before'][0]:.2f} → "
+                    f"{r['load_after'][0]:.2f}.\n\n" + render(res[name]))
+        text = replace_block(text, name, body)
     md.write_text(text)
     say(f"wrote {args.results}, {md} and bench/figures/ ({', '.join(made)}) in {res['meta']['seconds']:.0f} s")
     return 0
