@@ -20,6 +20,8 @@ mod routes;
 mod seed;
 mod server;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod traffic;
 mod util;
 

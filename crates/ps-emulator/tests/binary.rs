@@ -42,7 +42,7 @@ fn spawn(args: &[&str]) -> (Running, String) {
 }
 
 async fn sign_in_at(origin: &str, ca_pem: &[u8]) -> StatusCode {
-    install_provider();
+    install_crypto_provider();
     let c = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()])
         .build()

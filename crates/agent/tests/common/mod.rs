@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ps_emulator::{Emulator, Options, Seed};
+use ps_emulator::{
+    Emulator, Options,
+    testing::{self, Operator},
+};
 use serde_json::{Value, json};
 
 pub const KEY: &str = "agent-key-0123456789abcdef0123456789";
@@ -144,25 +147,16 @@ pub fn expect_code(run: &Run, code: i32) {
 /// the value, only its position in the list.
 #[track_caller]
 pub fn assert_no_leak(text: &str, extra: &[&str]) {
-    for (i, v) in never_logged().iter().chain(extra).enumerate() {
-        assert!(
-            !text.contains(v),
-            "secret value #{i} appears in the agent's output"
-        );
-    }
+    let mut secrets = never_logged();
+    secrets.extend(extra);
+    testing::assert_no_secrets(text, &secrets);
 }
 
 /// Compares a file with the expected bytes without printing either.
 #[track_caller]
 pub fn assert_file(path: &Path, expected: &[u8]) {
     let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        got == expected,
-        "{}: content differs from the expected value ({} vs {} bytes)",
-        path.display(),
-        got.len(),
-        expected.len()
-    );
+    testing::assert_value(&got, expected, &path.display().to_string());
 }
 
 #[track_caller]
@@ -212,7 +206,7 @@ pub struct Harness {
     pub emu: Option<Emulator>,
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
-    http: reqwest::Client,
+    op: Operator,
 }
 
 impl Harness {
@@ -221,26 +215,22 @@ impl Harness {
     }
 
     pub fn with_options(opts: Options) -> Harness {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let seed = Seed::from_yaml_str(SEED).expect("seed is valid");
-        let emu = rt
-            .block_on(ps_emulator::start(seed, opts))
-            .expect("emulator starts");
+        let emu = rt.block_on(testing::start(SEED, opts));
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         fs::write(&ca_file, emu.ca_pem()).unwrap();
-        let http = reqwest::Client::builder().build().unwrap();
+        let op = Operator::new(&emu);
         Harness {
             rt,
             emu: Some(emu),
             dir,
             ca_file,
-            http,
+            op,
         }
     }
 
@@ -310,51 +300,26 @@ impl Harness {
     }
 
     pub fn state(&self) -> Value {
-        let url = format!("{}/_emulator/state", self.emu().origin());
-        self.operator(reqwest::Method::GET, &url, None)
+        self.rt.block_on(self.op.state())
     }
 
     pub fn faults(&self, body: Value) {
-        let url = format!("{}/_emulator/faults", self.emu().origin());
-        self.operator(reqwest::Method::POST, &url, Some(body));
+        self.rt.block_on(self.op.faults(body));
     }
 
     pub fn set_secret(&self, path: &str, title: &str, value: &str) {
-        let url = format!("{}/_emulator/secret", self.emu().origin());
-        self.operator(
-            reqwest::Method::PUT,
-            &url,
-            Some(json!({"path": path, "title": title, "value": value})),
-        );
-    }
-
-    fn operator(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> Value {
-        let ca = reqwest::Certificate::from_pem(self.emu().ca_pem().as_bytes()).unwrap();
-        let c = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-        let _ = &self.http;
-        self.rt.block_on(async {
-            let mut req = c.request(method.clone(), url);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            assert!(status.is_success(), "{method} {url}: HTTP {status}: {text}");
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        })
+        let body = json!({"path": path, "title": title, "value": value});
+        self.rt.block_on(self.op.put_secret(body));
     }
 
     /// No session and no managed-account request may stay open after a run.
     #[track_caller]
     pub fn assert_closed(&self) {
-        let s = self.state();
-        assert_eq!(s["sessions_open"], 0, "sessions left open: {s}");
-        assert_eq!(s["requests_open"], 0, "requests left open: {s}");
+        self.rt.block_on(self.op.assert_closed());
     }
 
     pub fn calls(&self, route: &str) -> u64 {
-        self.state()["calls"][route].as_u64().unwrap_or(0)
+        self.rt.block_on(self.op.calls(route))
     }
 }
 

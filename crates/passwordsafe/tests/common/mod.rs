@@ -6,11 +6,13 @@
 
 #![allow(dead_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use passwordsafe::{Auth, CaMode, ClientConfig, RetryPolicy, SecretValue};
-use ps_emulator::{Emulator, Options, Seed};
-use rustls_pki_types::pem::PemObject;
+use ps_emulator::{
+    Emulator, Options,
+    testing::{self, Operator},
+};
 use serde_json::Value;
 
 pub const KEY: &str = "key-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -106,8 +108,7 @@ pub async fn start() -> Emulator {
 }
 
 pub async fn start_with(opts: Options) -> Emulator {
-    let seed = Seed::from_yaml_str(SEED).expect("test seed is valid");
-    ps_emulator::start(seed, opts).await.expect("emulator starts")
+    testing::start(SEED, opts).await
 }
 
 pub fn api_key(runas: &str) -> Auth {
@@ -172,102 +173,53 @@ pub async fn start_rate_limited(rate: u32, burst: u32, retry_after_seconds: u32)
     .await
 }
 
-/// A plain HTTP client for the operator endpoints, trusting the emulator's CA (built with an
-/// explicit ring provider, so no process-wide provider is installed by the tests).
-fn operator_client(emu: &Emulator) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA usable");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .expect("operator client")
-}
-
 pub async fn state(emu: &Emulator) -> Value {
-    let r = operator_client(emu)
-        .get(format!("{}/_emulator/state", emu.origin()))
-        .send()
-        .await
-        .expect("state answers");
-    assert!(r.status().is_success(), "state: {}", r.status());
-    r.json().await.expect("state JSON")
+    Operator::new(emu).state().await
 }
 
 /// The number of calls of a route key seen by the emulator.
 pub async fn calls(emu: &Emulator, route: &str) -> u64 {
-    state(emu).await["calls"][route].as_u64().unwrap_or(0)
+    Operator::new(emu).calls(route).await
 }
 
 pub async fn faults(emu: &Emulator, body: Value) {
-    let r = operator_client(emu)
-        .post(format!("{}/_emulator/faults", emu.origin()))
-        .json(&body)
-        .send()
-        .await
-        .expect("faults answers");
-    assert!(
-        r.status().is_success(),
-        "faults refused: {}",
-        r.text().await.unwrap_or_default()
-    );
+    Operator::new(emu).faults(body).await
 }
 
 pub async fn put_secret(emu: &Emulator, body: Value) {
-    let r = operator_client(emu)
-        .put(format!("{}/_emulator/secret", emu.origin()))
-        .json(&body)
-        .send()
-        .await
-        .expect("secret answers");
-    assert!(r.status().is_success(), "secret change refused: {}", r.status());
+    Operator::new(emu).put_secret(body).await
 }
 
 /// Asserts that no session and no request is left open.
 pub async fn assert_closed(emu: &Emulator) {
-    let s = state(emu).await;
-    assert_eq!(s["sessions_open"], 0, "sessions left open");
-    assert_eq!(s["requests_open"], 0, "requests left open");
+    Operator::new(emu).assert_closed().await
 }
 
 /// Compares a secret value with the expected one without ever printing either.
 #[track_caller]
 pub fn assert_value(actual: &SecretValue, expected: &str, what: &str) {
-    assert!(
-        actual.expose_bytes() == expected.as_bytes(),
-        "{what}: value differs from the expected one ({} vs {} bytes; values not shown)",
-        actual.len(),
-        expected.len()
-    );
+    testing::assert_value(actual.expose_bytes(), expected.as_bytes(), what);
 }
 
 /// Asserts that a text (error message, debug output) contains none of the seeded values or
 /// credentials.
 #[track_caller]
 pub fn assert_no_values(text: &str) {
-    for v in [
-        "cr3d-Value",
-        "top-level-text",
-        "replica-value",
-        "b-value",
-        "managed-1",
-        "rotating-1",
-        "b-account",
-        KEY,
-        OTHER_KEY,
-        CLIENT_SECRET,
-        USER_PWD,
-        "FAKE",
-    ] {
-        assert!(
-            !text.contains(v),
-            "a seeded value or credential appears in output (not shown)"
-        );
-    }
+    testing::assert_no_secrets(
+        text,
+        &[
+            "cr3d-Value",
+            "top-level-text",
+            "replica-value",
+            "b-value",
+            "managed-1",
+            "rotating-1",
+            "b-account",
+            KEY,
+            OTHER_KEY,
+            CLIENT_SECRET,
+            USER_PWD,
+            "FAKE",
+        ],
+    );
 }

@@ -6,7 +6,11 @@
 
 #![allow(dead_code)]
 
-use ps_emulator::{Emulator, Options, Seed};
+pub use ps_emulator::testing::install_crypto_provider;
+use ps_emulator::{
+    Emulator, Options,
+    testing::{self, Operator},
+};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 
@@ -88,18 +92,12 @@ managed_accounts:
     requestors: [team-b]
 "#;
 
-pub fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 pub async fn start() -> Emulator {
     start_with(Options::default()).await
 }
 
 pub async fn start_with(opts: Options) -> Emulator {
-    install_provider();
-    let seed = Seed::from_yaml_str(SEED).expect("test seed is valid");
-    ps_emulator::start(seed, opts).await.expect("emulator starts")
+    testing::start(SEED, opts).await
 }
 
 /// A client with a cookie jar that trusts only the emulator's CA.
@@ -112,8 +110,10 @@ pub fn bare_client(emu: &Emulator) -> Client {
     builder(emu).build().expect("client")
 }
 
+/// reqwest's own TLS set-up (not [`testing::client_builder`]), so that tests can add a
+/// `reqwest::Identity`; it needs the process-wide provider.
 pub fn builder(emu: &Emulator) -> reqwest::ClientBuilder {
-    install_provider();
+    install_crypto_provider();
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).expect("CA PEM");
     Client::builder().tls_certs_only([ca])
 }
@@ -159,14 +159,7 @@ pub async fn get_json(c: &Client, emu: &Emulator, path: &str) -> (StatusCode, Va
 }
 
 pub async fn state(emu: &Emulator) -> Value {
-    let c = bare_client(emu);
-    let r = c
-        .get(format!("{}/_emulator/state", emu.origin()))
-        .send()
-        .await
-        .expect("state");
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.expect("state JSON")
+    Operator::new(emu).state().await
 }
 
 pub async fn faults(emu: &Emulator, body: Value) -> (StatusCode, Value) {
@@ -184,15 +177,8 @@ pub async fn faults(emu: &Emulator, body: Value) -> (StatusCode, Value) {
 /// Compares a secret value without ever printing it.
 #[track_caller]
 pub fn assert_value(actual: Option<&str>, expected: &str, what: &str) {
-    match actual {
-        None => panic!("{what}: no value"),
-        Some(a) => assert!(
-            a == expected,
-            "{what}: value differs from the expected one ({} vs {} bytes)",
-            a.len(),
-            expected.len()
-        ),
-    }
+    let actual = actual.unwrap_or_else(|| panic!("{what}: no value"));
+    testing::assert_value(actual.as_bytes(), expected.as_bytes(), what);
 }
 
 /// The error body as a string (the server answers JSON strings).
