@@ -632,7 +632,10 @@ fn concurrent_fetches_fit_in_three_round_trips() {
             {"name": "e", "path": "apps/rotate/a"}
         ]
     }));
-    h.faults(json!({"latency_ms": 50}));
+    // A latency long enough that calls started together are still in flight together, however
+    // loaded the machine is; what is asserted is how many were in flight at once (the emulator's
+    // own count), never how long anything took (the release figures are in docs/agent.md).
+    h.faults(json!({"latency_ms": 300}));
     let mut env = h.env_api_key(&config);
     env.insert("PS_LOG_FORMAT".into(), "json".into());
     let run = h.run(&env, &["fetch"]);
@@ -646,14 +649,11 @@ fn concurrent_fetches_fit_in_three_round_trips() {
         .expect("a JSON summary line");
     assert_eq!(summary["references"], 5);
     assert_eq!(summary["files"], 5);
-    // The file secret needs a second call (download): two latencies, never six.
-    // (Debug builds spend a few ms per TLS handshake; the release figures are in docs/agent.md.)
-    let fetch_ms = summary["fetch_ms"].as_f64().unwrap();
+    let peak = h.state()["load"]["peak_in_flight"].as_u64().unwrap();
     assert!(
-        fetch_ms < 250.0,
-        "fetch took {fetch_ms} ms: lookups ran one after another"
+        peak >= 5,
+        "at most {peak} calls were in flight at once: the five lookups ran one after another"
     );
-    assert!(summary["sign_in_ms"].as_f64().unwrap() < 100.0);
     h.assert_closed();
 }
 
