@@ -42,6 +42,27 @@ pub enum RenderError {
 /// hundred per field), far below a runaway loop.
 const TEMPLATE_FUEL: u64 = 2_000_000;
 
+/// The most bytes one template may write. Fuel bounds the instructions, not what each writes: a
+/// loop within the fuel over a large value writes gigabytes. 16 MiB is the default `sizeLimit`
+/// of the in-memory volume the output goes to, so a larger file could not be written anyway.
+pub const TEMPLATE_MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// A `Vec` that refuses to grow past [`TEMPLATE_MAX_OUTPUT`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The templates of all outputs, compiled once at start-up (syntax errors are configuration
 /// errors). Undefined variables and attributes are errors (strict mode).
 pub struct Templates {
@@ -97,9 +118,15 @@ impl Templates {
             ("secret".to_owned(), fields_value(fields)),
             ("secrets".to_owned(), secrets),
         ]);
-        tmpl.render(ctx)
-            .map(Sensitive::from)
-            .map_err(|e| RenderError::Template(template_error(&e)))
+        let mut out = Bounded(Vec::new());
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => Ok(Sensitive::from(out.0)),
+            Err(e) if e.kind() == ErrorKind::WriteFailure => Err(RenderError::Template(format!(
+                "the output is larger than {TEMPLATE_MAX_OUTPUT} bytes (the template writes too much, \
+                 e.g. a loop over a long value)"
+            ))),
+            Err(e) => Err(RenderError::Template(template_error(&e))),
+        }
     }
 }
 
@@ -481,5 +508,30 @@ mod tests {
         let many: Vec<(String, String)> = (0..500).map(|i| (format!("k{i}"), "v".repeat(64))).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert!(t.render("fields", &fields(&many), &BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn template_output_is_bounded() {
+        let mut t = Templates::new();
+        // 100 × 100 iterations (about 40,000 instructions, far within the fuel), each writing a
+        // 4 KiB value: 40 MB without the bound.
+        t.add(
+            "writes-much",
+            "{% for a in secret.title %}{% for b in secret.title %}{{ secret.value }}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let title = "t".repeat(100);
+        let value = "v".repeat(4096);
+        let mine = fields(&[("title", title.as_str()), ("value", value.as_str())]);
+        let e = t
+            .render("writes-much", &mine, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 16777216 bytes"), "{e}");
+        // Just under the bound is written whole.
+        let value = "v".repeat(TEMPLATE_MAX_OUTPUT / 10_000);
+        let mine = fields(&[("title", title.as_str()), ("value", value.as_str())]);
+        let written = t.render("writes-much", &mine, &BTreeMap::new()).unwrap();
+        assert_eq!(written.len(), value.len() * 10_000);
     }
 }

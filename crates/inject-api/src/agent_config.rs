@@ -50,7 +50,23 @@ impl AgentConfig {
 
     /// Parses and validates a configuration, as the agent does at start-up.
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        let config: Self = serde_json::from_str(json).map_err(|e| ConfigError::Json(e.to_string()))?;
+        // The path of a type error names the field (`secrets[0].fileMode`); serde_json alone
+        // gives only a line and column.
+        let config: Self = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                // Text that is not JSON has no field to name; nor has the document itself.
+                let is_json = serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok();
+                if !is_json || path == "." || path.is_empty() {
+                    ConfigError::Json(inner.to_string())
+                } else {
+                    ConfigError::Field {
+                        field: path,
+                        reason: inner.to_string(),
+                    }
+                }
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -644,7 +660,15 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_versions() {
         let json = minimal().to_json().replace(r#""root""#, r#""rooot""#);
-        assert!(matches!(AgentConfig::from_json(&json), Err(ConfigError::Json(m)) if m.contains("rooot")));
+        let e = AgentConfig::from_json(&json).unwrap_err().to_string();
+        assert!(e.contains("rooot"), "{e}");
+        // A type error names its field.
+        let json = minimal().to_json().replace(r#""url":"#, r#""url":1,"x":"#);
+        let e = AgentConfig::from_json(&json).unwrap_err().to_string();
+        assert!(
+            e.starts_with("PS_AGENT_CONFIG passwordSafe.url: invalid type"),
+            "{e}"
+        );
         let json = minimal().to_json().replace(r#""version":1"#, r#""version":2"#);
         assert_eq!(AgentConfig::from_json(&json), Err(ConfigError::Version(2)));
     }

@@ -114,7 +114,8 @@ impl Auth {
     pub fn from_beyondtrust_key(value: &str) -> Result<Auth, Error> {
         const WHAT: &str = "API key string";
         let mut rest = value.trim();
-        if rest.len() >= 7 && rest[..7].eq_ignore_ascii_case("PS-Auth") {
+        // `get`, not `[..7]`: the 7th byte may be inside a multi-byte character.
+        if rest.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("PS-Auth")) {
             let after = &rest[7..];
             if after.starts_with(char::is_whitespace) {
                 rest = after.trim_start();
@@ -594,6 +595,23 @@ mod tests {
             assert!(e.contains(expect), "{input:?} gave {e}");
             assert!(!e.contains("SECRET"), "value leaked in {e}");
         }
+    }
+
+    /// Found by the agent's configuration property test: a key whose 7th byte is inside a
+    /// multi-byte character made the `PS-Auth` prefix check slice through it and panic.
+    #[test]
+    fn beyondtrust_keys_with_multibyte_characters_never_panic() {
+        for input in [
+            "!Aa® ¡",
+            "PS-Aut\u{e9};runas=u;",
+            "é",
+            "ÀÀÀÀ;runas=ü;",
+            "PS-Auth ключ;runas=u;",
+        ] {
+            let _ = Auth::from_beyondtrust_key(input);
+        }
+        let a = Auth::from_beyondtrust_key("PS-Auth ключ;runas=ü;").unwrap();
+        assert!(matches!(a, Auth::ApiKey { ref runas, .. } if runas == "ü"));
     }
 
     #[test]

@@ -302,6 +302,9 @@ pub(crate) fn decode_managed_account(
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

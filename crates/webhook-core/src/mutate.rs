@@ -501,6 +501,15 @@ fn choose_readers(
     for place in mounted {
         let c = containers.get(*place);
         match c.security_context.and_then(|s| s.run_as_user).or(pod_uid) {
+            // The agent would run as it: refused here, with the field, rather than by the
+            // apiserver's validation of the injected container (found by the property tests).
+            Some(uid) if !(0..=i64::from(i32::MAX)).contains(&uid) => {
+                return Err(Deny(format!(
+                    "container {:?} runs as user {uid} (its or the pod's securityContext.runAsUser), which is \
+                     not a user ID (0 to 2147483647); fix runAsUser",
+                    c.name.as_str()
+                )));
+            }
             Some(0) => {} // root reads any file
             Some(uid) => known.push((uid, c.name.as_str())),
             None => unknown.push(c.name.as_str()),
@@ -1237,6 +1246,16 @@ mod tests {
                 config: URL,
                 job: false,
                 expect: Err("already has a container named \"ps-agent-init\""),
+            },
+            Case {
+                name: "negative user",
+                annotations: &[("secret-db", "a/b")],
+                spec: json!({"securityContext": {"runAsUser": -1}, "containers": [app(None)]}),
+                config: URL,
+                job: false,
+                expect: Err(
+                    "runs as user -1 (its or the pod's securityContext.runAsUser), which is not a user ID",
+                ),
             },
             Case {
                 name: "no-token volume clash",

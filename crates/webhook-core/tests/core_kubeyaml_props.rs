@@ -1,5 +1,6 @@
 //! Property tests of the manifest reader and writer (`kubeyaml`) and of `inject` on generated
-//! documents. The case count is fixed, so CI runs the same amount of work every time.
+//! documents. 256 cases from a fixed seed, so CI runs the same work every time; `PROPTEST_CASES` and
+//! `PROPTEST_RNG_SEED` run more or others (`ps_testkit::proptest_config`).
 // A test, not the core: the purity lints (clippy.toml) do not apply.
 #![allow(
     clippy::disallowed_methods,
@@ -11,26 +12,12 @@ mod inject_common;
 
 use inject_common::{expected_document, json_difference};
 use proptest::prelude::*;
+use ps_testkit::proptest_config;
 use webhook_core::{
     config::Config,
     inject::inject_manifests,
     kubeyaml::{Entry, Map, Mark, Node, Value, read_stream, write},
 };
-
-/// 256 cases from a fixed seed, so CI does the same work on every run; explore other cases
-/// locally with `PROPTEST_RNG_SEED=<number>`.
-fn config() -> ProptestConfig {
-    let seed = std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(proptest::test_runner::RngSeed::Fixed(0x9e37_79b9));
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        rng_seed: seed,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Strings a YAML writer gets wrong: every YAML 1.1/1.2 special spelling, indicators, quotes,
 /// line breaks of every kind, spaces at the ends, non-printable characters; and random text.
@@ -184,7 +171,7 @@ fn as_document(value: &serde_json::Value) -> Option<serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(256))]
 
     /// Whatever the writer writes reads back to the same JSON, as YAML (LF and CRLF) and as JSON.
     #[test]
