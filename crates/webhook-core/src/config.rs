@@ -172,10 +172,12 @@ impl Config {
                 "must be a non-empty list of non-empty strings",
             ));
         }
-        if a.run_as_user <= 0 {
+        if let AgentUser::Id(uid) = a.run_as_user
+            && uid <= 0
+        {
             return Err(ConfigError::invalid(
                 "agent.runAsUser",
-                "must be a non-root user id (the restricted Pod Security standard forbids 0)",
+                "must be a non-root user id (the restricted Pod Security standard forbids 0), or \"platform\"",
             ));
         }
         if let Some(g) = a.run_as_group
@@ -349,8 +351,9 @@ pub struct AgentSettings {
     /// The agent executable in the image; the subcommand (`fetch`, `watch`, ...) goes in `args`.
     pub command: Vec<String>,
     pub resources: Resources,
-    /// The user the agent runs as when the app's user is not known (fsGroup case).
-    pub run_as_user: i64,
+    /// The user the agent runs as when the app's user is not known (fsGroup case), or
+    /// `platform` to leave it to the platform.
+    pub run_as_user: AgentUser,
     /// Optional primary group for the agent containers.
     pub run_as_group: Option<i64>,
 }
@@ -362,9 +365,61 @@ impl Default for AgentSettings {
             image_pull_policy: PullPolicy::IfNotPresent,
             command: vec![layout::BIN_NAME.to_owned()],
             resources: Resources::default(),
-            run_as_user: 65532,
+            run_as_user: AgentUser::Id(65532),
             run_as_group: None,
         }
+    }
+}
+
+/// `agent.runAsUser`: a user id, or `platform`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentUser {
+    /// The agent runs as this (non-root) user unless the app's one user decides it.
+    Id(i64),
+    /// `platform`: the agent's `runAsUser` stays unset and the platform assigns one, as
+    /// OpenShift's restricted SCCs do from the namespace's range (they refuse a user outside it).
+    /// No supplemental group is added: the files are group-readable (0440) for the pod's
+    /// fsGroup, which the platform assigns as well.
+    Platform,
+}
+
+impl AgentUser {
+    /// The user id to set, `None` for `platform`.
+    pub fn id(self) -> Option<i64> {
+        match self {
+            AgentUser::Id(uid) => Some(uid),
+            AgentUser::Platform => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentUser {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AgentUser;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a user id or \"platform\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AgentUser, E> {
+                Ok(AgentUser::Id(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AgentUser, E> {
+                i64::try_from(v)
+                    .map(AgentUser::Id)
+                    .map_err(|_| E::custom("the user id is too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentUser, E> {
+                match v {
+                    "platform" => Ok(AgentUser::Platform),
+                    _ => Err(E::custom(format!(
+                        "{v:?} is neither a user id nor \"platform\" (leave the user to the platform, e.g. \
+                         OpenShift's restricted SCCs)"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -795,7 +850,10 @@ mod tests {
         assert_eq!(c.default_mode(), Mode::NativeSidecar);
         assert!(c.url_is_placeholder());
         assert_eq!(c.injection.mount_path, "/ps/secrets");
-        assert_eq!(c.agent.run_as_user, 65532);
+        assert_eq!(c.agent.run_as_user, AgentUser::Id(65532));
+        let platform = Config::from_yaml("agent:\n  runAsUser: platform\n").unwrap();
+        assert_eq!(platform.agent.run_as_user, AgentUser::Platform);
+        assert_eq!(platform.agent.run_as_user.id(), None);
         let empty = Config::from_yaml("# nothing\n\n").unwrap();
         assert_eq!(empty.injection.volume_size_limit, "16Mi");
     }
@@ -902,6 +960,11 @@ policy:
         );
         let e = err("agent:\n  runAsUser: 0\n");
         assert!(e.starts_with("agent.runAsUser:"), "{e}");
+        let e = err("agent:\n  runAsUser: openshift\n");
+        assert!(
+            e.starts_with("agent.runAsUser:") && e.contains("neither a user id nor \"platform\""),
+            "{e}"
+        );
         let e = err("policy:\n  namespaces:\n    Team_A: {}\n");
         assert!(e.starts_with("policy.namespaces.Team_A:"), "{e}");
         let e = err("passwordSafe: [1, 2]\n");

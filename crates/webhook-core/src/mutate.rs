@@ -20,7 +20,7 @@ use inject_api::{
 use serde::Serialize;
 
 use crate::{
-    config::{Auth, Config},
+    config::{AgentUser, Auth, Config},
     patch::{PatchOp, pointer},
     pod::{ContainerView, PodView, Text},
     spec::{CA_FILE_NAME, CA_MOUNT_DIR, CA_VOLUME_NAME, Deny, InjectionSpec},
@@ -114,7 +114,9 @@ struct Mount<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SecurityContext {
-    run_as_user: i64,
+    /// Unset only with `agent.runAsUser: platform`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_user: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_as_group: Option<i64>,
     run_as_non_root: bool,
@@ -201,6 +203,10 @@ enum Readers {
     Group { gid: i64, added: bool },
     /// Only root readers: the agent runs as the configured user.
     AgentDefault,
+    /// `agent.runAsUser: platform` and readers of unknown or different users: the platform
+    /// assigns the users (the agent's and the unknown ones) and the pod's fsGroup; the agent
+    /// gets no runAsUser, the files are 0440, no supplemental group is added.
+    Platform,
 }
 
 /// A container of the pod: its index in `containers` or in `initContainers`.
@@ -534,9 +540,12 @@ fn choose_readers(
             readers_problem(&known, &unknown),
             ann::CONTAINERS
         ))),
-        None => Ok(Readers::Group {
-            gid: config.agent.run_as_group.unwrap_or(config.agent.run_as_user),
-            added: true,
+        None => Ok(match config.agent.run_as_user {
+            AgentUser::Id(uid) => Readers::Group {
+                gid: config.agent.run_as_group.unwrap_or(uid),
+                added: true,
+            },
+            AgentUser::Platform => Readers::Platform,
         }),
     }
 }
@@ -574,18 +583,16 @@ fn with_file_modes<'s>(
     readers: Readers,
     warnings: &mut Vec<String>,
 ) -> Cow<'s, AgentConfig> {
-    let group = match readers {
-        Readers::Group { gid, .. } => Some(gid),
-        Readers::User(_) | Readers::AgentDefault => None,
+    let group_readable = FileMode::new(0o440).unwrap_or_default();
+    // `group`: the readers' group, named in the warning about an explicit mode it cannot read.
+    let (default_mode, group) = match readers {
+        Readers::Group { gid, .. } => (group_readable, Some(gid)),
+        Readers::Platform => (group_readable, None),
+        Readers::User(_) | Readers::AgentDefault => (FileMode::DEFAULT, None),
     };
-    if group.is_none() && spec.file_modes.is_empty() {
+    if default_mode == FileMode::DEFAULT && spec.file_modes.is_empty() {
         return Cow::Borrowed(&spec.agent);
     }
-    let default_mode = if group.is_some() {
-        FileMode::new(0o440).unwrap_or_default()
-    } else {
-        FileMode::DEFAULT
-    };
     let mut agent = spec.agent.clone();
     let renders = (agent.secrets.iter_mut().map(|s| (s.name.as_str(), &mut s.render)))
         .chain(agent.folders.iter_mut().map(|s| (s.name.as_str(), &mut s.render)))
@@ -683,8 +690,9 @@ fn init_step_first(
 fn agent_security(readers: Readers, config: &Config) -> SecurityContext {
     SecurityContext {
         run_as_user: match readers {
-            Readers::User(uid) => uid,
-            Readers::Group { .. } | Readers::AgentDefault => config.agent.run_as_user,
+            Readers::User(uid) => Some(uid),
+            Readers::Group { .. } | Readers::AgentDefault => config.agent.run_as_user.id(),
+            Readers::Platform => None,
         },
         // Files must be owned by the group the readers were given.
         run_as_group: match readers {

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
 use webhook_core::{
     admission::{Outcome, review},
-    config::Config,
+    config::{AgentUser, Config},
 };
 
 pub const AGENT_NAMES: [&str; 3] = ["ps-agent", "ps-agent-init", "ps-agent-copy"];
@@ -248,7 +248,11 @@ pub fn check_invariants(case: &str, body: &[u8], config: &Config) {
     for c in &agents {
         let sc = c.security_context.as_ref().expect("securityContext");
         assert_eq!(sc.run_as_non_root, Some(true), "{case}: {}", c.name);
-        assert!(sc.run_as_user.is_some_and(|u| u > 0), "{case}: {}", c.name);
+        match sc.run_as_user {
+            Some(uid) => assert!(uid > 0, "{case}: {}", c.name),
+            // Left to the platform (OpenShift's restricted SCCs), and only then.
+            None => assert_eq!(config.agent.run_as_user, AgentUser::Platform, "{case}: {}", c.name),
+        }
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{case}: {}", c.name);
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{case}: {}", c.name);
         assert_ne!(sc.privileged, Some(true), "{case}");
