@@ -24,7 +24,7 @@
 use std::fmt;
 
 use serde::{
-    Deserialize, Deserializer,
+    Deserialize, Deserializer, Serialize,
     de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
 };
 use serde_json::value::RawValue;
@@ -515,95 +515,79 @@ enum Answer<'m> {
     Refused(u16, &'m str),
 }
 
-/// Writes the response AdmissionReview by hand: the base64 patch goes in without a second
-/// escaping pass, and the buffer is sized once.
+/// The response AdmissionReview, written through serde; the patch is base64 (the API's JSON
+/// form of `[]byte`), not the integer array kube-core's `AdmissionResponse` would write.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
+    patch: Option<&'a [u8]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+fn as_base64<S: serde::Serializer>(patch: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
+    let bytes = patch.unwrap_or_default();
+    s.collect_str(&base64::display::Base64Display::new(
+        bytes,
+        &base64::engine::general_purpose::STANDARD,
+    ))
+}
+
 fn response(api_version: &str, uid: &str, answer: Answer<'_>, warnings: &[String]) -> Vec<u8> {
-    let patch_len = match answer {
-        Answer::Allowed(Some(p)) => p.len().div_ceil(3) * 4,
-        _ => 0,
+    let (allowed, patch, status) = match answer {
+        Answer::Allowed(patch) => (true, patch, None),
+        Answer::Refused(code, message) => (
+            false,
+            None,
+            Some(StatusOut {
+                status: "Failure",
+                message,
+                reason: if code == 403 { "Forbidden" } else { "BadRequest" },
+                code,
+            }),
+        ),
     };
+    let review = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid,
+            allowed,
+            patch_type: patch.map(|_| "JSONPatch"),
+            patch,
+            status,
+            warnings,
+        },
+    };
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
     let mut out =
         Vec::with_capacity(160 + uid.len() + patch_len + warnings.iter().map(|w| w.len() + 4).sum::<usize>());
-    out.extend_from_slice(b"{\"apiVersion\":");
-    json_string(&mut out, api_version);
-    out.extend_from_slice(b",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
-    json_string(&mut out, uid);
-    match answer {
-        Answer::Allowed(patch) => {
-            out.extend_from_slice(b",\"allowed\":true");
-            if let Some(patch) = patch {
-                out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-                base64_into(&mut out, patch);
-                out.push(b'"');
-            }
-        }
-        Answer::Refused(code, message) => {
-            out.extend_from_slice(b",\"allowed\":false,\"status\":{\"status\":\"Failure\",\"message\":");
-            json_string(&mut out, message);
-            out.extend_from_slice(if code == 403 {
-                b",\"reason\":\"Forbidden\",\"code\":403}"
-            } else {
-                b",\"reason\":\"BadRequest\",\"code\":400}"
-            });
-        }
-    }
-    if !warnings.is_empty() {
-        out.extend_from_slice(b",\"warnings\":[");
-        for (i, w) in warnings.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json_string(&mut out, w);
-        }
-        out.push(b']');
-    }
-    out.extend_from_slice(b"}}");
+    // Serialising these types into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &review);
     out
-}
-
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // Serialising a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Every 12-bit value as its two base64 characters: one lookup per 12 bits.
-static BASE64_PAIRS: [[u8; 2]; 4096] = {
-    let mut table = [[0u8; 2]; 4096];
-    let mut i = 0;
-    while i < 4096 {
-        table[i] = [BASE64[i >> 6], BASE64[i & 63]];
-        i += 1;
-    }
-    table
-};
-
-/// Standard base64 with padding, appended to `out`.
-fn base64_into(out: &mut Vec<u8>, data: &[u8]) {
-    let start = out.len();
-    out.resize(start + data.len().div_ceil(3) * 4, b'=');
-    let dst = &mut out[start..];
-    let mut chunks = data.chunks_exact(3);
-    let mut quads = dst.chunks_exact_mut(4);
-    for (c, q) in (&mut chunks).zip(&mut quads) {
-        let n = (usize::from(c[0]) << 16) | (usize::from(c[1]) << 8) | usize::from(c[2]);
-        let [a, b] = BASE64_PAIRS[n >> 12];
-        let [c, d] = BASE64_PAIRS[n & 0xfff];
-        q.copy_from_slice(&[a, b, c, d]);
-    }
-    let rest = chunks.remainder();
-    if let Some(q) = quads.next() {
-        let n = rest
-            .iter()
-            .enumerate()
-            .fold(0usize, |n, (i, b)| n | (usize::from(*b) << (16 - 8 * i)));
-        q[0] = BASE64[(n >> 18) & 63];
-        q[1] = BASE64[(n >> 12) & 63];
-        if rest.len() == 2 {
-            q[2] = BASE64[(n >> 6) & 63];
-        }
-    }
 }
 
 fn invalid(api_version: &str, uid: &str, message: String) -> AdmissionResult {
@@ -660,17 +644,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_standard_engine() {
-        for len in 0..64 {
+    fn the_patch_is_standard_padded_base64_of_every_length() {
+        for len in 1..64 {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let mut out = Vec::new();
-            base64_into(&mut out, &data);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                BASE64_STANDARD.encode(&data),
-                "{len}"
-            );
+            let body = response(V1, "u-1", Answer::Allowed(Some(&data)), &[]);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let patch = v["response"]["patch"].as_str().unwrap();
+            assert_eq!(patch, BASE64_STANDARD.encode(&data), "{len}");
+            assert_eq!(BASE64_STANDARD.decode(patch).unwrap(), data, "{len}");
+            assert_eq!(v["response"]["patchType"], "JSONPatch");
         }
+    }
+
+    #[test]
+    fn a_refusal_carries_status_and_warnings_in_kubernetes_order() {
+        let warnings = ["w \"1\"".to_owned()];
+        let body = response(V1, "u-2", Answer::Refused(403, "no \"x\""), &warnings);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-2","allowed":false,"status":{"status":"Failure","message":"no \"x\"","reason":"Forbidden","code":403},"warnings":["w \"1\""]}}"#
+        );
     }
 
     fn review_json(body: &str) -> (AdmissionResult, serde_json::Value) {
