@@ -251,7 +251,12 @@ pub fn check_invariants(case: &str, body: &[u8], config: &Config) {
         match sc.run_as_user {
             Some(uid) => assert!(uid > 0, "{case}: {}", c.name),
             // Left to the platform (OpenShift's restricted SCCs), and only then.
-            None => assert_eq!(config.agent.run_as_user, AgentUser::Platform, "{case}: {}", c.name),
+            None => assert_eq!(
+                config.agent.run_as_user,
+                AgentUser::Platform,
+                "{case}: {}",
+                c.name
+            ),
         }
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{case}: {}", c.name);
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{case}: {}", c.name);
