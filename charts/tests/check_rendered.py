@@ -104,6 +104,52 @@ def check_restricted_pod(c, spec, where):
         c.check(sc.get("readOnlyRootFilesystem") is True, f"{n}: readOnlyRootFilesystem must be true")
 
 
+WORKLOAD_RULES = [
+    {"operations": ["CREATE", "UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+     "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "scope": "Namespaced"},
+    {"operations": ["CREATE", "UPDATE"], "apiGroups": ["batch"], "apiVersions": ["v1"],
+     "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
+]
+
+
+def check_warn_workloads(c, warn, inject, values, enabled):
+    """The warning-only entry: workloads with ps-injector.io/ annotations on their own metadata,
+    answered allowed with a warning; it must never block anything."""
+    if not enabled:
+        c.check(warn is None, "warnWorkloads.enabled false: no warning-only entry")
+        return
+    if warn is None:
+        c.check(False, "the warning-only workload entry is rendered")
+        return
+    c.check(warn.get("name") == "warn-workloads.ps-injector.io", "warning-only entry name")
+    c.check(warn.get("failurePolicy") == "Ignore", "warning-only entry: failurePolicy Ignore (never blocks)")
+    c.check(warn.get("sideEffects") == "None", "warning-only entry: sideEffects None")
+    c.check(warn.get("admissionReviewVersions") == ["v1"], "warning-only entry: admissionReviewVersions [v1]")
+    c.check(warn.get("reinvocationPolicy") == "Never", "warning-only entry: reinvocationPolicy Never")
+    c.check(warn.get("rules") == WORKLOAD_RULES,
+            f"warning-only entry: CREATE and UPDATE of the apps/v1 and batch/v1 workloads only (got {warn.get('rules')})")
+    c.check(warn.get("namespaceSelector") == inject.get("namespaceSelector"),
+            "warning-only entry: the same namespaceSelector as the injecting entry")
+    conds = warn.get("matchConditions") or []
+    exprs = [" ".join(m.get("expression", "").split()) for m in conds]
+    c.check(any(e.startswith("has(object.metadata.annotations) &&") and "k.startsWith('ps-injector.io/')" in e
+                for e in exprs),
+            "warning-only entry: a matchCondition on a ps-injector.io/ key in the object's own annotations")
+    cc, icc = warn.get("clientConfig") or {}, inject.get("clientConfig") or {}
+    path = values["webhook"]["warnWorkloads"]["path"]
+    if values["webhook"]["url"]:
+        want = re.sub(r"^(https://[^/]+).*$", r"\1", values["webhook"]["url"]) + path
+        c.check(cc.get("url") == want, f"warning-only entry: url {want} (got {cc.get('url')})")
+        c.check(cc.get("url") != icc.get("url"), "warning-only entry: a URL of its own, not the injecting one")
+    else:
+        svc, isvc = cc.get("service") or {}, icc.get("service") or {}
+        c.check({k: v for k, v in svc.items() if k != "path"} == {k: v for k, v in isvc.items() if k != "path"},
+                "warning-only entry: the same Service as the injecting entry")
+        c.check(svc.get("path") == path, f"warning-only entry: service path {path}")
+        c.check(svc.get("path") != isvc.get("path"), "warning-only entry: a path of its own, not the injecting one")
+    c.check(cc.get("caBundle") == icc.get("caBundle"), "warning-only entry: the same caBundle")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--values", required=True)
@@ -156,8 +202,11 @@ def main():
     c.check(len(mwcs) == 1, "exactly one MutatingWebhookConfiguration")
     mwc = mwcs[0] if mwcs else {}
     hooks = mwc.get("webhooks") or []
-    c.check(len(hooks) == 1, "exactly one webhook in the configuration")
+    warn_enabled = values["webhook"]["warnWorkloads"]["enabled"]
+    c.check(len(hooks) == 1 + int(bool(warn_enabled)),
+            "the injecting webhook, and the warning-only workload entry when enabled")
     w = hooks[0] if hooks else {}
+    check_warn_workloads(c, hooks[1] if len(hooks) > 1 else None, w, values, warn_enabled)
     c.check(re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+){2,}", w.get("name", "")) is not None,
             "webhook name is fully qualified (3+ segments)")
     c.check(w.get("admissionReviewVersions") == ["v1"], "admissionReviewVersions [v1]")

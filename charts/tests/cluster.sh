@@ -68,6 +68,10 @@ check "stored failurePolicy Fail, reinvocationPolicy IfNeeded, CREATE pods" \
     test "$(mwc_json | jq -c '[.webhooks[0].failurePolicy, .webhooks[0].reinvocationPolicy, .webhooks[0].rules[0].operations, .webhooks[0].rules[0].resources]')" \
     = '["Fail","IfNeeded",["CREATE"],["pods"]]'
 
+check "stored the warning-only workload entry: failurePolicy Ignore, its own URL, CEL compiled" \
+    test "$(mwc_json | jq -c '[.webhooks[1].name, .webhooks[1].failurePolicy, .webhooks[1].clientConfig.url, .webhooks[1].matchConditions[0].name]')" \
+    = "[\"warn-workloads.ps-injector.io\",\"Ignore\",\"https://127.0.0.1:$port/warn-workloads\",\"ps-injector-annotations-on-workload\"]"
+
 secret_field() { k get secret "$secret" -n "$ns" -o json | jq -r ".data[\"$1\"]"; }
 mwc_bundle() { mwc_json | jq -r '.webhooks[0].clientConfig.caBundle'; }
 check "caBundle of the webhook configuration is the Secret's ca.crt" test "$(mwc_bundle)" = "$(secret_field ca.crt)"
@@ -184,6 +188,33 @@ for f in "$examples"/*.yaml; do
         fail "deploy/examples/$ex.yaml: injected, valid and restricted-compliant in the API server" "$(tail -n 3 <<<"$out")"
     fi
 done
+
+# Annotations on a workload instead of its pod template: allowed unchanged, with the warning
+# kubectl prints; a workload without them is not sent to the webhook at all. (Restricted-compliant
+# templates: Pod Security would print warnings of its own.)
+workload() { # workload NAME ANNOTATIONS-JSON
+    cat <<EOF
+{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"$1","annotations":$2},
+ "spec":{"replicas":0,"selector":{"matchLabels":{"app":"$1"}},"template":{"metadata":{"labels":{"app":"$1"}},
+  "spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":10001,"seccompProfile":{"type":"RuntimeDefault"}},
+   "containers":[{"name":"app","image":"registry.example.com/app:1","command":["/app"],
+    "securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]},"readOnlyRootFilesystem":true}}]}}}}
+EOF
+}
+workload w1 '{"ps-injector.io/inject":"true","note":"x"}' >"$work/w1.json"
+if k apply -n "$apps" -f "$work/w1.json" >/dev/null 2>"$work/w1.err"; then
+    check "Deployment annotated on its own metadata: kubectl apply prints the warning naming spec.template.metadata.annotations" \
+        grep -q "Warning: ps-injector.io/inject on the Deployment's own metadata is ignored: .*move it to spec.template.metadata.annotations" "$work/w1.err"
+    check "... and the Deployment is stored unchanged" \
+        test "$(k get deployment w1 -n "$apps" -o json | jq -c '[.metadata.annotations["ps-injector.io/inject"], .spec.template.metadata.annotations]')" = '["true",null]'
+else
+    fail "Deployment annotated on its own metadata is created" "$(cat "$work/w1.err")"
+fi
+n3="$(admissions)"
+workload w2 '{"note":"x"}' >"$work/w2.json"
+k apply -n "$apps" -f "$work/w2.json" >/dev/null 2>"$work/w2.err"
+check "Deployment without such annotations: no warning, not sent to the webhook" \
+    test ! -s "$work/w2.err" -a "$(admissions)" -eq "$n3"
 
 # The webhook's own pod template passes restricted Pod Security in the API server itself.
 k get deployment "$rel-ps-injector" -n "$ns" -o json \

@@ -12,11 +12,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use inject_api::{
-    AgentConfig, BeyondTrustLists, ChangeSignal, Format, PasswordSafe, Refresh, ValueRef, env as vars, names,
+    AgentConfig, BeyondTrustLists, ChangeSignal, Format, PasswordSafe, Refresh, env as vars, names,
+    refs::{self, DEFAULT_SEPARATOR, ListResult},
 };
 use passwordsafe::{
-    AccountRef, ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, FolderPath, RequestOptions,
-    RetryPolicy, SecretPath, TlsOptions,
+    ApiVersion, Auth, CaMode, ClientConfig, ClientIdentity, RequestOptions, RetryPolicy, TlsOptions,
 };
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -117,38 +117,12 @@ impl Default for Tuning {
     }
 }
 
-/// Parsed references of the configuration, in the order they appear.
-#[derive(Clone, Debug, Default)]
-pub struct References {
-    /// `secrets[i].path`
-    pub secrets: Vec<SecretPath>,
-    /// `folders[i].path`
-    pub folders: Vec<FolderPath>,
-    /// `accounts[i].account`
-    pub accounts: Vec<AccountRef>,
-    /// `beyondtrust.secrets`, `.folders`, `.accounts` (duplicates removed).
-    pub bt_secrets: Vec<SecretPath>,
-    pub bt_folders: Vec<FolderPath>,
-    pub bt_accounts: Vec<AccountRef>,
-    /// `env[i].from`
-    pub env: Vec<EnvRef>,
-}
-
-/// The reference of one env var.
-#[derive(Clone, Debug)]
-pub enum EnvRef {
-    Secret(SecretPath),
-    SecretUsername(SecretPath),
-    Account(AccountRef),
-}
-
 /// Everything the agent needs to run.
 #[derive(Debug)]
 pub struct Settings {
     pub origin: Origin,
-    /// Validated, with `PS_AGENT_ROOT` applied.
+    /// Validated (its references are typed, hence valid), with `PS_AGENT_ROOT` applied.
     pub config: AgentConfig,
-    pub refs: References,
     pub client: ClientConfig,
     pub templates: Templates,
     pub default_mode: DefaultMode,
@@ -195,7 +169,7 @@ pub fn load(env: &dyn Env, tuning: &Tuning) -> Result<Settings, ConfigError> {
         }
         config.root = root;
     }
-    let refs = references(&config, origin)?;
+    check_something_to_fetch(&config)?;
     let templates = templates(&config)?;
     check_extras(&config)?;
     if !config.password_safe.verify_tls {
@@ -239,7 +213,6 @@ pub fn load(env: &dyn Env, tuning: &Tuning) -> Result<Settings, ConfigError> {
     Ok(Settings {
         origin,
         config,
-        refs,
         client,
         templates,
         default_mode,
@@ -395,13 +368,21 @@ fn agent_config_tls(
     })
 }
 
-/// Splits a BeyondTrust list: comma separated, whitespace trimmed, empty entries ignored.
-pub fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// A BeyondTrust list (`SECRETS_LIST`, ...): comma separated, whitespace trimmed, empty entries
+/// ignored, each entry parsed by the same function as the webhook's annotations. Every invalid
+/// entry is reported, by number.
+fn bt_list<T>(
+    env: &dyn Env,
+    var: &str,
+    parse: fn(&[&str], char) -> ListResult<T>,
+    problems: &mut Vec<String>,
+) -> Result<Vec<T>, ConfigError> {
+    let value = env.var(var)?.unwrap_or_default();
+    let entries: Vec<&str> = refs::split_list(&value).collect();
+    Ok(parse(&entries, DEFAULT_SEPARATOR).unwrap_or_else(|errors| {
+        problems.extend(errors.iter().map(|e| format!("{var} {e}")));
+        Vec::new()
+    }))
 }
 
 /// Way (b): BeyondTrust's variables onto an [`AgentConfig`].
@@ -440,12 +421,21 @@ fn bt_env(
         }
     };
     let api_version = nonblank(env, "BT_API_VERSION")?.map(|v| v.trim().to_owned());
+    let mut problems = Vec::new();
     let lists = BeyondTrustLists {
-        secrets: split_list(&env.var("SECRETS_LIST")?.unwrap_or_default()),
-        folders: split_list(&env.var("FOLDER_LIST")?.unwrap_or_default()),
-        accounts: split_list(&env.var("MANAGED_ACCOUNTS_LIST")?.unwrap_or_default()),
+        secrets: bt_list(env, "SECRETS_LIST", refs::parse_secret_paths, &mut problems)?,
+        folders: bt_list(env, "FOLDER_LIST", refs::parse_folder_paths, &mut problems)?,
+        accounts: bt_list(
+            env,
+            "MANAGED_ACCOUNTS_LIST",
+            refs::parse_account_refs,
+            &mut problems,
+        )?,
         file_mode: Default::default(),
     };
+    if !problems.is_empty() {
+        return err(problems.join("; "));
+    }
     if lists.secrets.is_empty() && lists.folders.is_empty() && lists.accounts.is_empty() {
         return err("SECRETS_LIST, FOLDER_LIST and MANAGED_ACCOUNTS_LIST are all empty: nothing to fetch");
     }
@@ -607,92 +597,7 @@ fn bt_pkcs12(path: &str, der: &[u8], password: &str) -> Result<ClientIdentity, C
         .map_err(|e| ConfigError(format!("BT_CLIENT_CERTIFICATE_PATH: {path}: {e}")))
 }
 
-fn parse_err(field: &str, input: &str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{field}: {input:?} is not valid: {e}"))
-}
-
-fn references(config: &AgentConfig, origin: Origin) -> Result<References, ConfigError> {
-    let mut r = References::default();
-    let mut problems = Vec::new();
-    for s in &config.secrets {
-        match s.path.parse::<SecretPath>() {
-            Ok(p) => r.secrets.push(p),
-            Err(e) => problems.push(parse_err(
-                &format!("PS_AGENT_CONFIG secrets[{}].path", s.name),
-                &s.path,
-                e,
-            )),
-        }
-    }
-    for f in &config.folders {
-        match f.path.parse::<FolderPath>() {
-            Ok(p) => r.folders.push(p),
-            Err(e) => problems.push(parse_err(
-                &format!("PS_AGENT_CONFIG folders[{}].path", f.name),
-                &f.path,
-                e,
-            )),
-        }
-    }
-    for a in &config.accounts {
-        match a.account.parse::<AccountRef>() {
-            Ok(p) => r.accounts.push(p),
-            Err(e) => problems.push(parse_err(
-                &format!("PS_AGENT_CONFIG accounts[{}].account", a.name),
-                &a.account,
-                e,
-            )),
-        }
-    }
-    if let Some(bt) = &config.beyondtrust {
-        let name = |list: &str| match origin {
-            Origin::AgentConfig => format!("PS_AGENT_CONFIG beyondtrust.{list}"),
-            Origin::BeyondTrust => match list {
-                "secrets" => "SECRETS_LIST".to_owned(),
-                "folders" => "FOLDER_LIST".to_owned(),
-                _ => "MANAGED_ACCOUNTS_LIST".to_owned(),
-            },
-        };
-        for (i, s) in bt.secrets.iter().enumerate() {
-            match s.parse::<SecretPath>() {
-                Ok(p) if !r.bt_secrets.contains(&p) => r.bt_secrets.push(p),
-                Ok(_) => {}
-                Err(e) => problems.push(parse_err(&format!("{} entry {}", name("secrets"), i + 1), s, e)),
-            }
-        }
-        for (i, s) in bt.folders.iter().enumerate() {
-            match s.parse::<FolderPath>() {
-                Ok(p) if !r.bt_folders.contains(&p) => r.bt_folders.push(p),
-                Ok(_) => {}
-                Err(e) => problems.push(parse_err(&format!("{} entry {}", name("folders"), i + 1), s, e)),
-            }
-        }
-        for (i, s) in bt.accounts.iter().enumerate() {
-            match s.parse::<AccountRef>() {
-                Ok(p) if !r.bt_accounts.contains(&p) => r.bt_accounts.push(p),
-                Ok(_) => {}
-                Err(e) => problems.push(parse_err(&format!("{} entry {}", name("accounts"), i + 1), s, e)),
-            }
-        }
-    }
-    for v in &config.env {
-        let field = format!("PS_AGENT_CONFIG env[{}].from", v.name);
-        let parsed = match &v.from {
-            ValueRef::Secret(p) => p.parse().map(EnvRef::Secret).map_err(|e| parse_err(&field, p, e)),
-            ValueRef::SecretUsername(p) => p
-                .parse()
-                .map(EnvRef::SecretUsername)
-                .map_err(|e| parse_err(&field, p, e)),
-            ValueRef::Account(p) => p
-                .parse()
-                .map(EnvRef::Account)
-                .map_err(|e| parse_err(&field, p, e)),
-        };
-        match parsed {
-            Ok(e) => r.env.push(e),
-            Err(e) => problems.push(e),
-        }
-    }
+fn check_something_to_fetch(config: &AgentConfig) -> Result<(), ConfigError> {
     if config.secrets.is_empty()
         && config.folders.is_empty()
         && config.accounts.is_empty()
@@ -702,18 +607,11 @@ fn references(config: &AgentConfig, origin: Origin) -> Result<References, Config
             .as_ref()
             .is_none_or(|b| b.secrets.is_empty() && b.folders.is_empty() && b.accounts.is_empty())
     {
-        problems.push(ConfigError(
-            "PS_AGENT_CONFIG: no secrets, folders, accounts, beyondtrust lists or env: nothing to fetch"
-                .into(),
-        ));
+        return err(
+            "PS_AGENT_CONFIG: no secrets, folders, accounts, beyondtrust lists or env: nothing to fetch",
+        );
     }
-    if problems.is_empty() {
-        Ok(r)
-    } else {
-        Err(ConfigError(
-            problems.into_iter().map(|p| p.0).collect::<Vec<_>>().join("; "),
-        ))
-    }
+    Ok(())
 }
 
 fn templates(config: &AgentConfig) -> Result<Templates, ConfigError> {
@@ -783,8 +681,11 @@ fn check_extras(config: &AgentConfig) -> Result<(), ConfigError> {
     if let Some(bt) = &config.beyondtrust {
         // BeyondTrust's layout puts folders (or systems) directly under the root; they must not
         // collide with named outputs or the agent's own entries.
-        for p in bt.secrets.iter().chain(&bt.folders).chain(&bt.accounts) {
-            let top = p.split('/').next().unwrap_or_default().trim();
+        let entries = (bt.secrets.iter().map(|p| p.as_str()))
+            .chain(bt.folders.iter().map(|p| p.as_str()))
+            .chain(bt.accounts.iter().map(|p| p.as_str()));
+        for p in entries {
+            let top = p.split(DEFAULT_SEPARATOR).next().unwrap_or_default();
             if taken(top) {
                 return err(format!(
                     "PS_AGENT_CONFIG beyondtrust: {p:?} is written under {top:?}, which is also an output name"
@@ -820,13 +721,6 @@ mod tests {
     const CFG: &str = r#"{"version":1,"passwordSafe":{"url":"https://ps/BeyondTrust/api/public/v3"},"root":"/ps/secrets","secrets":[{"name":"db","path":"team/db/password"}]}"#;
 
     #[test]
-    fn lists_are_trimmed_and_empty_entries_dropped() {
-        assert_eq!(split_list(" a/b , ,c/d,, "), ["a/b", "c/d"]);
-        assert!(split_list("").is_empty());
-        assert!(split_list(" , ").is_empty());
-    }
-
-    #[test]
     fn beyondtrust_env_maps_onto_agent_config() {
         let s = load_env(&[
             ("BT_API_URL", "https://ps.example/BeyondTrust/api/public/v3"),
@@ -843,9 +737,11 @@ mod tests {
         assert_eq!(s.default_mode, DefaultMode::Fetch);
         assert_eq!(s.config.root, BT_DEFAULT_SECRETS_PATH);
         assert!(s.client.tls.verify, "verification is on by default");
-        assert_eq!(s.refs.bt_secrets.len(), 2, "duplicates removed");
-        assert_eq!(s.refs.bt_folders.len(), 1);
-        assert_eq!(s.refs.bt_accounts[0].to_string(), "db-prod/svc_app");
+        let bt = s.config.beyondtrust.as_ref().unwrap();
+        assert_eq!(bt.secrets.len(), 3, "the plan removes duplicates");
+        assert_eq!(bt.secrets[1].as_str(), "team/api/key", "entries trimmed");
+        assert_eq!(bt.folders.len(), 1);
+        assert_eq!(bt.accounts[0].to_string(), "db-prod/svc_app");
         assert_eq!(s.client.api_version, Some(ApiVersion::V3_1));
         match &s.client.auth {
             Auth::ApiKey { key, runas, password } => {
@@ -930,9 +826,30 @@ mod tests {
             ("SECRETS_LIST", "ok/x,justtitle,a//b"),
             ("MANAGED_ACCOUNTS_LIST", "sys"),
         ]);
-        assert!(e.contains("SECRETS_LIST entry 2: \"justtitle\""), "{e}");
-        assert!(e.contains("SECRETS_LIST entry 3: \"a//b\""), "{e}");
-        assert!(e.contains("MANAGED_ACCOUNTS_LIST entry 1: \"sys\""), "{e}");
+        assert!(
+            e.contains("SECRETS_LIST entry 2: secret path \"justtitle\" has no folder"),
+            "{e}"
+        );
+        assert!(
+            e.contains("SECRETS_LIST entry 3: secret path \"a//b\" has an empty segment (number 2)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("MANAGED_ACCOUNTS_LIST entry 1: managed account \"sys\""),
+            "{e}"
+        );
+        // The limits the webhook applies to annotations.
+        let e = msg(&[
+            ("BT_API_URL", "https://ps/x"),
+            ("BT_API_KEY", "K;runas=u;"),
+            ("FOLDER_LIST", "a/b/c/d/e/f/g/h"),
+        ]);
+        assert!(
+            e.contains(
+                "FOLDER_LIST entry 1: folder path \"a/b/c/d/e/f/g/h\" has a folder depth of 8, more than the maximum of 7"
+            ),
+            "{e}"
+        );
         assert!(msg(&[("SECRETS_LIST", "a/b")]).contains("BT_API_URL is not set"));
         assert!(msg(&[]).contains("nothing to do"));
     }
@@ -1045,7 +962,7 @@ mod tests {
         .unwrap();
         assert!(matches!(&s.client.auth, Auth::OAuth { .. }));
         assert_eq!(s.origin, Origin::AgentConfig);
-        assert_eq!(s.refs.secrets[0].to_string(), "team/db/password");
+        assert_eq!(s.config.secrets[0].path.to_string(), "team/db/password");
 
         assert!(msg(&[("PS_AGENT_CONFIG", CFG)]).contains("no credentials"));
         assert!(msg(&[("PS_AGENT_CONFIG", CFG), ("PS_API_KEY", "K")]).starts_with("PS_API_KEY"));
@@ -1092,7 +1009,7 @@ mod tests {
         let bad = |json: &str| msg(&[("PS_AGENT_CONFIG", json), ("PS_API_KEY", "K;runas=u;")]);
         assert!(bad("{").starts_with("PS_AGENT_CONFIG is not valid JSON"));
         let e = bad(&CFG.replace("team/db/password", "justtitle"));
-        assert!(e.contains("secrets[db].path"), "{e}");
+        assert!(e.contains("secrets[0].path"), "{e}");
         let e = bad(&CFG.replace(
             r#""path":"team/db/password"}"#,
             r#""path":"team/db/password","format":"template","template":"{{ x "}"#,
@@ -1106,7 +1023,7 @@ mod tests {
             r#""root""#,
             r#""env":[{"name":"X","from":{"account":"nosep"}}],"root""#,
         ));
-        assert!(e.contains("env[X].from"), "{e}");
+        assert!(e.contains("env[0].from.account"), "{e}");
         let e = bad(&CFG.replace(r#""root""#, r#""passwordSafe2":1,"root""#));
         assert!(e.contains("passwordSafe2"), "{e}");
         let e = msg(&[

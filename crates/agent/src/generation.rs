@@ -4,13 +4,12 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use inject_api::{AgentConfig, FileMode, Format, Render, layout};
+use inject_api::{AgentConfig, FileMode, Format, Render, ValueRef, layout};
 use passwordsafe::{
     AccountRef, Error as PsError, FolderPath, ManagedCredential, Secret, SecretKind, SecretPath,
 };
 
 use crate::{
-    config::{EnvRef, References},
     paths::{SafePath, split_api_folder},
     render::{self, Fields, Templates},
     value::Sensitive,
@@ -67,47 +66,56 @@ fn index_of<T: PartialEq + Clone>(list: &mut Vec<T>, item: &T) -> usize {
 }
 
 impl Plan {
-    pub fn new(config: &AgentConfig, refs: &References) -> Plan {
+    pub fn new(config: &AgentConfig) -> Plan {
         let mut p = Plan::default();
-        for (s, path) in config.secrets.iter().zip(&refs.secrets) {
-            let id = RefId::Secret(index_of(&mut p.secrets, path));
+        for s in &config.secrets {
+            let id = RefId::Secret(index_of(&mut p.secrets, &s.path));
             p.named(&s.name, &s.render, id);
         }
-        for (f, path) in config.folders.iter().zip(&refs.folders) {
-            let id = RefId::Folder(index_of(&mut p.folders, path));
+        for f in &config.folders {
+            let id = RefId::Folder(index_of(&mut p.folders, &f.path));
             p.named(&f.name, &f.render, id);
         }
-        for (a, acct) in config.accounts.iter().zip(&refs.accounts) {
-            let id = RefId::Account(index_of(&mut p.accounts, acct));
+        for a in &config.accounts {
+            let id = RefId::Account(index_of(&mut p.accounts, &a.account));
             p.named(&a.name, &a.render, id);
         }
-        let mode = config
-            .beyondtrust
-            .as_ref()
-            .map(|b| b.file_mode)
-            .unwrap_or_default();
-        let bt = |reference| Output {
-            kind: OutputKind::BeyondTrust { mode },
-            reference,
-            optional: false,
-        };
-        for s in &refs.bt_secrets {
-            let id = RefId::Secret(index_of(&mut p.secrets, s));
-            p.outputs.push(bt(id));
+        if let Some(bt) = &config.beyondtrust {
+            let ids: Vec<RefId> = (bt
+                .secrets
+                .iter()
+                .map(|s| RefId::Secret(index_of(&mut p.secrets, s))))
+            .chain(
+                bt.folders
+                    .iter()
+                    .map(|f| RefId::Folder(index_of(&mut p.folders, f))),
+            )
+            .chain(
+                bt.accounts
+                    .iter()
+                    .map(|a| RefId::Account(index_of(&mut p.accounts, a))),
+            )
+            .collect();
+            for reference in ids {
+                // A list entry given twice is written once.
+                let written = p
+                    .outputs
+                    .iter()
+                    .any(|o| matches!(o.kind, OutputKind::BeyondTrust { .. }) && o.reference == reference);
+                if !written {
+                    p.outputs.push(Output {
+                        kind: OutputKind::BeyondTrust { mode: bt.file_mode },
+                        reference,
+                        optional: false,
+                    });
+                }
+            }
         }
-        for f in &refs.bt_folders {
-            let id = RefId::Folder(index_of(&mut p.folders, f));
-            p.outputs.push(bt(id));
-        }
-        for a in &refs.bt_accounts {
-            let id = RefId::Account(index_of(&mut p.accounts, a));
-            p.outputs.push(bt(id));
-        }
-        for (v, r) in config.env.iter().zip(&refs.env) {
-            let (id, username) = match r {
-                EnvRef::Secret(s) => (RefId::Secret(index_of(&mut p.secrets, s)), false),
-                EnvRef::SecretUsername(s) => (RefId::Secret(index_of(&mut p.secrets, s)), true),
-                EnvRef::Account(a) => (RefId::Account(index_of(&mut p.accounts, a)), false),
+        for v in &config.env {
+            let (id, username) = match &v.from {
+                ValueRef::Secret(s) => (RefId::Secret(index_of(&mut p.secrets, s)), false),
+                ValueRef::SecretUsername(s) => (RefId::Secret(index_of(&mut p.secrets, s)), true),
+                ValueRef::Account(a) => (RefId::Account(index_of(&mut p.accounts, a)), false),
             };
             p.outputs.push(Output {
                 kind: OutputKind::Env {
@@ -299,7 +307,7 @@ fn unsafe_path(e: crate::paths::UnsafePath) -> String {
 /// The path of a secret of a BeyondTrust folder entry: the configured folder, then any deeper
 /// folders the API reports for it, then the title.
 fn bt_folder_secret_path(folder: &FolderPath, s: &Secret) -> Result<SafePath, String> {
-    let mut comps: Vec<String> = folder.segments().to_vec();
+    let mut comps: Vec<String> = folder.segments().map(str::to_owned).collect();
     let api = split_api_folder(&s.folder_path);
     if api.len() > comps.len() && api.iter().zip(&comps).all(|(a, b)| a.eq_ignore_ascii_case(b)) {
         comps.extend(api[comps.len()..].iter().cloned());
@@ -355,8 +363,7 @@ fn entries_of(
                 RefId::Secret(i) => {
                     let s = fetched(&results.secrets[i])?;
                     let p = &plan.secrets[i];
-                    let mut comps = p.folder().segments().to_vec();
-                    comps.push(p.title().to_owned());
+                    let comps: Vec<&str> = p.folder_segments().chain([p.title()]).collect();
                     let path = SafePath::new(&comps).map_err(unsafe_path)?;
                     Ok(vec![file(path, s.value.expose_bytes())])
                 }
@@ -545,7 +552,7 @@ mod tests {
     }
 
     fn plan_of(s: &config::Settings) -> Plan {
-        Plan::new(&s.config, &s.refs)
+        Plan::new(&s.config)
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 impl Agent {
     fn new(settings: Settings) -> Result<Agent, AgentError> {
         let started = Instant::now();
-        let plan = Plan::new(&settings.config, &settings.refs);
+        let plan = Plan::new(&settings.config);
         let mut client_config = settings.client.clone();
         // Every reference is fetched at once right after sign-in (`fetch_all`): let the client
         // open their connections while sign-in is in flight.

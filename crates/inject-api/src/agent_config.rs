@@ -10,7 +10,10 @@ use std::{collections::BTreeSet, fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::names::{self, NameError};
+use crate::{
+    names::{self, NameError},
+    refs::{AccountRef, FolderPath, SecretPath, ValueRef},
+};
 
 /// The whole configuration of one agent container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +51,8 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub const VERSION: u32 = 1;
 
-    /// Parses and validates a configuration, as the agent does at start-up.
+    /// Parses and validates a configuration, as the agent does at start-up. References are
+    /// parsed by their own validating constructors on the way in; an error names the field.
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
         // The path of a type error names the field (`secrets[0].fileMode`); serde_json alone
         // gives only a line and column.
@@ -107,19 +111,6 @@ impl AgentConfig {
                     "format \"template\" and a template go together: set both or neither",
                 ));
             }
-        }
-        for s in &self.secrets {
-            if !s.path.contains('/') {
-                return Err(ConfigError::field(
-                    &format!("secrets[{}].path", s.name),
-                    "expected folder/title",
-                ));
-            }
-        }
-        for a in &self.accounts {
-            a.account
-                .parse::<AccountRef>()
-                .map_err(|e| ConfigError::field(&format!("accounts[{}].account", a.name), &e))?;
         }
         let mut env_names = BTreeSet::new();
         for var in &self.env {
@@ -220,7 +211,7 @@ pub struct SecretOutput {
     /// File name under the root.
     pub name: String,
     /// `folder/.../title` in Secrets Safe.
-    pub path: String,
+    pub path: SecretPath,
     #[serde(flatten)]
     pub render: Render,
 }
@@ -231,7 +222,7 @@ pub struct FolderOutput {
     /// Directory (raw format) or file (other formats) name under the root.
     pub name: String,
     /// Folder path in Secrets Safe; every secret directly in it is written.
-    pub path: String,
+    pub path: FolderPath,
     #[serde(flatten)]
     pub render: Render,
 }
@@ -241,7 +232,7 @@ pub struct FolderOutput {
 pub struct AccountOutput {
     pub name: String,
     /// `system/account` of a managed account.
-    pub account: String,
+    pub account: AccountRef,
     #[serde(flatten)]
     pub render: Render,
 }
@@ -253,11 +244,11 @@ pub struct AccountOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BeyondTrustLists {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<SecretPath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub folders: Vec<String>,
+    pub folders: Vec<FolderPath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountRef>,
     #[serde(default, skip_serializing_if = "FileMode::is_default")]
     pub file_mode: FileMode,
 }
@@ -270,18 +261,6 @@ pub struct EnvVar {
     pub from: ValueRef,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
-}
-
-/// Where a single value comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub enum ValueRef {
-    /// The value (password, text or file content) of a secret `folder/.../title`.
-    Secret(String),
-    /// The username of a credential secret `folder/.../title`.
-    SecretUsername(String),
-    /// The password of a managed account `system/account`.
-    Account(String),
 }
 
 /// Output formats. `raw` writes exactly the value's bytes; the others render the output's
@@ -404,32 +383,6 @@ impl<'de> Deserialize<'de> for FileMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// `system/account` of a managed account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountRef {
-    pub system: String,
-    pub account: String,
-}
-
-impl FromStr for AccountRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once('/') {
-            Some((system, account))
-                if !system.trim().is_empty() && !account.trim().is_empty() && !account.contains('/') =>
-            {
-                Ok(Self {
-                    system: system.trim().to_owned(),
-                    account: account.trim().to_owned(),
-                })
-            }
-            _ => Err(format!(
-                "managed account {s:?} must be system/account (exactly one '/')"
-            )),
-        }
     }
 }
 
@@ -574,7 +527,7 @@ mod tests {
             root: "/ps/secrets".into(),
             secrets: vec![SecretOutput {
                 name: "db".into(),
-                path: "team-a/db/password".into(),
+                path: "team-a/db/password".parse().unwrap(),
                 render: Render::default(),
             }],
             folders: vec![],
@@ -611,31 +564,31 @@ mod tests {
         };
         config.folders.push(FolderOutput {
             name: "all".into(),
-            path: "team-a/db".into(),
+            path: "team-a/db".parse().unwrap(),
             render: Render::default(),
         });
         config.accounts.push(AccountOutput {
             name: "app".into(),
-            account: "db-prod/svc_app".into(),
+            account: "db-prod/svc_app".parse().unwrap(),
             render: Render {
                 format: Format::Json,
                 ..Render::default()
             },
         });
         config.beyondtrust = Some(BeyondTrustLists {
-            secrets: vec!["team-a/db/password".into()],
-            folders: vec!["team-a/db".into()],
-            accounts: vec!["db-prod/svc_app".into()],
+            secrets: vec!["team-a/db/password".parse().unwrap()],
+            folders: vec!["team-a/db".parse().unwrap()],
+            accounts: vec!["db-prod/svc_app".parse().unwrap()],
             file_mode: FileMode::DEFAULT,
         });
         config.env.push(EnvVar {
             name: "DB_PASSWORD".into(),
-            from: ValueRef::Secret("team-a/db/password".into()),
+            from: ValueRef::Secret("team-a/db/password".parse().unwrap()),
             optional: false,
         });
         config.env.push(EnvVar {
             name: "DB_USER".into(),
-            from: ValueRef::SecretUsername("team-a/db/password".into()),
+            from: ValueRef::SecretUsername("team-a/db/password".parse().unwrap()),
             optional: false,
         });
         config.refresh = Refresh {
@@ -687,7 +640,7 @@ mod tests {
         let mut config = minimal();
         config.accounts.push(AccountOutput {
             name: "db".into(),
-            account: "s/a".into(),
+            account: "s/a".parse().unwrap(),
             render: Render::default(),
         });
         assert!(config.validate().unwrap_err().to_string().contains("used twice"));
@@ -716,12 +669,27 @@ mod tests {
     }
 
     #[test]
-    fn account_refs() {
-        let a: AccountRef = "db-prod/svc_app".parse().unwrap();
-        assert_eq!((a.system.as_str(), a.account.as_str()), ("db-prod", "svc_app"));
-        for bad in ["db-prod", "/x", "x/", "a/b/c"] {
-            assert!(bad.parse::<AccountRef>().is_err(), "{bad}");
-        }
+    fn references_are_parsed_at_the_boundary() {
+        let json = minimal()
+            .to_json()
+            .replace("team-a/db/password", "a/b/c/d/e/f/g/h/title");
+        let err = AgentConfig::from_json(&json).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Field { field, reason }
+                if field == "secrets[0].path" && reason.contains("folder depth of 8, more than the maximum of 7")),
+            "{err}"
+        );
+        let json = minimal().to_json().replace(
+            r#""secrets":[{"name":"db","path":"team-a/db/password"}]"#,
+            r#""accounts":[{"name":"db","account":"sys/acct/extra"}]"#,
+        );
+        let err = AgentConfig::from_json(&json).unwrap_err();
+        assert!(err.to_string().contains("accounts[0].account"), "{err}");
+        // The canonical (trimmed) form is what is kept.
+        let json = minimal()
+            .to_json()
+            .replace("team-a/db/password", " team-a / db / password ");
+        assert_eq!(AgentConfig::from_json(&json).unwrap(), minimal());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{AccountRef, ChangeSignal, UnixSignal, ValueRef, names};
+use crate::{ChangeSignal, UnixSignal, ValueRef, names};
 
 // ---------------------------------------------------------------------------------------------
 // Fixed keys
@@ -416,10 +416,9 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// A comma-separated list; entries trimmed, empty entries dropped.
-pub fn parse_list(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
+/// A comma-separated list; entries trimmed, empty entries dropped (the reference lists' rule,
+/// also used for container names).
+pub use crate::refs::split_list as parse_list;
 
 /// A duration in humantime syntax (`30s`, `5m`, `1h30m`); zero is refused.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -498,69 +497,10 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
-/// A Secrets Safe secret path `folder/.../title`: at least two non-empty segments separated by
-/// `/`, no `.`/`..` segments, no control characters.
-pub fn validate_secret_path(path: &str) -> Result<(), String> {
-    validate_segments(path, "secret path", 2)
-        .map_err(|e| format!("{e}; use folder/.../title, e.g. \"team-a/db/password\""))
-}
-
-/// A Secrets Safe folder path `folder[/sub...]`.
-pub fn validate_folder_path(path: &str) -> Result<(), String> {
-    validate_segments(path, "folder path", 1)
-        .map_err(|e| format!("{e}; use folder[/subfolder...], e.g. \"team-a/app\""))
-}
-
-fn validate_segments(path: &str, what: &str, min: usize) -> Result<(), String> {
-    if path.is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    if path.len() > 1024 {
-        return Err(format!("{what} is longer than 1024 characters"));
-    }
-    if let Some(c) = path.chars().find(|c| c.is_control()) {
-        return Err(format!("{what} {path:?} contains the control character {c:?}"));
-    }
-    let mut count = 0;
-    for segment in path.split('/') {
-        count += 1;
-        if segment.trim().is_empty() {
-            return Err(format!("{what} {path:?} has an empty segment"));
-        }
-        if segment != segment.trim() {
-            return Err(format!(
-                "{what} {path:?} has a segment with leading or trailing spaces"
-            ));
-        }
-        if segment == "." || segment == ".." {
-            return Err(format!("{what} {path:?} contains {segment:?}"));
-        }
-    }
-    if count < min {
-        return Err(format!("{what} {path:?} has no folder"));
-    }
-    Ok(())
-}
-
-/// The source of an `env-<VAR>` annotation (see [`ENV_PREFIX`]).
+/// The source of an `env-<VAR>` annotation (see [`ENV_PREFIX`] and
+/// [`ValueRef::parse_source`]).
 pub fn parse_env_source(value: &str) -> Result<ValueRef, String> {
-    let value = value.trim();
-    let (kind, rest) = match value.split_once(':') {
-        // A ':' before the first '/' introduces a source kind.
-        Some((kind, rest)) if !kind.contains('/') => (Some(kind), rest.trim()),
-        _ => (None, value),
-    };
-    match kind {
-        None | Some("secret") => validate_secret_path(rest).map(|()| ValueRef::Secret(rest.to_owned())),
-        Some("username") => validate_secret_path(rest).map(|()| ValueRef::SecretUsername(rest.to_owned())),
-        Some("account") => rest
-            .parse::<AccountRef>()
-            .map(|a| ValueRef::Account(format!("{}/{}", a.system, a.account))),
-        Some(other) => Err(format!(
-            "unknown source {other:?}; use folder/title, secret:folder/title, username:folder/title \
-             or account:system/account"
-        )),
-    }
+    ValueRef::parse_source(value)
 }
 
 /// A change signal (see [`SIGNAL`]).
@@ -680,43 +620,6 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5 minutes please").is_err());
         assert_eq!(parse_list(" a, ,b ,").collect::<Vec<_>>(), ["a", "b"]);
-    }
-
-    #[test]
-    fn paths() {
-        assert!(validate_secret_path("team-a/db/password").is_ok());
-        assert!(validate_secret_path("f/t").is_ok());
-        for bad in ["", "title", "/a/b", "a/b/", "a//b", "a/../b", "a/ b", "a/b\n"] {
-            assert!(validate_secret_path(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_folder_path("team-a").is_ok());
-        assert!(validate_folder_path("team-a/").is_err());
-    }
-
-    #[test]
-    fn env_sources() {
-        assert_eq!(parse_env_source("a/b"), Ok(ValueRef::Secret("a/b".into())));
-        assert_eq!(parse_env_source("secret:a/b"), Ok(ValueRef::Secret("a/b".into())));
-        assert_eq!(
-            parse_env_source("username: a/b"),
-            Ok(ValueRef::SecretUsername("a/b".into()))
-        );
-        assert_eq!(
-            parse_env_source("account:sys/acct"),
-            Ok(ValueRef::Account("sys/acct".into()))
-        );
-        assert!(
-            parse_env_source("prod:eu/db")
-                .unwrap_err()
-                .contains("unknown source")
-        );
-        assert!(parse_env_source("fo:lder/x").is_err());
-        assert_eq!(
-            parse_env_source("folder/ti:tle"),
-            Ok(ValueRef::Secret("folder/ti:tle".into()))
-        );
-        assert!(parse_env_source("account:nosystem").is_err());
-        assert!(parse_env_source("title-only").is_err());
     }
 
     #[test]

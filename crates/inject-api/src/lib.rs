@@ -2,17 +2,19 @@
 //! the environment variables, volume and files they share, and the rules for names that become
 //! files. No IO.
 //!
-//! Annotation keys and their parsing live in [`annotations`].
+//! Annotation keys and their parsing live in [`annotations`]; the grammar and limits of every
+//! reference to Password Safe (secret paths, folders, managed accounts, env sources) in [`refs`].
 
 pub mod agent_config;
 pub mod annotations;
 pub mod names;
+pub mod refs;
 
 pub use agent_config::{
-    AccountOutput, AccountRef, AccountRequest, AgentConfig, BeyondTrustLists, ChangeSignal, ConfigError,
-    EnvVar, FileMode, FolderOutput, Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput,
-    UnixSignal, ValueRef,
+    AccountOutput, AccountRequest, AgentConfig, BeyondTrustLists, ChangeSignal, ConfigError, EnvVar,
+    FileMode, FolderOutput, Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, UnixSignal,
 };
+pub use refs::{AccountRef, FolderPath, RefError, SecretPath, ValueRef};
 
 /// Prefix of every annotation this project reads or writes.
 pub const ANNOTATION_PREFIX: &str = "ps-injector.io/";

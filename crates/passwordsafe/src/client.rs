@@ -249,7 +249,7 @@ impl Session {
     pub async fn secret(&self, path: &SecretPath) -> Result<Secret, Error> {
         let what = format!("secret {:?}", path.to_string());
         let mut query = vec![
-            ("path", path.folder().joined()),
+            ("path", path.folder().to_owned()),
             ("separator", path.separator().to_string()),
             ("title", path.title().to_owned()),
         ];
@@ -277,7 +277,7 @@ impl Session {
         let mut raws: Vec<RawSecret> = Vec::new();
         loop {
             let mut query = vec![
-                ("path", path.joined()),
+                ("path", path.as_str().to_owned()),
                 ("separator", path.separator().to_string()),
             ];
             if !raws.is_empty() {

@@ -40,9 +40,10 @@
 //!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`],
 //!   [`Session::user`], [`Session::sign_out`].
 //! - References: [`SecretPath`], [`FolderPath`], [`AccountRef`] (`FromStr` with `/`, and
-//!   `parse_with_separator`), and the list validators [`validate_secret_paths`],
-//!   [`validate_secret_paths_with_separator`], [`validate_folder_paths`],
-//!   [`validate_account_refs`], which report **every** invalid entry ([`PathError`]).
+//!   `parse_with_separator`), and the list parsers [`parse_secret_paths`],
+//!   [`parse_folder_paths`], [`parse_account_refs`], which report **every** invalid entry
+//!   ([`ListError`]). They are `inject_api::refs`' types, re-exported: the grammar and
+//!   Password Safe's limits are defined once for the webhook, the agent and this client.
 //! - Results: [`Secret`] (`title`, `folder_path` with `\` → `/`, [`SecretKind`], `value`, `id`,
 //!   `metadata` = the API object without `Password`), [`ManagedCredential`], [`SecretValue`]
 //!   (prints `[redacted]`; read with `expose_bytes`), [`SignedInUser`].
@@ -114,10 +115,9 @@ pub use config::{
 };
 pub use error::Error;
 pub use path::{
-    AccountRef, DEFAULT_SEPARATOR, FolderPath, MAX_ACCOUNT_NAME_CHARS, MAX_FOLDER_DEPTH,
-    MAX_FOLDER_NAME_CHARS, MAX_FOLDER_PATH_CHARS, MAX_SYSTEM_NAME_CHARS, MAX_TITLE_CHARS, PathError,
-    PathErrorKind, PathKind, SecretPath, validate_account_refs, validate_folder_paths, validate_secret_paths,
-    validate_secret_paths_with_separator,
+    AccountRef, DEFAULT_SEPARATOR, FolderPath, ListError, MAX_ACCOUNT_NAME_LEN, MAX_FOLDER_DEPTH,
+    MAX_FOLDER_NAME_LEN, MAX_FOLDER_PATH_LEN, MAX_SYSTEM_NAME_LEN, MAX_TITLE_LEN, RefError, RefErrorKind,
+    RefKind, SecretPath, parse_account_refs, parse_folder_paths, parse_secret_paths,
 };
 pub use resolve::ResolveError;
 pub use secrecy::{ExposeSecret, SecretString};

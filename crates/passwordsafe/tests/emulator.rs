@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use passwordsafe::{
     AccountRef, ApiVersion, Auth, Client, Error, FolderPath, RetryPolicy, SecretKind, SecretPath,
-    validate_secret_paths,
+    parse_secret_paths,
 };
 use serde_json::json;
 
@@ -650,7 +650,7 @@ async fn many_secrets_concurrently_over_one_session() {
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
     let list: Vec<String> = (0..20).map(|i| format!("team-a/many/s{i:02}")).collect();
     let refs: Vec<&str> = list.iter().map(String::as_str).collect();
-    let paths = validate_secret_paths(&refs).expect("valid");
+    let paths = parse_secret_paths(&refs, '/').expect("valid");
     let tasks: Vec<_> = paths
         .into_iter()
         .map(|p| {

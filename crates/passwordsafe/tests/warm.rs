@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use passwordsafe::{Client, Error, SecretPath, Session, validate_secret_paths};
+use passwordsafe::{Client, Error, SecretPath, Session, parse_secret_paths};
 use ps_emulator::Emulator;
 use serde_json::json;
 use tokio::{
@@ -102,7 +102,7 @@ impl Relay {
 fn paths(n: usize) -> Vec<SecretPath> {
     let list: Vec<String> = (0..n).map(|i| format!("team-a/many/s{i:02}")).collect();
     let refs: Vec<&str> = list.iter().map(String::as_str).collect();
-    validate_secret_paths(&refs).expect("valid")
+    parse_secret_paths(&refs, '/').expect("valid")
 }
 
 /// Fetches `n` secrets at once over `session` and checks their values.

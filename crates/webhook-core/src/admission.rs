@@ -508,6 +508,116 @@ pub fn review(body: &[u8], config: &Config) -> AdmissionResult {
     result
 }
 
+// ---------------------------------------------------------------------------------------------
+// review_workload(): the warning-only entry
+// ---------------------------------------------------------------------------------------------
+
+/// The parts of a workload's AdmissionReview the warning needs.
+#[derive(Deserialize)]
+struct WorkloadReview<'a> {
+    #[serde(borrow, rename = "apiVersion", default)]
+    api_version: Option<Text<'a>>,
+    #[serde(borrow)]
+    request: Option<WorkloadRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadRequest<'a> {
+    #[serde(borrow, default)]
+    uid: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<FullKind<'a>>,
+    #[serde(borrow, default)]
+    namespace: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    #[serde(default)]
+    object: Option<WorkloadObject>,
+}
+
+#[derive(Deserialize)]
+struct FullKind<'a> {
+    #[serde(borrow, default)]
+    group: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    version: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadObject {
+    #[serde(default)]
+    metadata: Option<WorkloadMeta>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadMeta {
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, IgnoredAny>>,
+}
+
+/// Answers the warning-only entry for workloads (`/warn-workloads`): always allowed, never
+/// patched, with a warning when the workload's own metadata carries `ps-injector.io/`
+/// annotations, which only its pod template can use ([`crate::workload::misplaced_annotations`],
+/// the rule `inject` applies too). A malformed review is answered allowed as well: this entry
+/// must never stand in a workload's way.
+pub fn review_workload(body: &[u8]) -> AdmissionResult {
+    let review: WorkloadReview<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return unreadable(body, &e),
+    };
+    let api_version = review
+        .api_version
+        .as_ref()
+        .map(Text::as_str)
+        .filter(|v| v.starts_with("admission.k8s.io/"))
+        .unwrap_or(V1);
+    let Some(request) = review.request else {
+        return invalid(api_version, "", "the AdmissionReview has no request".to_owned());
+    };
+    let uid = request.uid.as_ref().map_or("", Text::as_str);
+    if uid.is_empty() {
+        return invalid(
+            api_version,
+            "",
+            "the AdmissionReview request has no uid".to_owned(),
+        );
+    }
+    let text = |t: &Option<Text<'_>>| t.as_ref().map_or("", Text::as_str).to_owned();
+    let (group, version, kind) = request.kind.as_ref().map_or_else(Default::default, |k| {
+        (text(&k.group), text(&k.version), text(&k.kind))
+    });
+    let api_version_of_object = if group.is_empty() {
+        version
+    } else {
+        format!("{group}/{version}")
+    };
+    let keys = request
+        .object
+        .as_ref()
+        .and_then(|o| o.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref());
+    let warnings: Vec<String> = crate::workload::workload(&api_version_of_object, &kind)
+        .zip(keys)
+        .and_then(|(w, keys)| {
+            crate::workload::misplaced_annotations(&w, &kind, keys.keys().map(String::as_str))
+        })
+        .into_iter()
+        .collect();
+    AdmissionResult {
+        http_status: 200,
+        body: response(api_version, uid, Answer::Allowed(None), &warnings),
+        outcome: Outcome::Skipped,
+        mode: None,
+        uid: uid.to_owned(),
+        namespace: text(&request.namespace),
+        name: text(&request.name),
+        message: None,
+        warnings,
+    }
+}
+
 enum Answer<'m> {
     /// Allowed, with the JSON Patch (not yet base64-encoded) when there is one.
     Allowed(Option<&'m [u8]>),
@@ -664,6 +774,86 @@ mod tests {
             String::from_utf8(body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-2","allowed":false,"status":{"status":"Failure","message":"no \"x\"","reason":"Forbidden","code":403},"warnings":["w \"1\""]}}"#
         );
+    }
+
+    fn workload_review(group: &str, kind: &str, annotations: serde_json::Value) -> String {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": group, "version": "v1", "kind": kind},
+                "namespace": "team-a",
+                "name": "web",
+                "operation": "CREATE",
+                "object": {"metadata": {"name": "web", "annotations": annotations}, "spec": {"template": {}}}
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_workload_with_the_annotations_on_its_own_metadata_is_allowed_with_a_warning() {
+        let body = workload_review(
+            "apps",
+            "Deployment",
+            serde_json::json!({"ps-injector.io/inject": "true", "x": "y"}),
+        );
+        let r = review_workload(body.as_bytes());
+        assert_eq!(r.http_status, 200);
+        assert_eq!(r.outcome, Outcome::Skipped);
+        assert_eq!((r.namespace.as_str(), r.name.as_str()), ("team-a", "web"));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"warnings":["ps-injector.io/inject on the Deployment's own metadata is ignored: the webhook reads pod annotations; move it to spec.template.metadata.annotations"]}}"#
+        );
+        let body = workload_review(
+            "batch",
+            "CronJob",
+            serde_json::json!({"ps-injector.io/secret-db": "a/b"}),
+        );
+        let r = review_workload(body.as_bytes());
+        assert_eq!(
+            r.warnings,
+            [
+                "ps-injector.io/secret-db on the CronJob's own metadata is ignored: the webhook reads pod annotations; \
+              move it to spec.jobTemplate.spec.template.metadata.annotations"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_workload_entry_allows_everything_else_silently() {
+        let silent = |body: String| {
+            let r = review_workload(body.as_bytes());
+            assert_eq!(r.http_status, 200, "{body}");
+            assert!(r.warnings.is_empty(), "{body}: {:?}", r.warnings);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["response"]["allowed"], true, "{body}");
+            assert!(v["response"].get("patch").is_none(), "{body}");
+        };
+        silent(workload_review(
+            "apps",
+            "Deployment",
+            serde_json::json!({"example.com/inject": "true"}),
+        ));
+        silent(workload_review("apps", "Deployment", serde_json::Value::Null));
+        // Not a built-in workload (a custom resource of the same kind name), or a pod.
+        silent(workload_review(
+            "example.com",
+            "Deployment",
+            serde_json::json!({"ps-injector.io/inject": "true"}),
+        ));
+        silent(workload_review(
+            "",
+            "Pod",
+            serde_json::json!({"ps-injector.io/inject": "true"}),
+        ));
+        silent(r#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"Deployment"},"object":null}}"#.to_owned());
+        // Unusable reviews get the same answers as on the pod entry, never a 5xx.
+        assert_eq!(review_workload(b"not json").http_status, 400);
+        let r = review_workload(br#"{"apiVersion":"admission.k8s.io/v1","request":{"kind":{}}}"#);
+        assert_eq!(r.outcome, Outcome::Invalid);
     }
 
     fn review_json(body: &str) -> (AdmissionResult, serde_json::Value) {

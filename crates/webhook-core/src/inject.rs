@@ -27,6 +27,7 @@ use crate::{
     kubeyaml::{self, Entry, LineCounter, Map, Mark, Node, Syntax, Value, write},
     patch::{OpKind, PatchOp},
     pod::PodMeta,
+    workload::{Workload, misplaced_annotations, workload},
 };
 
 /// The result of [`inject_manifests`].
@@ -106,23 +107,7 @@ impl InjectError {
     }
 }
 
-/// The built-in workloads `inject` injects: where the pod template is, and whether it runs to
-/// completion.
-fn workload(api_version: &str, kind: &str) -> Option<(&'static [&'static str], bool)> {
-    const TEMPLATE: &[&str] = &["spec", "template"];
-    match (api_version, kind) {
-        ("v1", "Pod") => Some((&[], false)),
-        ("v1", "ReplicationController")
-        | ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some((TEMPLATE, false)),
-        ("batch/v1", "Job") => Some((TEMPLATE, true)),
-        ("batch/v1", "CronJob") => Some((&["spec", "jobTemplate", "spec", "template"], true)),
-        _ => None,
-    }
-}
-
-/// The handled kinds, for messages and the README.
-pub const HANDLED_KINDS: &str = "Pod and ReplicationController (v1), Deployment, StatefulSet, DaemonSet and ReplicaSet \
-     (apps/v1), Job and CronJob (batch/v1), and the items of List documents";
+pub use crate::workload::HANDLED_KINDS;
 
 /// Injects every pod template in a manifest stream. `namespace` is used for policy lookups when
 /// a document names none (then `default`).
@@ -297,13 +282,12 @@ impl Ctx<'_> {
             }
             return Ok(());
         }
-        let Some((path, runs_to_completion)) = workload(&api_version, &kind) else {
+        let Some(workload) = workload(&api_version, &kind) else {
             self.warn_unhandled(node, &object, &api_version);
             return Ok(());
         };
-        if !path.is_empty() {
-            self.warn_misplaced_annotations(node, &object, path);
-        }
+        let (path, runs_to_completion) = (workload.template_path, workload.runs_to_completion);
+        self.warn_misplaced_annotations(node, &object, &workload, &kind);
         let mut template = &mut *node;
         for key in path {
             match template.get_mut(key) {
@@ -419,28 +403,15 @@ impl Ctx<'_> {
     }
 
     /// Annotations under the prefix on a workload's own metadata do nothing (the webhook sees
-    /// only pods); a common slip, so `inject` names it and the place they belong.
-    fn warn_misplaced_annotations(&mut self, workload: &Node, object: &str, template_path: &[&str]) {
-        let Some(annotations) = workload.at(&["metadata", "annotations"]).and_then(Node::as_map) else {
+    /// only pods); a common slip, so `inject` names it and the place they belong, by the same
+    /// rule as the webhook's warning-only entry.
+    fn warn_misplaced_annotations(&mut self, node: &Node, object: &str, workload: &Workload, kind: &str) {
+        let Some(annotations) = node.at(&["metadata", "annotations"]).and_then(Node::as_map) else {
             return;
         };
-        let misplaced: Vec<&str> = annotations
-            .keys()
-            .map(String::as_str)
-            .filter(|k| k.starts_with(inject_api::ANNOTATION_PREFIX))
-            .collect();
-        if misplaced.is_empty() {
-            return;
+        if let Some(warning) = misplaced_annotations(workload, kind, annotations.keys().map(String::as_str)) {
+            self.warnings.push(format!("{object}: {warning}"));
         }
-        let place = template_path.join(".");
-        self.warnings.push(format!(
-            "{object}: {} on the {}'s own metadata {} ignored: the webhook reads the pod template's annotations; \
-             move {} to {place}.metadata.annotations",
-            misplaced.join(", "),
-            object.split('/').next().unwrap_or("object"),
-            if misplaced.len() == 1 { "is" } else { "are" },
-            if misplaced.len() == 1 { "it" } else { "them" },
-        ));
     }
 
     /// The opt-in anywhere in an object `inject` does not handle: a warning naming the kind.

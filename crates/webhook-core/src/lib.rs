@@ -8,7 +8,9 @@
 //! - [`pod`]: the pod as the core reads it, a borrowed model parsed in the request's single pass;
 //! - [`admission`]: AdmissionReview bytes in → response bytes out (the webhook's whole decision);
 //! - [`inject`]: manifests in → mutated manifests out (`ps-webhook inject`, the same decision);
-//! - [`kubeyaml`]: manifest streams read and written as kubectl reads them.
+//! - [`kubeyaml`]: manifest streams read and written as kubectl reads them;
+//! - [`workload`]: the built-in workload kinds, and the warning for annotations on a workload's
+//!   own metadata (`inject` and the warning-only admission entry).
 //!
 //! # The purity rule
 //!
@@ -33,3 +35,4 @@ pub mod mutate;
 pub mod patch;
 pub mod pod;
 pub mod spec;
+pub mod workload;

@@ -8,8 +8,9 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use inject_api::{
     AccountOutput, AccountRef, AgentConfig, BeyondTrustLists, ChangeSignal, EnvVar, FileMode, FolderOutput,
-    Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, ValueRef,
+    FolderPath, Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, SecretPath, ValueRef,
     annotations::{self as ann, Key, Mode},
+    refs::DEFAULT_SEPARATOR,
     layout, names,
 };
 
@@ -454,12 +455,10 @@ impl Policy<'_> {
     }
 }
 
-/// A managed account reference (`system/account`) as the agent configuration writes it.
-fn account_of(key: &str, value: &str) -> Result<String, Deny> {
-    let a: AccountRef = value
-        .parse()
-        .map_err(|e| Deny::annotation(key, format!("{e}; e.g. \"db-prod/svc_app\"")))?;
-    Ok(format!("{}/{}", a.system, a.account))
+/// A reference parsed by the contract of `inject_api::refs`, the agent's own rules; a refusal
+/// names the annotation, the fault (the limit, for a limit) and the fix.
+fn reference<T: std::str::FromStr<Err = inject_api::RefError>>(key: &str, value: &str) -> Result<T, Deny> {
+    value.parse().map_err(|e| Deny::annotation(key, e))
 }
 
 /// The named outputs (`secret-`, `folder-`, `account-<name>` and their settings) into `agent`;
@@ -482,25 +481,22 @@ fn add_outputs(
             }
             return Err(orphan(name, draft, outputs));
         };
-        let value = value.trim();
         let render = render_of(name, draft, &mut file_modes)?;
         let name = (*name).to_owned();
         match kind {
             OutputKind::Secret => {
-                ann::validate_secret_path(value).map_err(|e| Deny::annotation(key, e))?;
-                policy.path(key, value)?;
-                let path = value.to_owned();
+                let path: SecretPath = reference(key, value)?;
+                policy.path(key, path.as_str())?;
                 agent.secrets.push(SecretOutput { name, path, render });
             }
             OutputKind::Folder => {
-                ann::validate_folder_path(value).map_err(|e| Deny::annotation(key, e))?;
-                policy.path(key, value)?;
-                let path = value.to_owned();
+                let path: FolderPath = reference(key, value)?;
+                policy.path(key, path.as_str())?;
                 agent.folders.push(FolderOutput { name, path, render });
             }
             OutputKind::Account => {
-                let account = account_of(key, value)?;
-                policy.account(key, &account)?;
+                let account: AccountRef = reference(key, value)?;
+                policy.account(key, account.as_str())?;
                 agent.accounts.push(AccountOutput {
                     name,
                     account,
@@ -548,43 +544,39 @@ fn beyondtrust_lists(
 ) -> Result<Option<BeyondTrustLists>, Deny> {
     let mut bt = BeyondTrustLists::default();
     if let Some((key, v)) = fixed.get("secrets") {
-        for path in ann::parse_list(v) {
-            ann::validate_secret_path(path).map_err(|e| Deny::annotation(key, e))?;
-            policy.path(key, path)?;
-            bt.secrets.push(path.to_owned());
+        for entry in ann::parse_list(v) {
+            let path: SecretPath = reference(key, entry)?;
+            policy.path(key, path.as_str())?;
+            bt.secrets.push(path);
         }
     }
     if let Some((key, v)) = fixed.get("folders") {
-        for path in ann::parse_list(v) {
-            ann::validate_folder_path(path).map_err(|e| Deny::annotation(key, e))?;
-            policy.path(key, path)?;
-            bt.folders.push(path.to_owned());
+        for entry in ann::parse_list(v) {
+            let path: FolderPath = reference(key, entry)?;
+            policy.path(key, path.as_str())?;
+            bt.folders.push(path);
         }
     }
     if let Some((key, v)) = fixed.get("managed-accounts") {
-        for account in ann::parse_list(v) {
-            let account = account_of(key, account)?;
-            policy.account(key, &account)?;
+        for entry in ann::parse_list(v) {
+            let account: AccountRef = reference(key, entry)?;
+            policy.account(key, account.as_str())?;
             bt.accounts.push(account);
         }
     }
-    let lists = [
-        (ann::SECRETS, &bt.secrets),
-        (ann::FOLDERS, &bt.folders),
-        (ann::MANAGED_ACCOUNTS, &bt.accounts),
-    ];
-    for (key, list) in lists {
-        for entry in list.iter() {
-            let top = entry.split('/').next().unwrap_or_default();
-            if outputs.get(top).is_some_and(|d| d.kind.is_some()) {
-                return Err(Deny::annotation(
-                    key,
-                    format!(
-                        "{entry:?} is written under the directory {top:?}, which is also the name of an output; \
-                         rename that output"
-                    ),
-                ));
-            }
+    let entries = (bt.secrets.iter().map(|p| (ann::SECRETS, p.as_str())))
+        .chain(bt.folders.iter().map(|p| (ann::FOLDERS, p.as_str())))
+        .chain(bt.accounts.iter().map(|p| (ann::MANAGED_ACCOUNTS, p.as_str())));
+    for (key, entry) in entries {
+        let top = entry.split(DEFAULT_SEPARATOR).next().unwrap_or_default();
+        if outputs.get(top).is_some_and(|d| d.kind.is_some()) {
+            return Err(Deny::annotation(
+                key,
+                format!(
+                    "{entry:?} is written under the directory {top:?}, which is also the name of an output; \
+                     rename that output"
+                ),
+            ));
         }
     }
     let empty = bt.secrets.is_empty() && bt.folders.is_empty() && bt.accounts.is_empty();
@@ -601,8 +593,8 @@ fn env_delivery(
     for (var, key, value) in env {
         let from = ann::parse_env_source(value).map_err(|e| Deny::annotation(key, e))?;
         match &from {
-            ValueRef::Secret(p) | ValueRef::SecretUsername(p) => policy.path(key, p)?,
-            ValueRef::Account(a) => policy.account(key, a)?,
+            ValueRef::Secret(p) | ValueRef::SecretUsername(p) => policy.path(key, p.as_str())?,
+            ValueRef::Account(a) => policy.account(key, a.as_str())?,
         }
         let optional = match outputs.get(var).and_then(|d| d.optional) {
             Some((okey, v)) => ann::parse_bool(v).map_err(|e| Deny::annotation(okey, e))?,

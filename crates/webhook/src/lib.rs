@@ -10,7 +10,7 @@
 //!   [`admin`] (`/livez`, `/readyz`, `/metrics`), [`metrics`], [`reload`] (config file reload),
 //!   [`logging`], [`demo`], [`args`] (CLI and `run`).
 
-pub use webhook_core::{admission, config, inject, kubeyaml, mutate, patch, spec};
+pub use webhook_core::{admission, config, inject, kubeyaml, mutate, patch, spec, workload};
 
 pub mod admin;
 pub mod args;

@@ -12,7 +12,8 @@
 //!   it: one futex wake and often a migration of the connection to the other core per request,
 //!   which is what made the single-connection p99 tail (see `docs/webhook.md` §8).
 //! - **Routes**: `POST /mutate` and `POST /` call [`admission::review`] inline (it takes
-//!   microseconds, no blocking pool). Other paths are 404; another method is 405. A
+//!   microseconds, no blocking pool); `POST /warn-workloads` calls
+//!   [`admission::review_workload`] (allowed, no patch, perhaps a warning). Other paths are 404; another method is 405. A
 //!   `Content-Type` that is present and not JSON is 400 (kube-apiserver always sends
 //!   `application/json`; a missing one is accepted). A body over [`Limits::max_body`] is 413
 //!   without reading it, and a body not complete within [`Limits::body_timeout`] is 408.
@@ -469,6 +470,10 @@ fn is_json(value: &HeaderValue) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
+/// The warning-only entry for workloads (Deployments, ...) that carry the annotations on their
+/// own metadata: [`admission::review_workload`].
+pub const WARN_WORKLOADS_PATH: &str = "/warn-workloads";
+
 /// Answers one request on the TLS port.
 async fn handle<B>(req: Request<B>, state: &State) -> Response<Full<Bytes>>
 where
@@ -476,12 +481,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let start = Instant::now();
-    if !matches!(req.uri().path(), "/mutate" | "/") {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found: POST AdmissionReviews to /mutate\n",
-        );
-    }
+    let workloads = match req.uri().path() {
+        "/mutate" | "/" => false,
+        WARN_WORKLOADS_PATH => true,
+        _ => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: POST AdmissionReviews to /mutate (pods) or /warn-workloads (workloads)\n",
+            );
+        }
+    };
     if req.method() != Method::POST {
         let mut rsp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
         rsp.headers_mut()
@@ -548,9 +557,12 @@ where
         }
     };
 
-    let config = state.config.load();
-    let result = admission::review(&body, &config);
-    drop(config);
+    let result = if workloads {
+        admission::review_workload(&body)
+    } else {
+        let config = state.config.load();
+        admission::review(&body, &config)
+    };
     let elapsed = start.elapsed();
     let outcome = result.outcome.as_str();
     // The span is created once every field is known (recording fields one by one re-encodes

@@ -6,14 +6,15 @@
 //! `caOnly` included; without the variable a `caOnly` configuration is refused, so nothing else
 //! names a CA file the override could not reach.
 
-use std::{collections::BTreeMap, fs, path::Path};
+mod contract_common;
 
-use base64::prelude::*;
+use std::{fs, path::Path};
+
+use contract_common::{AgentContainer, agent_containers, with_credentials};
 use ps_webhook::{
     admission::{Outcome, review},
     config::Config,
 };
-use serde_json::Value;
 
 /// The golden fixtures of the core (`crates/webhook-core/tests/fixtures`).
 fn fixtures() -> std::path::PathBuf {
@@ -48,52 +49,8 @@ fn the_agent_loads_every_rendered_configuration() {
         if result.outcome != Outcome::Injected {
             continue;
         }
-        let response: Value = serde_json::from_slice(&result.body).unwrap();
-        let patch = BASE64_STANDARD
-            .decode(response["response"]["patch"].as_str().unwrap())
-            .unwrap();
-        let ops: Vec<Value> = serde_json::from_slice(&patch).unwrap();
-        // Every injected container, wherever the patch put it.
-        let mut containers = Vec::new();
-        for op in &ops {
-            match &op["value"] {
-                Value::Array(items) => {
-                    containers.extend(items.iter().filter(|c| c.get("image").is_some()).cloned())
-                }
-                v if v.get("image").is_some() => containers.push(v.clone()),
-                _ => {}
-            }
-        }
-        for c in containers {
-            let name = c["name"].as_str().unwrap();
-            let Some(env) = c["env"].as_array() else {
-                assert_eq!(name, "ps-agent-copy", "{case}: {name} has no env");
-                continue;
-            };
-            let mut vars = BTreeMap::new();
-            let mut has_client = false;
-            for e in env {
-                let var = e["name"].as_str().unwrap().to_owned();
-                if let Some(v) = e["value"].as_str() {
-                    vars.insert(var, v.to_owned());
-                } else {
-                    has_client |= var == "PS_CLIENT_ID";
-                    vars.insert(var, String::new()); // filled below
-                }
-            }
-            // Credentials as a Secret would give them: one method.
-            if has_client && !vars.contains_key("PS_API_KEY") {
-                vars.insert(
-                    "PS_CLIENT_ID".into(),
-                    "6f3e2d1c-0000-4000-8000-000000000001".into(),
-                );
-                vars.insert("PS_CLIENT_SECRET".into(), "s".repeat(40));
-            } else {
-                vars.insert("PS_API_KEY".into(), "k".repeat(64));
-                vars.insert("PS_RUNAS".into(), "svc".into());
-                vars.remove("PS_CLIENT_ID");
-                vars.remove("PS_CLIENT_SECRET");
-            }
+        for AgentContainer { name, env } in agent_containers(&result.body) {
+            let mut vars = with_credentials(env);
             if vars.contains_key("PS_CA_FILE") {
                 let in_pod = &vars["PS_CA_FILE"];
                 assert!(in_pod.starts_with("/etc/ps-injector/ca/"), "{case}: {in_pod}");

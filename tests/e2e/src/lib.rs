@@ -188,12 +188,12 @@ pub struct Harness {
 /// The answer of the API server to a create: the stored (or dry-run) object, or the refusal,
 /// plus the admission warnings it sent as `Warning` headers.
 #[derive(Debug)]
-pub struct Created {
-    pub result: std::result::Result<Pod, Status>,
+pub struct Created<T = Pod> {
+    pub result: std::result::Result<T, Status>,
     pub warnings: Vec<String>,
 }
 
-impl Created {
+impl Created<Pod> {
     /// The created pod; panics with the API server's message when it was refused.
     #[track_caller]
     pub fn pod(self) -> Pod {
@@ -332,18 +332,36 @@ impl Harness {
     /// POSTs a pod (as JSON, exactly as given) and returns what the API server answered,
     /// including admission warnings. `dry_run` sends `dryRun=All`.
     pub async fn create_pod(&self, ns: &str, pod: &Value, dry_run: bool) -> Created {
-        self.try_create_pod(ns, pod, dry_run)
+        self.create(&format!("/api/v1/namespaces/{ns}/pods"), pod, dry_run)
             .await
-            .unwrap_or_else(|e| panic!("POST pod in {ns}: {e:#}"))
     }
 
-    async fn try_create_pod(&self, ns: &str, pod: &Value, dry_run: bool) -> Result<Created> {
+    /// POSTs any object (as JSON, exactly as given) to the collection at `path` (e.g.
+    /// `/apis/apps/v1/namespaces/NS/deployments`) and returns what the API server answered,
+    /// including admission warnings. `dry_run` sends `dryRun=All`.
+    pub async fn create<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> Created<T> {
+        self.try_create(path, object, dry_run)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:#}"))
+    }
+
+    async fn try_create<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> Result<Created<T>> {
         let pp = PostParams {
             dry_run,
             field_manager: Some("e2e-tests".to_owned()),
         };
-        let request = kube::core::Request::new(format!("/api/v1/namespaces/{ns}/pods"))
-            .create(&pp, serde_json::to_vec(pod)?)
+        let request = kube::core::Request::new(path)
+            .create(&pp, serde_json::to_vec(object)?)
             .context("building the request")?;
         let response = self.client.send(request.map(kube::client::Body::from)).await?;
         let status = response.status();
@@ -356,7 +374,7 @@ impl Harness {
             .collect();
         let body = response.into_body().collect().await?.to_bytes();
         let result = if status.is_success() {
-            Ok(serde_json::from_slice::<Pod>(&body).context("decoding the created pod")?)
+            Ok(serde_json::from_slice::<T>(&body).context("decoding the created object")?)
         } else {
             Err(serde_json::from_slice::<Status>(&body).with_context(|| {
                 format!(

@@ -55,7 +55,22 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
         .await
         .expect("the chart's MutatingWebhookConfiguration");
     let hooks = mwc.webhooks.as_deref().unwrap_or_default();
-    assert_eq!(hooks.len(), 1, "one webhook");
+    assert_eq!(
+        hooks.len(),
+        2,
+        "the injecting entry and the warning-only workload entry"
+    );
+    let warn = &hooks[1];
+    assert_eq!(warn.name, "warn-workloads.ps-injector.io");
+    assert_eq!(
+        warn.failure_policy.as_deref(),
+        Some("Ignore"),
+        "the warning entry never blocks"
+    );
+    assert_eq!(
+        warn.client_config.url.as_deref(),
+        Some(h.env.webhook_url.replace("/mutate", "/warn-workloads").as_str())
+    );
     let w = &hooks[0];
     assert_eq!(w.name, WEBHOOK_NAME);
     assert_eq!(
@@ -141,6 +156,111 @@ async fn chart_registers_the_webhook_by_url_with_its_scoping() {
         sent.push((ns, p));
     }
     assert_created_untouched_without_admission(&h, &sent, "excluded namespaces").await;
+}
+
+/// Issue 9, item 6: `ps-injector.io/` annotations on a Deployment's own metadata (instead of its
+/// pod template) do nothing, so the warning-only entry says so: the create is answered with a
+/// warning naming the path where they belong (what `kubectl apply` prints), and the Deployment
+/// is stored exactly as sent. A CronJob names its deeper path; a Deployment without such
+/// annotations is not even sent to the webhook.
+#[tokio::test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run"]
+async fn annotations_on_a_workload_instead_of_its_template_get_a_warning() {
+    let h = Harness::new().await;
+    let ns = h.namespace("misplaced", &[]).await;
+    let template = json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "registry.example.com/web:1"}]}
+    });
+    let deployment = |name: &str, annotations: Value| {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": template}
+        })
+    };
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+    let misplaced = deployment(
+        "web",
+        json!({ann::INJECT: "true", SECRET_DB: DB_PATH, "note": "x"}),
+    );
+    let expected = "ps-injector.io/inject, ps-injector.io/secret-db on the Deployment's own metadata are \
+                    ignored: the webhook reads pod annotations; move them to spec.template.metadata.annotations";
+
+    // The registration reaches the API server through an informer: dry runs until it answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let dry: e2e_tests::Created<Value> = h.create(&path, &misplaced, true).await;
+        if dry.warnings.iter().any(|w| w == expected) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the warning-only entry did not take effect within 30 s; last answer: {dry:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let created: e2e_tests::Created<Deployment> = h.create(&path, &misplaced, false).await;
+    assert_eq!(created.warnings, [expected], "exactly our warning");
+    let created = created.result.expect("the Deployment is created");
+    let stored = Api::<Deployment>::namespaced(h.client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("GET the Deployment");
+    for d in [&created, &stored] {
+        let annotations = d.metadata.annotations.clone().unwrap_or_default();
+        for (k, v) in misplaced["metadata"]["annotations"].as_object().unwrap() {
+            assert_eq!(
+                annotations.get(k).map(String::as_str),
+                v.as_str(),
+                "{k} kept as sent"
+            );
+        }
+        let stored_template = serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
+        assert_eq!(
+            stored_template["metadata"], template["metadata"],
+            "template metadata unchanged"
+        );
+        let containers = stored_template["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1, "no container added");
+        assert_eq!(containers[0]["name"], "web");
+    }
+
+    // A CronJob: the path through its job template.
+    let cronjob = json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "annotations": {ann::INJECT: "true"}},
+        "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.example.com/c:1"}]}
+        }}}}
+    });
+    let dry: e2e_tests::Created<Value> = h
+        .create(
+            &format!("/apis/batch/v1/namespaces/{ns}/cronjobs"),
+            &cronjob,
+            true,
+        )
+        .await;
+    assert!(dry.result.is_ok(), "{dry:?}");
+    assert_eq!(
+        dry.warnings,
+        [
+            "ps-injector.io/inject on the CronJob's own metadata is ignored: the webhook reads pod annotations; \
+          move it to spec.jobTemplate.spec.template.metadata.annotations"
+        ]
+    );
+
+    // Without such annotations: no warning, and the matchCondition keeps it from the webhook.
+    let total0 = h.admissions_total().await;
+    let plain: e2e_tests::Created<Deployment> = h
+        .create(&path, &deployment("plain", json!({"note": "x"})), false)
+        .await;
+    assert!(plain.result.is_ok(), "{plain:?}");
+    assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+    assert_eq!(h.admissions_total().await, total0, "never reached the webhook");
 }
 
 /// Creates each (namespace, pod), checks the stored pod is the one sent, and that the webhook
