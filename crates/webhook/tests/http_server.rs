@@ -333,13 +333,47 @@ async fn admission_round_trip_injects_and_skips() {
         .unwrap();
     assert_eq!(rsp.status(), 200);
 
+    // The warning-only workload entry: allowed, no patch, the warning.
+    let deployment = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "7f3a3d4e-0004",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "namespace": "team-a",
+            "name": "web",
+            "operation": "UPDATE",
+            "object": {"metadata": {"name": "web", "annotations": {"ps-injector.io/inject": "true"}}}
+        }
+    });
+    let rsp: Value = h
+        .client
+        .post(h.url("/warn-workloads"))
+        .header("content-type", "application/json")
+        .body(deployment.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rsp["response"]["uid"], "7f3a3d4e-0004");
+    assert_eq!(rsp["response"]["allowed"], true, "{rsp}");
+    assert!(rsp["response"].get("patch").is_none(), "{rsp}");
+    assert!(
+        rsp["response"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.ends_with("move it to spec.template.metadata.annotations")),
+        "{rsp}"
+    );
+
     let m = h.server().metrics();
     let injected: u64 = ["init", "sidecar", "native-sidecar", "init+sidecar"]
         .into_iter()
         .map(|mode| m.admissions("injected", Some(mode)))
         .sum();
     assert_eq!(injected, 1);
-    assert_eq!(m.admissions("skipped", None), 2);
+    assert_eq!(m.admissions("skipped", None), 3);
     h.shutdown().await;
 }
 
