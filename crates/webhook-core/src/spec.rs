@@ -10,8 +10,8 @@ use inject_api::{
     AccountOutput, AccountRef, AgentConfig, BeyondTrustLists, ChangeSignal, EnvVar, FileMode, FolderOutput,
     FolderPath, Format, PasswordSafe, Readiness, Refresh, Render, SecretOutput, SecretPath, ValueRef,
     annotations::{self as ann, Key, Mode},
-    refs::DEFAULT_SEPARATOR,
     layout, names,
+    refs::DEFAULT_SEPARATOR,
 };
 
 use crate::config::{self, Config, NamespacePolicy, Resources};
