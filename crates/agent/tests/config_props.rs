@@ -233,7 +233,7 @@ fn check(env: &BTreeMap<String, String>) -> Result<(), TestCaseError> {
         prop_assert!(!message.contains(canary), "shows a credential: {message}");
     }
     if let Some(rest) = message.strip_prefix("PS_AGENT_CONFIG ") {
-        // The field (`secrets[db].path`, `passwordSafe.url`, ...), the version, or what the whole
+        // The field (`secrets[0].path`, `passwordSafe.url`, ...), the version, or what the whole
         // document lacks; a JSON error names the field unless the text is not JSON at all.
         let input = env.get("PS_AGENT_CONFIG").map(String::as_str).unwrap_or_default();
         let an_object = serde_json::from_str::<Value>(input).is_ok_and(|v| v.is_object());
@@ -257,7 +257,7 @@ fn the_full_configuration_loads() {
     env.insert("PS_API_KEY".to_owned(), format!("{KEY};runas=svc;"));
     let settings = load(&env, &Tuning::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(settings.config.secrets.len(), 3);
-    assert_eq!(settings.refs.env.len(), 3);
+    assert_eq!(settings.config.env.len(), 3);
 }
 
 proptest! {

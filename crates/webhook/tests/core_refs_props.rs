@@ -26,21 +26,9 @@ use ps_webhook::{
 };
 use serde_json::{Map, Value};
 
+/// The project's convention (`ps_testkit::proptest_config`): 128 cases from a fixed seed.
 fn proptest_config() -> ProptestConfig {
-    let seed = std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(proptest::test_runner::RngSeed::Fixed(0x5eed_0009));
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(128);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        rng_seed: seed,
-        ..ProptestConfig::default()
-    }
+    ps_testkit::proptest_config(128)
 }
 
 /// Text of exactly `units` UTF-16 code units, from one of three alphabets: ASCII, Latin-1
