@@ -6,8 +6,10 @@
 //! hickory-resolver is used directly rather than through reqwest's `hickory-dns` feature, which
 //! builds one resolver per HTTP client (so per session: no cache between sign-ins) and, when
 //! `/etc/resolv.conf` is missing or lists no nameserver, silently asks Google's public DNS
-//! servers: it would send the names of internal hosts to the Internet. Here that case is an
-//! error naming the file.
+//! servers: it would send the names of internal hosts to the Internet. Here that case means
+//! "the hosts file only": a pod with `dnsPolicy: None` (or a node without nameservers) still
+//! reaches a Password Safe named in `hostAliases`, and any other name fails with an error naming
+//! both files.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +17,11 @@ use std::{
     time::Duration,
 };
 
-use hickory_resolver::{TokioResolver, config::LookupIpStrategy, net::NetError};
+use hickory_resolver::{
+    TokioResolver,
+    config::{LookupIpStrategy, ResolverConfig},
+    net::{NetError, runtime::TokioRuntimeProvider},
+};
 
 /// Longest time a DNS answer is reused (shorter when the records' TTL is), so a Service that
 /// moves is followed within a minute.
@@ -25,16 +31,16 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
-    /// `/etc/resolv.conf` is missing, unreadable or lists no nameserver.
+    /// The name is not in `/etc/hosts`, and `/etc/resolv.conf` is missing, unreadable or lists
+    /// no nameserver to ask.
     #[error(
-        "cannot resolve host {host:?}: /etc/resolv.conf is unusable ({source}); it must list at least one nameserver"
+        "cannot resolve host {host:?}: it is not in /etc/hosts, and /etc/resolv.conf is unusable ({reason}); list a nameserver there, or the host in /etc/hosts (a pod's hostAliases)"
     )]
-    Config {
+    NoNameserver {
         /// Host asked for.
         host: String,
-        /// What hickory-resolver reported.
-        #[source]
-        source: NetError,
+        /// Why `/etc/resolv.conf` could not be used, as hickory-resolver reported it.
+        reason: String,
     },
     /// No address for the name (after the hosts file and every `search` candidate), or no
     /// nameserver answered.
@@ -52,38 +58,61 @@ pub enum ResolveError {
 /// first lookup, inside the runtime that makes it, from the files as they are then.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HickoryResolver {
-    state: Arc<OnceLock<TokioResolver>>,
+    state: Arc<OnceLock<Built>>,
+}
+
+#[derive(Clone, Debug)]
+struct Built {
+    resolver: TokioResolver,
+    /// Why `/etc/resolv.conf` is not used, when the resolver answers from `/etc/hosts` only.
+    hosts_only: Option<String>,
 }
 
 impl HickoryResolver {
-    fn resolver(&self, host: &str) -> Result<TokioResolver, ResolveError> {
+    fn resolver(&self) -> Result<Built, NetError> {
         if let Some(r) = self.state.get() {
             return Ok(r.clone());
         }
-        let config = |source| ResolveError::Config {
-            host: host.to_owned(),
-            source,
+        let (mut builder, hosts_only) = match TokioResolver::builder_tokio() {
+            Ok(builder) => (builder, None),
+            Err(unusable) => (
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+                    TokioRuntimeProvider::default(),
+                ),
+                Some(unusable.to_string()),
+            ),
         };
-        let mut builder = TokioResolver::builder_tokio().map_err(config)?;
         let opts = builder.options_mut();
         // A first, AAAA only when there is no A record (IPv6-only clusters). Asking both at
         // once would make a name found in /etc/hosts for one family wait for the nameservers
         // (up to timeout × attempts) for the other.
         opts.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
         opts.positive_max_ttl = Some(MAX_CACHE_TTL);
-        let built = builder.build().map_err(config)?;
+        let built = Built {
+            resolver: builder.build()?,
+            hosts_only,
+        };
         // Two first lookups at once may both build one; the first stored is kept.
         Ok(self.state.get_or_init(|| built).clone())
     }
 
     async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
-        let resolver = self.resolver(host)?;
-        let found = resolver
+        let lookup_error = |source| ResolveError::Lookup {
+            host: host.to_owned(),
+            source,
+        };
+        let built = self.resolver().map_err(lookup_error)?;
+        let found = built
+            .resolver
             .lookup_ip(host)
             .await
-            .map_err(|source| ResolveError::Lookup {
-                host: host.to_owned(),
-                source,
+            .map_err(|source| match built.hosts_only {
+                Some(reason) => ResolveError::NoNameserver {
+                    host: host.to_owned(),
+                    reason,
+                },
+                None => lookup_error(source),
             })?;
         Ok(found.iter().map(|ip| SocketAddr::new(ip, 0)).collect())
     }
