@@ -172,7 +172,13 @@ fn token(call: &Call<'_>) -> Resp {
         .to_string()
         .as_bytes(),
     );
-    let access_token = format!("{header}.{payload}.{}", base64url(&random_bytes::<32>()));
+    // The canary goes into the signature segment: its characters are base64url's, so the token
+    // keeps the JWT's three-segment shape.
+    let access_token = format!(
+        "{header}.{payload}.{}{}",
+        call.shared.canary("oauth-token"),
+        base64url(&random_bytes::<32>())
+    );
     {
         let mut tokens = lock(&call.shared.tokens);
         if call.shared.sweep_due() {
@@ -291,7 +297,7 @@ fn sign_app_in(call: &Call<'_>) -> Resp {
     else {
         return fail();
     };
-    let id = random_string(24, b"abcdefghijklmnopqrstuvwxyz012345");
+    let id = shared.canary("session") + &random_string(24, b"abcdefghijklmnopqrstuvwxyz012345");
     let now = shared.now_ms();
     let idle = u64::try_from(shared.session_idle.as_millis()).unwrap_or(u64::MAX);
     {
@@ -750,8 +756,9 @@ fn managed_accounts(call: &Call<'_>) -> Result<Resp> {
 }
 
 /// A new password after a rotation.
-fn new_password() -> String {
-    random_string(
+fn new_password(shared: &Shared) -> String {
+    shared.canary("rotated-pw")
+        + &random_string(
         24,
         b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=",
     )
@@ -763,7 +770,7 @@ fn close_request(shared: &Shared, r: &mut RequestRec, status: RequestStatus) {
     r.status = status;
     if r.rotate_on_checkin && shared.catalog.accounts[r.account].rotate_on_checkin {
         let mut accounts = lock(&shared.accounts);
-        accounts[r.account].password = new_password();
+        accounts[r.account].password = new_password(shared);
         accounts[r.account].last_change = iso_utc(SystemTime::now());
     }
 }

@@ -40,6 +40,11 @@ pub use seed::{Problem, Seed, SeedError};
 pub const API_PREFIX: &str = "/BeyondTrust/api/public/v3";
 /// The legacy API base path of releases before 6.2.0.
 pub const LEGACY_API_PREFIX: &str = "/eEye.RetinaCS.Server/api/public/v3";
+/// The marker of the test suite's secret canaries (crates/testkit/canaries.txt): with
+/// [`Options::canaries`], every session cookie, OAuth access token and rotated password this
+/// emulator mints starts `PSCANARY-<kind>-`, so that `scripts/canary-check` finds one that reaches
+/// a log.
+pub const CANARY_MARKER: &str = "PSCANARY";
 /// The real server's idle session lifetime.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(20 * 60);
 
@@ -102,6 +107,11 @@ pub struct Options {
     /// Appliance-like limits (concurrent calls, rate); all off by default. Changeable later
     /// through `POST /_emulator/faults`.
     pub limits: LimitConfig,
+    /// Minted secrets carry a canary: session cookies `PSCANARY-session-…`, OAuth access tokens
+    /// with `PSCANARY-oauth-token-…` as their signature segment, rotated passwords
+    /// `PSCANARY-rotated-pw-…` ([`CANARY_MARKER`]). On by default: the emulator serves tests,
+    /// and every test run is then a canary run. Request IDs are numbers and not secret.
+    pub canaries: bool,
 }
 
 impl Default for Options {
@@ -113,6 +123,7 @@ impl Default for Options {
             session_idle: DEFAULT_SESSION_IDLE,
             folder_path_separator: "\\".into(),
             limits: LimitConfig::default(),
+            canaries: true,
         }
     }
 }
@@ -255,6 +266,10 @@ pub struct Cli {
     /// Retry-After of a 429 or 503 from the limits, in seconds (0: 1).
     #[arg(long, env = "PS_EMULATOR_RETRY_AFTER_SECONDS", default_value_t = 1)]
     pub retry_after_seconds: u32,
+    /// Mint session cookies, OAuth tokens and rotated passwords without the `PSCANARY-` canary
+    /// the test suite looks for in its logs.
+    #[arg(long, env = "PS_EMULATOR_NO_CANARIES")]
+    pub no_canaries: bool,
 }
 
 fn read_file(path: &PathBuf) -> Result<String, Error> {
@@ -288,6 +303,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             burst: cli.rate_burst,
             retry_after_seconds: cli.retry_after_seconds,
         },
+        canaries: !cli.no_canaries,
     };
     let emu = start(seed, opts).await?;
     if let Some(path) = &cli.ca_out {

@@ -288,6 +288,20 @@ pub(crate) struct Shared {
     /// When expired sessions and tokens were last swept (ms since start).
     pub last_sweep_ms: AtomicU64,
     pub traffic: Traffic,
+    /// Whether minted secrets carry a canary ([`Options::canaries`](crate::Options::canaries)).
+    pub canaries: bool,
+}
+
+impl Shared {
+    /// The start of a secret this emulator mints: `PSCANARY-<kind>-` when canaries are on
+    /// (the kinds are listed in crates/testkit/canaries.txt), else nothing.
+    pub(crate) fn canary(&self, kind: &str) -> String {
+        if self.canaries {
+            format!("{}-{kind}-", crate::CANARY_MARKER)
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Poisoning only follows a panic in another handler; the data is still usable.
@@ -481,6 +495,7 @@ impl Shared {
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
             traffic: Traffic::default(),
+            canaries: opts.canaries,
         }
     }
 

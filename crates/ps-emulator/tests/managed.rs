@@ -98,7 +98,7 @@ async fn the_official_client_sequence() {
     let (status, body) = credentials(&c, &emu, &id.to_string()).await;
     assert_eq!(status, StatusCode::OK);
     let pw: String = serde_json::from_str(&body).expect("a JSON string");
-    assert_value(Some(&pw), "initial-1", "released password");
+    assert_value(Some(&pw), "PSCANARY-account-pw-initial-1", "released password");
 
     assert_eq!(checkin(&c, &emu, &id.to_string()).await, StatusCode::NO_CONTENT);
     assert_eq!(state(&emu).await["requests_open"], 0);
@@ -117,7 +117,7 @@ async fn the_official_client_sequence() {
     let (_, body) = credentials(&c, &emu, &id2).await;
     let pw2: String = serde_json::from_str(&body).unwrap();
     assert!(
-        pw2 != "initial-1" && !pw2.is_empty(),
+        pw2 != "PSCANARY-account-pw-initial-1" && !pw2.is_empty(),
         "password rotated at check-in"
     );
     assert_eq!(checkin(&c, &emu, &id2).await, StatusCode::NO_CONTENT);
@@ -152,7 +152,7 @@ async fn conflicts_reuse_and_renew() {
     assert_eq!(credentials(&c, &emu, &first).await.0, StatusCode::FORBIDDEN);
     let (status, body) = credentials(&c, &emu, &renewed).await;
     assert_eq!(status, StatusCode::OK);
-    assert_password(&body, "static-1", "renewed release");
+    assert_password(&body, "PSCANARY-account-pw-static-1", "renewed release");
     assert_eq!(state(&emu).await["requests_open"], 1);
     // The cancelled request is no longer listed; the renewed one is.
     let (_, listed) = get_json(&c, &emu, "Requests").await;
@@ -176,7 +176,7 @@ async fn conflicts_reuse_and_renew() {
     assert_eq!(checkin(&c, &emu, &renewed).await, StatusCode::NO_CONTENT);
     let (_, again) = post_request(&c, &emu, req(sys, acc, Some("reuse"))).await;
     let (_, body) = credentials(&c, &emu, &again).await;
-    assert_password(&body, "static-1", "not rotated");
+    assert_password(&body, "PSCANARY-account-pw-static-1", "not rotated");
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn rotate_on_checkin_false_in_the_request_keeps_the_password() {
     )
     .await;
     let (_, pw) = credentials(&c, &emu, &id).await;
-    assert_password(&pw, "initial-1", "not rotated");
+    assert_password(&pw, "PSCANARY-account-pw-initial-1", "not rotated");
 }
 
 #[tokio::test]
@@ -397,7 +397,7 @@ async fn expired_requests_are_closed_and_rotate() {
     assert_eq!(status, StatusCode::CREATED);
     let (_, body) = credentials(&c, &emu, &id2).await;
     let pw: String = serde_json::from_str(&body).unwrap();
-    assert!(pw != "initial-1" && !pw.is_empty(), "rotated at expiry");
+    assert!(pw != "PSCANARY-account-pw-initial-1" && !pw.is_empty(), "rotated at expiry");
 }
 
 #[tokio::test]
@@ -445,7 +445,7 @@ async fn pending_approval_mode() {
     faults(&emu, json!({"approve_requests": true, "pending_approval": false})).await;
     let (status, body) = credentials(&c, &emu, &id).await;
     assert_eq!(status, StatusCode::OK);
-    assert_password(&body, "static-1", "approved release");
+    assert_password(&body, "PSCANARY-account-pw-static-1", "approved release");
     assert_eq!(state(&emu).await["requests_open"], 1);
     assert_eq!(checkin(&c, &emu, &id).await, StatusCode::NO_CONTENT);
 
@@ -514,6 +514,6 @@ async fn checkin_before_read_closes_the_request_under_the_reader() {
     assert_ne!(id, id2);
     let (status, body) = credentials(&c, &emu, &id2).await;
     assert_eq!(status, StatusCode::OK);
-    assert_password(&body, "static-1", "static account");
+    assert_password(&body, "PSCANARY-account-pw-static-1", "static account");
     assert_eq!(checkin(&c, &emu, &id2).await, StatusCode::NO_CONTENT);
 }

@@ -241,23 +241,23 @@ async fn put_secret_changes_values_of_every_type() {
     };
     let (_, before) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
     assert_eq!(
-        put(json!({"path": "team-a/db", "title": "password", "value": "rotated-1"})).await,
+        put(json!({"path": "team-a/db", "title": "password", "value": "PSCANARY-secret-pw-rotated-1"})).await,
         StatusCode::OK
     );
     let (_, after) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
-    assert_value(after[0]["Password"].as_str(), "rotated-1", "rotated credential");
+    assert_value(after[0]["Password"].as_str(), "PSCANARY-secret-pw-rotated-1", "rotated credential");
     assert_ne!(before[0]["ModifiedOn"], after[0]["ModifiedOn"]);
     assert_eq!(before[0]["CreatedOn"], after[0]["CreatedOn"]);
 
     assert_eq!(
-        put(json!({"path": "TEAM-A/db", "title": "Config", "value": "a=2"})).await,
+        put(json!({"path": "TEAM-A/db", "title": "Config", "value": "PSCANARY-secret-text-a=2"})).await,
         StatusCode::OK
     );
     let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=config").await;
-    assert_value(v[0]["Password"].as_str(), "a=2", "rotated text");
+    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-text-a=2", "rotated text");
 
     assert_eq!(
-        put(json!({"path": "team-a*db", "separator": "*", "title": "tls.crt", "value": "new-file"})).await,
+        put(json!({"path": "team-a*db", "separator": "*", "title": "tls.crt", "value": "PSCANARY-secret-file-new"})).await,
         StatusCode::OK
     );
     let id = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=tls.crt")
@@ -271,7 +271,7 @@ async fn put_secret_changes_values_of_every_type() {
         .text()
         .await
         .unwrap();
-    assert_value(Some(&body), "new-file", "rotated file");
+    assert_value(Some(&body), "PSCANARY-secret-file-new", "rotated file");
 
     assert_eq!(
         put(json!({"path": "team-a/db", "title": "nope", "value": "x"})).await,
@@ -300,7 +300,7 @@ async fn put_managed_account_password() {
     let u = format!("{}/_emulator/secret", emu.origin());
     let r = op
         .put(&u)
-        .json(&json!({"system": "db-prod", "account": "svc_static", "password": "changed"}))
+        .json(&json!({"system": "db-prod", "account": "svc_static", "password": "PSCANARY-account-pw-changed"}))
         .send()
         .await
         .unwrap();
@@ -325,7 +325,7 @@ async fn put_managed_account_password() {
         .unwrap();
     assert_value(
         serde_json::from_str::<String>(&pw).ok().as_deref(),
-        "changed",
+        "PSCANARY-account-pw-changed",
         "operator-set password",
     );
     let r = op

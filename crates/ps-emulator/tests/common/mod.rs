@@ -14,37 +14,37 @@ use ps_emulator::{
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 
-pub const KEY_A: &str = "key-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-pub const KEY_B: &str = "key-team-b-0123456789abcdef";
+pub const KEY_A: &str = "PSCANARY-apikey-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const KEY_B: &str = "PSCANARY-apikey-team-b-0123456789abcdef";
 pub const CLIENT_ID: &str = "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33";
-pub const CLIENT_SECRET: &str = "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
+pub const CLIENT_SECRET: &str = "PSCANARY-client-secret-Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
 pub const CLIENT_ID_SHORT_TTL: &str = "0d3c2b1a-0000-4000-8000-000000000001";
-pub const DEPLOYER_PWD: &str = "Dpl0y-7f#Qx9!";
+pub const DEPLOYER_PWD: &str = "PSCANARY-runas-pw-Dpl0y-7f#Qx9!";
 
 pub const SEED: &str = r#"
 users:
   - name: svc-team-a
     groups: [team-a]
   - name: svc-deployer
-    password: "Dpl0y-7f#Qx9!"
+    password: "PSCANARY-runas-pw-Dpl0y-7f#Qx9!"
     groups: [team-a, platform]
   - name: svc-team-b
     groups: [team-b]
   - name: svc-nobody
     groups: [nobody]
 api_keys:
-  - key: "key-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  - key: "PSCANARY-apikey-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     users: [svc-team-a, svc-deployer, svc-nobody]
-  - key: "key-team-b-0123456789abcdef"
+  - key: "PSCANARY-apikey-team-b-0123456789abcdef"
     users: [svc-team-b]
 oauth_clients:
   - client_id: "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33"
-    client_secret: "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e"
+    client_secret: "PSCANARY-client-secret-Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e"
     user: app-team-a
     groups: [team-a]
     token_ttl_seconds: 3600
   - client_id: "0d3c2b1a-0000-4000-8000-000000000001"
-    client_secret: "short-lived-secret-0000000000000000000"
+    client_secret: "PSCANARY-client-secret-short-lived-0000000000000000000"
     user: app-short
     groups: [team-a]
     token_ttl_seconds: 1
@@ -53,42 +53,42 @@ safes:
     description: Team A secrets
     readers: [team-a]
     secrets:
-      - {title: deploy token, type: text, text: "tok-0001"}
+      - {title: deploy token, type: text, text: "PSCANARY-secret-text-tok-0001"}
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: admin, password: "s3cret", description: "db admin"}
-          - {title: config, type: text, text: "a=1"}
-          - {title: tls.crt, type: file, file_name: tls.crt, content: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}
+          - {title: password, type: credential, username: admin, password: "PSCANARY-secret-pw-s3cret", description: "db admin"}
+          - {title: config, type: text, text: "PSCANARY-secret-text-a=1"}
+          - {title: tls.crt, type: file, file_name: tls.crt, content: "-----BEGIN CERTIFICATE-----\nPSCANARY-secret-file-MIIB\n-----END CERTIFICATE-----\n"}
         folders:
           - name: replica
             secrets:
-              - {title: password, type: credential, username: ro, password: "r3plica"}
+              - {title: password, type: credential, username: ro, password: "PSCANARY-secret-pw-r3plica"}
       - name: a/b
         secrets:
-          - {title: slashed, type: text, text: "inside a/b"}
+          - {title: slashed, type: text, text: "PSCANARY-secret-text-inside a/b"}
   - name: team-b
     readers: [team-b]
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: admin, password: "b-secret"}
+          - {title: password, type: credential, username: admin, password: "PSCANARY-secret-pw-b-secret"}
   - name: platform
     readers: [platform]
     secrets: []
 managed_accounts:
   - system: db-prod
     account: svc_app
-    password: "initial-1"
+    password: "PSCANARY-account-pw-initial-1"
     requestors: [team-a]
     rotate_on_checkin: true
   - system: db-prod
     account: svc_static
-    password: "static-1"
+    password: "PSCANARY-account-pw-static-1"
     requestors: [team-a]
   - system: db-b
     account: svc_b
-    password: "b-account"
+    password: "PSCANARY-account-pw-b-account"
     requestors: [team-b]
 "#;
 
