@@ -1,7 +1,8 @@
 # Shared by bench/agent/run, bench/agent/gate and tests/static-agent/run (sourced, not run):
 # tool installation; `build_static_agent`, which builds ps-agent as Dockerfile.agent does and
 # sets $agent; and `start_emulator`, which starts ps-emulator ($EMU) on $EMU_LISTEN (default
-# 127.0.0.1:0) with five secrets (s1..s5 = bench-value-1..5) and exports the agent's environment
+# 127.0.0.1:0) with five secrets (s1..s5 = `bench_value 1`..`bench_value 5`, secret canaries as
+# every seed value is: crates/testkit/canaries.txt) and exports the agent's environment
 # to fetch them into $root (tmpfs when available). It serves $EMU_TLS_CERT/$EMU_TLS_KEY when set
 # (the caller then writes $work/ca.pem), else a generated certificate whose CA goes to
 # $work/ca.pem. Sets $work, $root, $origin; cleans up on exit, calling `cleanup_extra` first
@@ -18,12 +19,25 @@ install() { # install <command> <debian package>
   fi
   need "$1" || { echo "FAIL: $1 could not be installed (apt-get install $2)" >&2; exit 1; }
 }
+# The value of secret s$1 (what the agent must write).
+bench_value() {
+  case "$1" in
+    3 | 4) echo "PSCANARY-secret-text-bench-value-$1" ;;
+    *) echo "PSCANARY-secret-pw-bench-value-$1" ;;
+  esac
+}
 work="$(mktemp -d)"
 shm_root="/dev/shm/ps-agent-bench.$$"
 emu_pid=""
 cleanup() {
   if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi
   [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
+  # For scripts/canary-check (scripts/test sets PS_LOG_DIR): the emulator's and the agent's output.
+  if [ -n "${PS_LOG_DIR:-}" ]; then
+    local dest="$PS_LOG_DIR/$(echo "${0#./}" | tr / -)"
+    mkdir -p "$dest" && find "$work" -maxdepth 1 -type f \( -name '*.out' -o -name '*.err' -o -name '*.txt' -o -name '*.log' \) \
+      -exec cp {} "$dest/" \; 2>/dev/null || true
+  fi
   rm -rf "$work" "$shm_root"
 }
 trap cleanup EXIT
@@ -44,18 +58,18 @@ cat >"$work/seed.yaml" <<'EOF'
 users:
   - {name: svc-bench, groups: [bench]}
 api_keys:
-  - {key: "bench-key-0123456789abcdef0123456789", users: [svc-bench]}
+  - {key: "PSCANARY-apikey-bench-0123456789abcdef0123456789", users: [svc-bench]}
 safes:
   - name: bench
     readers: [bench]
     folders:
       - name: app
         secrets:
-          - {title: s1, type: credential, username: u1, password: "bench-value-1"}
-          - {title: s2, type: credential, username: u2, password: "bench-value-2"}
-          - {title: s3, type: text, text: "bench-value-3"}
-          - {title: s4, type: text, text: "bench-value-4"}
-          - {title: s5, type: credential, username: u5, password: "bench-value-5"}
+          - {title: s1, type: credential, username: u1, password: "PSCANARY-secret-pw-bench-value-1"}
+          - {title: s2, type: credential, username: u2, password: "PSCANARY-secret-pw-bench-value-2"}
+          - {title: s3, type: text, text: "PSCANARY-secret-text-bench-value-3"}
+          - {title: s4, type: text, text: "PSCANARY-secret-text-bench-value-4"}
+          - {title: s5, type: credential, username: u5, password: "PSCANARY-secret-pw-bench-value-5"}
 EOF
 
 local tls=(--ca-out "$work/ca.pem")
@@ -81,6 +95,6 @@ print(json.dumps({
 }))
 EOF
 )"
-export PS_AGENT_CONFIG PS_CA_FILE="$work/ca.pem" PS_API_KEY="bench-key-0123456789abcdef0123456789" PS_RUNAS=svc-bench
+export PS_AGENT_CONFIG PS_CA_FILE="$work/ca.pem" PS_API_KEY="PSCANARY-apikey-bench-0123456789abcdef0123456789" PS_RUNAS=svc-bench
 export PS_LOG_LEVEL=warn
 }

@@ -1,7 +1,9 @@
 """Shared by the reliability runs (storm.py, watch_faults.py): the emulator as a child process,
 its operator endpoints, agent environments, CPU accounting.
 
-Loopback only. Secret values are fake and never printed: comparisons report lengths.
+Loopback only. Secret values are fake and never printed: comparisons report lengths. Every one is
+a secret canary (`PSCANARY-<kind>-…`, crates/testkit/canaries.txt): scripts/test keeps the runs'
+logs (`keep_logs`) and scripts/canary-check fails when one shows there.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -17,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-API_KEY = "reliability-key-0123456789abcdef0123456789"
+API_KEY = "PSCANARY-apikey-reliability-0123456789abcdef0123456789"
 RUNAS = "svc-reliability"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -193,3 +196,17 @@ def error_lines(stderr_text: str) -> list[str]:
 def die(msg: str) -> None:
     print(f"FAIL  {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def keep_logs(work: Path, name: str) -> None:
+    """Copies the logs of a run (the emulator's and every agent's: `*.log`, `*.out`, `*.err`
+    under `work`) to $PS_LOG_DIR/NAME for scripts/canary-check, when PS_LOG_DIR is set (scripts/test
+    sets it). Never the agents' output directories: they hold the secrets."""
+    dest = os.environ.get("PS_LOG_DIR")
+    if not dest or not work.is_dir():
+        return
+    for path in work.rglob("*"):
+        if path.suffix in (".log", ".out", ".err") and path.is_file() and not path.is_symlink():
+            target = Path(dest) / name / path.relative_to(work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lib import Emulator, Fail, agent_env, check, error_lines, scratch_dir, seed_yaml  # noqa: E402
+from lib import Emulator, Fail, agent_env, check, error_lines, keep_logs, scratch_dir, seed_yaml  # noqa: E402
 
-ACCOUNT_PASSWORD = "storm-account-value-1"
-SECRET_VALUE = "storm-secret-value-1"
+ACCOUNT_PASSWORD = "PSCANARY-account-pw-storm-1"
+SECRET_VALUE = "PSCANARY-secret-pw-storm-1"
 
 SEED = seed_yaml([f'{{title: db, type: credential, username: app, password: "{SECRET_VALUE}"}}'],
                  ACCOUNT_PASSWORD)
@@ -288,6 +288,7 @@ def main() -> int:
         failures.append(str(e))
         print(f"FAIL  {e}")
     finally:
+        keep_logs(base, "storm")
         if args.keep:
             print(f"work directory kept: {base}")
         else:

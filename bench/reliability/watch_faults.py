@@ -32,15 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lib import (  # noqa: E402
-    API_KEY, Emulator, Fail, agent_env, check, process_cpu_seconds, scratch_dir, seed_yaml, terminate,
+    API_KEY, Emulator, Fail, agent_env, check, keep_logs, process_cpu_seconds, scratch_dir, seed_yaml,
+    terminate,
 )
 
 # Long values: a partial write would show as a value of the wrong length. Fake, never printed.
-DB = ["db-" + "a" * 3000, "db-" + "b" * 3100]
-CFG = ["cfg-" + "c" * 4000]
-BLOB = ["blob-" + "d" * 8000, "blob-" + "e" * 9000]
-HUGE_BLOB = "blob-" + "f" * 1_500_000
-ACCOUNT = ["account-value-1", "account-value-2"]
+DB = ["PSCANARY-secret-pw-db-" + "a" * 3000, "PSCANARY-secret-pw-db-" + "b" * 3100]
+CFG = ["PSCANARY-secret-text-cfg-" + "c" * 4000]
+BLOB = ["PSCANARY-secret-file-blob-" + "d" * 8000, "PSCANARY-secret-file-blob-" + "e" * 9000]
+HUGE_BLOB = "PSCANARY-secret-file-blob-" + "f" * 1_500_000
+ACCOUNT = ["PSCANARY-account-pw-1", "PSCANARY-account-pw-2"]
 ALL_VALUES = DB + CFG + BLOB + ACCOUNT + [HUGE_BLOB]
 VOLUME_SIZE = "1m"
 
@@ -406,6 +407,7 @@ def main() -> int:
         print(f"FAIL  {e}")
     finally:
         run.stop()
+        keep_logs(work, "watch-faults")
         if args.keep:
             print(f"work directory kept: {work}")
         else:

@@ -18,6 +18,7 @@ use std::{
 };
 
 use common::*;
+use ps_emulator::testing;
 use serde_json::json;
 
 fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -65,9 +66,9 @@ fn every_output_kind_and_format() {
     let yaml =
         format!("\"title\": \"password\"\n\"username\": \"{DB_USER}\"\n\"value\": \"{DB_PASSWORD}\"\n");
     assert_file(&r.join("db.yaml"), yaml.as_bytes());
-    let dotenv = "title='config'\nvalue=\"line1\\nline2 'q' \\\"dq\\\" \\$HOME #x =y\"\n";
+    let dotenv = "title='config'\nvalue=\"PSCANARY-secret-text-line1\\nline2 'q' \\\"dq\\\" \\$HOME #x =y\"\n";
     assert_file(&r.join("config.env"), dotenv.as_bytes());
-    let props = "title=config\nvalue=line1\\nline2 'q' \"dq\" $HOME \\#x \\=y\n";
+    let props = "title=config\nvalue=PSCANARY-secret-text-line1\\nline2 'q' \"dq\" $HOME \\#x \\=y\n";
     assert_file(&r.join("config.properties"), props.as_bytes());
     assert_file(&r.join("tls.crt"), FILE_CONTENT.as_bytes());
     assert_file(&r.join("token"), API_TOKEN.as_bytes());
@@ -80,7 +81,7 @@ fn every_output_kind_and_format() {
     assert_file(&r.join("db-dir/tls.crt"), FILE_CONTENT.as_bytes());
     assert_file(
         &r.join("rotate.json"),
-        b"{\n  \"a\": \"gen-0\",\n  \"b\": \"gen-0\"\n}\n",
+        b"{\n  \"a\": \"PSCANARY-secret-text-gen-0\",\n  \"b\": \"PSCANARY-secret-text-gen-0\"\n}\n",
     );
     assert_file(&r.join("account"), ACCOUNT_PW.as_bytes());
     let acct_yaml =
@@ -250,8 +251,8 @@ fn beyondtrust_drop_in_layout() {
     expect_code(&run, 0);
     assert_file(&root.join("apps/db/password"), DB_PASSWORD.as_bytes());
     assert_file(&root.join("apps/api-token"), API_TOKEN.as_bytes());
-    assert_file(&root.join("apps/rotate/a"), b"gen-0");
-    assert_file(&root.join("apps/rotate/b"), b"gen-0");
+    assert_file(&root.join("apps/rotate/a"), b"PSCANARY-secret-text-gen-0");
+    assert_file(&root.join("apps/rotate/b"), b"PSCANARY-secret-text-gen-0");
     assert_file(&root.join("db-prod/svc_app"), ACCOUNT_PW.as_bytes());
     assert_eq!(entries(&root.join("apps")), ["api-token", "db", "rotate"]);
     assert_eq!(entries(&root.join("apps/db")), ["password"]);
@@ -497,7 +498,7 @@ fn exec_sets_the_environment_and_execs() {
     // The comparison happens inside the child; nothing is printed.
     let script = format!(
         "test \"$DB_PASSWORD\" = '{DB_PASSWORD}' && test \"$DB_USER\" = '{DB_USER}' && \
-         test \"$ACCOUNT_PW\" = '{ACCOUNT_PW}' && test \"$CONFIG\" = \"$(printf 'line1\\nline2 %sq%s \"dq\" $HOME #x =y' \"'\" \"'\")\" && \
+         test \"$ACCOUNT_PW\" = '{ACCOUNT_PW}' && test \"$CONFIG\" = \"$(printf 'PSCANARY-secret-text-line1\\nline2 %sq%s \"dq\" $HOME #x =y' \"'\" \"'\")\" && \
          test -z \"$PS_API_KEY\" && test \"$KEEP\" = kept"
     );
     let env = env_of(&[
@@ -679,7 +680,7 @@ fn atomic_swap_under_concurrent_readers() {
         "secrets": [{"name": "a", "path": "apps/rotate/a"}, {"name": "b", "path": "apps/rotate/b"}]
     }));
     let env = h.env_api_key(&config);
-    let value = |n: usize| format!("gen-{n:04}-{}", "x".repeat(4000 + n % 7));
+    let value = |n: usize| format!("PSCANARY-secret-text-gen-{n:04}-{}", "x".repeat(4000 + n % 7));
     h.set_secret("apps/rotate", "a", &value(0));
     h.set_secret("apps/rotate", "b", &value(0));
     expect_code(&h.run(&env, &["fetch"]), 0);
@@ -703,7 +704,7 @@ fn atomic_swap_under_concurrent_readers() {
                     (Ok(a), Ok(b)) => {
                         assert!(a == b, "mixed generations: a and b differ");
                         assert!(
-                            a.starts_with(b"gen-") && a.len() >= 4000,
+                            a.starts_with(b"PSCANARY-secret-text-gen-") && a.len() >= 4000,
                             "torn file ({} bytes)",
                             a.len()
                         );
@@ -727,7 +728,7 @@ fn atomic_swap_under_concurrent_readers() {
                     let mut buf = Vec::new();
                     if f.read_to_end(&mut buf).is_ok() {
                         assert!(
-                            buf.starts_with(b"gen-") && buf.len() >= 4000,
+                            buf.starts_with(b"PSCANARY-secret-text-gen-") && buf.len() >= 4000,
                             "torn file ({} bytes)",
                             buf.len()
                         );
@@ -780,7 +781,7 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
         "signal": {"file": "changed"},
         "readiness": {"httpPort": port}
     }));
-    h.set_secret("apps/rotate", "a", "watch-1");
+    h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-watch-1");
     let log = h.dir.path().join("watch.log");
     let mut child = h.spawn(&h.env_api_key(&config), &["watch"], &log);
     let root = h.root();
@@ -788,7 +789,7 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     wait_for("first generation", Duration::from_secs(20), || {
         root.join(".ps-ready").exists()
     });
-    assert_eq!(read("a"), b"watch-1");
+    testing::assert_value(&read("a"), b"PSCANARY-secret-text-watch-1", "first value");
     let http_ready = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -803,9 +804,9 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     );
 
     // Rotation is picked up, and signalled.
-    h.set_secret("apps/rotate", "a", "watch-2");
+    h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-watch-2");
     wait_for("rotated value", Duration::from_secs(20), || {
-        read("a") == b"watch-2"
+        read("a") == b"PSCANARY-secret-text-watch-2"
     });
     wait_for("marker file", Duration::from_secs(5), || {
         root.join("changed").exists()
@@ -822,28 +823,32 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
 
     // Outage: every lookup fails; the last good files stay, refreshes back off.
     h.faults(json!({"fail": {"route": "GET secrets-safe/secrets", "status": 503, "count": 1000000}}));
-    h.set_secret("apps/rotate", "a", "watch-3");
+    h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-watch-3");
     wait_for("a failed refresh", Duration::from_secs(30), || {
         fs::read(root.join(".ps-result.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v["ok"] == false)
     });
-    assert_eq!(read("a"), b"watch-2", "last good value kept through the outage");
+    testing::assert_value(
+        &read("a"),
+        b"PSCANARY-secret-text-watch-2",
+        "last good value kept through the outage",
+    );
     assert_eq!(fs::read_link(root.join("..data")).unwrap(), gen2);
     assert!(
         http_ready().starts_with("HTTP/1.1 200"),
         "still ready during an outage"
     );
     h.faults(json!({"reset": true}));
-    wait_for("recovery", Duration::from_secs(30), || read("a") == b"watch-3");
+    wait_for("recovery", Duration::from_secs(30), || read("a") == b"PSCANARY-secret-text-watch-3");
 
     // Sessions expire on the server: the next refresh signs in again.
     let sign_ins = h.calls("POST auth/signappin");
     h.faults(json!({"expire_sessions": true}));
-    h.set_secret("apps/rotate", "a", "watch-4");
+    h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-watch-4");
     wait_for("value after re-authentication", Duration::from_secs(30), || {
-        read("a") == b"watch-4"
+        read("a") == b"PSCANARY-secret-text-watch-4"
     });
     assert!(
         h.calls("POST auth/signappin") > sign_ins,
@@ -853,7 +858,8 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     signal(&child, rustix::process::Signal::TERM);
     let code = wait_exit(&mut child, Duration::from_secs(20));
     let text = fs::read_to_string(&log).unwrap();
-    assert_no_leak(&text, &["watch-1", "watch-2", "watch-3", "watch-4"]);
+    keep_log(&text);
+    assert_no_leak(&text, &["PSCANARY-secret-text-watch-1", "PSCANARY-secret-text-watch-2", "PSCANARY-secret-text-watch-3", "PSCANARY-secret-text-watch-4"]);
     assert_eq!(code, 0, "watch exit code:\n{text}");
     assert!(text.contains("stopped: signed out"), "{text}");
     assert!(
@@ -909,7 +915,7 @@ fn watch_signals_the_app_process() {
         sleeper.try_wait().unwrap().is_none(),
         "no signal for the first generation"
     );
-    h.set_secret("apps/rotate", "a", "signal-2");
+    h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-signal-2");
     let start = Instant::now();
     let status = loop {
         if let Some(s) = sleeper.try_wait().unwrap() {
@@ -926,7 +932,8 @@ fn watch_signals_the_app_process() {
     signal(&child, rustix::process::Signal::TERM);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
     let text = fs::read_to_string(&log).unwrap();
-    assert_no_leak(&text, &["signal-2"]);
+    keep_log(&text);
+    assert_no_leak(&text, &["PSCANARY-secret-text-signal-2"]);
     assert!(text.contains("notified the app: sent"), "{text}");
     h.assert_closed();
 }

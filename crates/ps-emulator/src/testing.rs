@@ -127,14 +127,43 @@ pub fn assert_value(actual: &[u8], expected: &[u8], what: &str) {
     );
 }
 
-/// Asserts that `text` (a log, an error message, debug output) holds none of `secrets`; a
-/// failure names the secret by its position in the list, never by its value.
+/// Asserts that `text` (a log, an error message, debug output) holds none of `secrets` and no
+/// secret canary ([`assert_no_canary`]); a failure names the secret by its position in the list,
+/// never by its value.
 #[track_caller]
 pub fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    assert_no_canary(text, "the text");
     for (i, s) in secrets.iter().enumerate() {
         assert!(
             !text.contains(s),
             "secret #{i} of the list appears in the text (not shown)"
         );
     }
+}
+
+/// Asserts that `text` holds no secret canary (`PSCANARY-<kind>-…`, in any letter case): no
+/// seeded value of a test seed that follows crates/testkit/canaries.txt, and no session cookie,
+/// OAuth token or rotated password this emulator minted. A failure names the canary's kind,
+/// never its value.
+#[track_caller]
+pub fn assert_no_canary(text: &str, what: &str) {
+    let lower = text.to_ascii_lowercase();
+    let marker = crate::CANARY_MARKER.to_ascii_lowercase();
+    if let Some(at) = lower.find(&marker) {
+        let rest = lower[at + marker.len()..].trim_start_matches('-');
+        let kind = canary_kinds()
+            .filter(|k| rest.starts_with(&format!("{k}-")))
+            .max_by_key(|k| k.len())
+            .unwrap_or("of unknown kind");
+        panic!("{what}: a secret canary {kind} appears at byte {at} (value not shown)");
+    }
+}
+
+/// The canary kinds of crates/testkit/canaries.txt.
+pub fn canary_kinds() -> impl Iterator<Item = &'static str> {
+    include_str!("../../testkit/canaries.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
 }

@@ -5,19 +5,10 @@
 mod common;
 
 use common::*;
-use ps_emulator::{CANARY_MARKER, Emulator, Options, SESSION_COOKIE};
+use ps_emulator::{CANARY_MARKER, Emulator, Options, SESSION_COOKIE, testing};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-/// The kinds of crates/testkit/canaries.txt, the list `scripts/canary-check` names hits by.
-fn listed_kinds() -> Vec<&'static str> {
-    include_str!("../../testkit/canaries.txt")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect()
-}
 
 /// What the emulator minted: the session cookie of a sign-in, an OAuth access token, and the
 /// password of `db-prod/svc_app` after a check-in rotated it.
@@ -80,7 +71,7 @@ async fn release(emu: &Emulator, c: &Client, body: &Value) -> String {
 async fn minted_secrets_carry_a_listed_canary_by_default() {
     let emu = start().await;
     let (cookie, token, rotated) = minted(&emu).await;
-    let kinds = listed_kinds();
+    let kinds: Vec<&str> = testing::canary_kinds().collect();
     for kind in ["session", "oauth-token", "rotated-pw"] {
         assert!(kinds.contains(&kind), "{kind} is listed in canaries.txt");
     }
@@ -117,5 +108,26 @@ async fn without_canaries_nothing_minted_holds_the_marker() {
     let (cookie, token, rotated) = minted(&emu).await;
     for (what, v) in [("cookie", cookie), ("token", token), ("rotated password", rotated)] {
         assert!(!v.contains(CANARY_MARKER), "{what} holds no canary");
+    }
+}
+
+#[test]
+fn assert_no_canary_names_the_kind_and_never_the_value() {
+    testing::assert_no_canary("a log line with a PS CANARY and scanary words", "clean");
+    for (text, kind) in [
+        ("x=PSCANARY-secret-pw-Db-9f8e7d", "secret-pw"),
+        (r#"{"t":"pscanary-oauth-token-abc"}"#, "oauth-token"),
+        ("PSCANARY-nokind", "of unknown kind"),
+    ] {
+        let err = std::panic::catch_unwind(|| testing::assert_no_canary(text, "log"))
+            .expect_err("a canary fails the assertion");
+        let msg = err
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(msg.contains(&format!("canary {kind} appears")), "{msg}");
+        for part in ["9f8e7d", "abc", "nokind"] {
+            assert!(!msg.contains(part), "{msg}");
+        }
     }
 }

@@ -19,84 +19,84 @@ use ps_emulator::{
 };
 use serde_json::{Value, json};
 
-pub const KEY: &str = "agent-key-0123456789abcdef0123456789";
+pub const KEY: &str = "PSCANARY-apikey-agent-0123456789abcdef0123456789";
 pub const RUNAS: &str = "svc-agent";
 pub const RUNAS_PWD_USER: &str = "svc-pwd";
-pub const RUNAS_PWD: &str = "Run-As-Pw-771";
+pub const RUNAS_PWD: &str = "PSCANARY-runas-pw-771";
 pub const CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
-pub const CLIENT_SECRET: &str = "oauth-secret-value-0123456789abcdef0123";
+pub const CLIENT_SECRET: &str = "PSCANARY-client-secret-0123456789abcdef0123";
 
-pub const DB_PASSWORD: &str = "Pw-Db-9f8e7d";
+pub const DB_PASSWORD: &str = "PSCANARY-secret-pw-Db-9f8e7d";
 pub const DB_USER: &str = "db-admin";
-pub const CONFIG_TEXT: &str = "line1\nline2 'q' \"dq\" $HOME #x =y";
-pub const FILE_CONTENT: &str = "FILE-CONTENT-4a5b6c\n";
-pub const API_TOKEN: &str = "Tok-3c2b1a";
-pub const ACCOUNT_PW: &str = "Acct-Pw-5566";
-pub const OTHER_PW: &str = "Other-Pw-1234";
+pub const CONFIG_TEXT: &str = "PSCANARY-secret-text-line1\nline2 'q' \"dq\" $HOME #x =y";
+pub const FILE_CONTENT: &str = "PSCANARY-secret-file-4a5b6c\n";
+pub const API_TOKEN: &str = "PSCANARY-secret-text-Tok-3c2b1a";
+pub const ACCOUNT_PW: &str = "PSCANARY-account-pw-5566";
+pub const OTHER_PW: &str = "PSCANARY-secret-pw-Other-1234";
 pub const HOSTILE_VALUES: [&str; 6] = [
-    "HOSTILE-1",
-    "HOSTILE-2",
-    "HOSTILE-3",
-    "HOSTILE-4",
-    "HOSTILE-5",
-    "HOSTILE-6",
+    "PSCANARY-secret-text-HOSTILE-1",
+    "PSCANARY-secret-text-HOSTILE-2",
+    "PSCANARY-secret-text-HOSTILE-3",
+    "PSCANARY-secret-text-HOSTILE-4",
+    "PSCANARY-secret-text-HOSTILE-5",
+    "PSCANARY-secret-text-HOSTILE-6",
 ];
 
 pub const SEED: &str = r#"
 users:
   - {name: svc-agent, groups: [apps]}
-  - {name: svc-pwd, password: "Run-As-Pw-771", groups: [apps]}
+  - {name: svc-pwd, password: "PSCANARY-runas-pw-771", groups: [apps]}
   - {name: svc-outsider, groups: [others]}
 api_keys:
-  - key: "agent-key-0123456789abcdef0123456789"
+  - key: "PSCANARY-apikey-agent-0123456789abcdef0123456789"
     users: [svc-agent, svc-pwd, svc-outsider]
 oauth_clients:
   - client_id: "11111111-2222-4333-8444-555555555555"
-    client_secret: "oauth-secret-value-0123456789abcdef0123"
+    client_secret: "PSCANARY-client-secret-0123456789abcdef0123"
     user: app-agent
     groups: [apps]
 safes:
   - name: apps
     readers: [apps]
     secrets:
-      - {title: api-token, type: text, text: "Tok-3c2b1a"}
+      - {title: api-token, type: text, text: "PSCANARY-secret-text-Tok-3c2b1a"}
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: "db-admin", password: "Pw-Db-9f8e7d"}
-          - {title: config, type: text, text: "line1\nline2 'q' \"dq\" $HOME #x =y"}
-          - {title: tls.crt, type: file, file_name: tls.crt, content: "FILE-CONTENT-4a5b6c\n"}
+          - {title: password, type: credential, username: "db-admin", password: "PSCANARY-secret-pw-Db-9f8e7d"}
+          - {title: config, type: text, text: "PSCANARY-secret-text-line1\nline2 'q' \"dq\" $HOME #x =y"}
+          - {title: tls.crt, type: file, file_name: tls.crt, content: "PSCANARY-secret-file-4a5b6c\n"}
       - name: rotate
         secrets:
-          - {title: a, type: text, text: "gen-0"}
-          - {title: b, type: text, text: "gen-0"}
+          - {title: a, type: text, text: "PSCANARY-secret-text-gen-0"}
+          - {title: b, type: text, text: "PSCANARY-secret-text-gen-0"}
       - name: hostile
         secrets:
-          - {title: "fine", type: text, text: "fine-value"}
-          - {title: "../../etc/x", type: text, text: "HOSTILE-1"}
+          - {title: "fine", type: text, text: "PSCANARY-secret-text-fine-value"}
+          - {title: "../../etc/x", type: text, text: "PSCANARY-secret-text-HOSTILE-1"}
       - name: hostile-backslash
         secrets:
-          - {title: 'a\b', type: text, text: "HOSTILE-2"}
+          - {title: 'a\b', type: text, text: "PSCANARY-secret-text-HOSTILE-2"}
       - name: hostile-nul
         secrets:
-          - {title: "nul\0x", type: text, text: "HOSTILE-3"}
+          - {title: "nul\0x", type: text, text: "PSCANARY-secret-text-HOSTILE-3"}
       - name: hostile-newline
         secrets:
-          - {title: "new\nline", type: text, text: "HOSTILE-4"}
+          - {title: "new\nline", type: text, text: "PSCANARY-secret-text-HOSTILE-4"}
       - name: ".."
         secrets:
-          - {title: "escape", type: text, text: "HOSTILE-5"}
+          - {title: "escape", type: text, text: "PSCANARY-secret-text-HOSTILE-5"}
       - name: hostile-data
         secrets:
-          - {title: "..data", type: text, text: "HOSTILE-6"}
+          - {title: "..data", type: text, text: "PSCANARY-secret-text-HOSTILE-6"}
   - name: others
     readers: [others]
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: o, password: "Other-Pw-1234"}
+          - {title: password, type: credential, username: o, password: "PSCANARY-secret-pw-Other-1234"}
 managed_accounts:
-  - {system: db-prod, account: svc_app, password: "Acct-Pw-5566", requestors: [apps]}
+  - {system: db-prod, account: svc_app, password: "PSCANARY-account-pw-5566", requestors: [apps]}
 "#;
 
 /// Every value and credential of the seed: none may ever appear in the agent's output.
@@ -107,11 +107,11 @@ pub fn never_logged() -> Vec<&'static str> {
         CLIENT_SECRET,
         DB_PASSWORD,
         "line2 'q'",
-        "FILE-CONTENT-4a5b6c",
+        "PSCANARY-secret-file-4a5b6c",
         API_TOKEN,
         ACCOUNT_PW,
         OTHER_PW,
-        "fine-value",
+        "PSCANARY-secret-text-fine-value",
     ];
     v.extend(HOSTILE_VALUES);
     v
@@ -143,8 +143,30 @@ pub fn expect_code(run: &Run, code: i32) {
     );
 }
 
-/// Fails if any seeded value or credential (or one of `extra`) appears in `text`. Never prints
-/// the value, only its position in the list.
+/// Appends `text` to this test's log under `$PS_LOG_DIR/cargo-test/ps-agent/` when PS_LOG_DIR
+/// is set (libtest names each test's thread after the test).
+pub fn keep_log(text: &str) {
+    use std::io::Write as _;
+    let Some(dir) = std::env::var_os("PS_LOG_DIR") else {
+        return;
+    };
+    let dir = Path::new(&dir).join("cargo-test/ps-agent");
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .replace("::", "-");
+    fs::create_dir_all(&dir).expect("PS_LOG_DIR is writable");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("PS_LOG_DIR is writable");
+    f.write_all(text.as_bytes()).expect("PS_LOG_DIR is writable");
+}
+
+/// Fails if any seeded value or credential (or one of `extra`), or any secret canary (every
+/// seeded value is one, and so is every session cookie, token and rotated password the emulator
+/// mints), appears in `text`. Never prints the value, only its position in the list or its kind.
 #[track_caller]
 pub fn assert_no_leak(text: &str, extra: &[&str]) {
     let mut secrets = never_logged();
@@ -273,20 +295,28 @@ impl Harness {
         .collect()
     }
 
+    /// The agent with a clean environment but `env`, logging at `trace` unless `env` sets
+    /// `PS_LOG_LEVEL`: every event the agent can emit goes through the tests' leak checks.
     pub fn command(&self, env: &BTreeMap<String, String>, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ps-agent"));
         c.env_clear().envs(env).args(args);
+        if !env.contains_key("PS_LOG_LEVEL") {
+            c.env("PS_LOG_LEVEL", "trace");
+        }
         c
     }
 
-    /// Runs the agent to completion.
+    /// Runs the agent to completion. With `PS_LOG_DIR` set (scripts/test sets it), its output
+    /// is also appended to `$PS_LOG_DIR/cargo-test/ps-agent/TEST.log` for scripts/canary-check.
     pub fn run(&self, env: &BTreeMap<String, String>, args: &[&str]) -> Run {
         let out: Output = self.command(env, args).output().expect("agent runs");
-        Run {
+        let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        };
+        keep_log(&format!("$ ps-agent {}\n{}", args.join(" "), run.log()));
+        run
     }
 
     /// Starts the agent in the background, stderr to `log`.
