@@ -708,7 +708,8 @@ fn atomic_swap_under_concurrent_readers() {
                             "torn file ({} bytes)",
                             a.len()
                         );
-                        generations.insert(a[..8].to_vec());
+                        // The value's prefix and its generation number.
+                        generations.insert(a[.."PSCANARY-secret-text-gen-0000".len()].to_vec());
                         consistent.fetch_add(1, Ordering::Relaxed);
                     }
                     // The generation was removed after a newer one was switched in: retry.

@@ -26,7 +26,7 @@ async fn api_key_reads_credential_text_and_file_secrets() {
         .secret(&sp("team-a/db/password"))
         .await
         .expect("credential");
-    assert_value(&cred.value, "cr3d-Value!\"q", "credential");
+    assert_value(&cred.value, "PSCANARY-secret-pw-cr3d-Value!\"q", "credential");
     assert_eq!(
         cred.kind,
         SecretKind::Credential {
@@ -46,7 +46,7 @@ async fn api_key_reads_credential_text_and_file_secrets() {
 
     let text = session.secret(&sp("team-a/db/config")).await.expect("text");
     assert_eq!(text.kind, SecretKind::Text);
-    assert_value(&text.value, "a=1\nb=2\n", "text");
+    assert_value(&text.value, "PSCANARY-secret-text-a=1\nb=2\n", "text");
 
     let file = session.secret(&sp("team-a/db/tls.crt")).await.expect("file");
     assert_eq!(
@@ -57,7 +57,7 @@ async fn api_key_reads_credential_text_and_file_secrets() {
     );
     assert_value(
         &file.value,
-        "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n",
+        "-----BEGIN CERTIFICATE-----\nPSCANARY-secret-file-FAKE\n-----END CERTIFICATE-----\n",
         "file",
     );
     assert_eq!(
@@ -70,7 +70,7 @@ async fn api_key_reads_credential_text_and_file_secrets() {
         .secret(&sp(" TEAM-A / Top "))
         .await
         .expect("top-level secret");
-    assert_value(&top.value, "top-level-text", "top");
+    assert_value(&top.value, "PSCANARY-secret-text-top-level", "top");
 
     session.sign_out().await.expect("sign-out");
     assert_closed(&emu).await;
@@ -87,7 +87,7 @@ async fn oauth_and_password_and_beyondtrust_key_sign_in() {
     ] {
         let session = client(&emu, auth).sign_in().await.expect("sign-in");
         let s = session.secret(&sp("team-a/db/password")).await.expect("secret");
-        assert_value(&s.value, "cr3d-Value!\"q", "credential");
+        assert_value(&s.value, "PSCANARY-secret-pw-cr3d-Value!\"q", "credential");
         session.sign_out().await.expect("sign-out");
     }
     assert_eq!(calls(&emu, "POST auth/connect/token").await, 1);
@@ -232,11 +232,11 @@ async fn folder_listing_downloads_files_and_reads_both_shapes() {
         let titles: Vec<&str> = secrets.iter().map(|s| s.title.as_str()).collect();
         assert_eq!(titles, ["config", "password", "tls.crt"], "{version:?}");
         assert!(secrets.iter().all(|s| s.folder_path == "team-a/db"));
-        assert_value(&secrets[0].value, "a=1\nb=2\n", "config");
-        assert_value(&secrets[1].value, "cr3d-Value!\"q", "password");
+        assert_value(&secrets[0].value, "PSCANARY-secret-text-a=1\nb=2\n", "config");
+        assert_value(&secrets[1].value, "PSCANARY-secret-pw-cr3d-Value!\"q", "password");
         assert_value(
             &secrets[2].value,
-            "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nPSCANARY-secret-file-FAKE\n-----END CERTIFICATE-----\n",
             "file",
         );
 
@@ -245,7 +245,7 @@ async fn folder_listing_downloads_files_and_reads_both_shapes() {
             .await
             .expect("nested");
         assert_eq!(nested.folder_path, "team-a/db/replica");
-        assert_value(&nested.value, "replica-value", "nested");
+        assert_value(&nested.value, "PSCANARY-secret-pw-replica", "nested");
         session.sign_out().await.unwrap();
     }
     assert_closed(&emu).await;
@@ -257,7 +257,7 @@ async fn separator_other_than_slash() {
     let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
     let path = SecretPath::parse_with_separator("team-a*a/b*slashed", '*').unwrap();
     let s = session.secret(&path).await.expect("secret in a folder named a/b");
-    assert_value(&s.value, "inside a/b", "slashed");
+    assert_value(&s.value, "PSCANARY-secret-text-inside a/b", "slashed");
     let folder = FolderPath::parse_with_separator("team-a*a/b", '*').unwrap();
     assert_eq!(session.folder(&folder).await.expect("folder a/b").len(), 1);
     session.sign_out().await.unwrap();
@@ -273,7 +273,7 @@ async fn managed_account_is_requested_read_and_checked_in() {
         (cred.system.as_str(), cred.account.as_str()),
         ("db-prod", "svc_app")
     );
-    assert_value(&cred.password, "managed-1", "managed password");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password");
     assert_no_values(&format!("{cred:?}"));
     assert_eq!(state(&emu).await["requests_open"], 0, "checked in");
     assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1);
@@ -281,7 +281,7 @@ async fn managed_account_is_requested_read_and_checked_in() {
     // A rotating account: checking in rotates it, so the next release differs.
     let rot: AccountRef = "db-prod/svc_rotating".parse().unwrap();
     let first = session.managed_account(&rot).await.unwrap();
-    assert_value(&first.password, "rotating-1", "first release");
+    assert_value(&first.password, "PSCANARY-account-pw-rotating-1", "first release");
     let second = session.managed_account(&rot).await.unwrap();
     assert!(
         second.password.expose_bytes() != first.password.expose_bytes(),
@@ -366,7 +366,7 @@ async fn concurrent_releases_of_one_account_do_not_close_each_others_request() {
     for t in tasks {
         assert_value(
             &t.await.unwrap().expect("both releases succeed").password,
-            "managed-1",
+            "PSCANARY-account-pw-managed-1",
             "managed",
         );
     }
@@ -393,7 +393,7 @@ async fn a_request_closed_by_another_client_is_requested_again() {
         .collect();
     for t in tasks {
         let cred = t.await.unwrap().expect("both sessions get the password");
-        assert_value(&cred.password, "managed-1", "managed");
+        assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed");
     }
     a.sign_out().await.unwrap();
     b.sign_out().await.unwrap();
@@ -413,7 +413,7 @@ async fn failed_checkin_is_retried_at_sign_out() {
         .managed_account(&"db-prod/svc_app".parse().unwrap())
         .await
         .expect("password kept");
-    assert_value(&cred.password, "managed-1", "managed password");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password");
     assert_eq!(state(&emu).await["requests_open"], 1, "check-in failed");
     session.sign_out().await.expect("sign-out checks in");
     assert_closed(&emu).await;
@@ -435,7 +435,7 @@ async fn expired_session_reauthenticates_once_for_concurrent_calls() {
     }
     for (i, t) in tasks.into_iter().enumerate() {
         let secret = t.await.unwrap().expect("read after re-authentication");
-        assert_value(&secret.value, &format!("v{i:02}"), "many");
+        assert_value(&secret.value, &format!("PSCANARY-secret-text-v{i:02}"), "many");
     }
     assert_eq!(
         calls(&emu, "POST auth/signappin").await,
@@ -502,7 +502,7 @@ async fn failed_reauthentication_is_tried_again_by_later_calls() {
         .secret(&sp("team-a/db/password"))
         .await
         .expect("recovered");
-    assert_value(&s.value, "cr3d-Value!\"q", "credential");
+    assert_value(&s.value, "PSCANARY-secret-pw-cr3d-Value!\"q", "credential");
     assert_eq!(calls(&emu, "POST auth/signappin").await, 3);
     session.sign_out().await.unwrap();
     assert_closed(&emu).await;
@@ -637,7 +637,7 @@ async fn conflicts_on_requests_are_retried() {
         .managed_account(&"db-prod/svc_app".parse().unwrap())
         .await
         .expect("after two 409");
-    assert_value(&cred.password, "managed-1", "managed");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed");
     assert_eq!(calls(&emu, "POST requests").await, 3);
     session.sign_out().await.unwrap();
     assert_closed(&emu).await;
@@ -668,14 +668,14 @@ async fn many_secrets_concurrently_over_one_session() {
     for (i, t) in tasks.into_iter().enumerate() {
         assert_value(
             &t.await.unwrap().expect("secret").value,
-            &format!("v{i:02}"),
+            &format!("PSCANARY-secret-text-v{i:02}"),
             "many",
         );
     }
     for t in acct_tasks {
         assert_value(
             &t.await.unwrap().expect("account").password,
-            "managed-1",
+            "PSCANARY-account-pw-managed-1",
             "managed",
         );
     }
@@ -740,7 +740,7 @@ async fn release_one_account_from_many_pods(pods: usize) {
     let mut failures = Vec::new();
     for t in tasks {
         match t.await.expect("task") {
-            Ok(cred) => assert_value(&cred.password, "managed-1", "managed password"),
+            Ok(cred) => assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password"),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -773,7 +773,7 @@ async fn a_request_checked_in_before_the_read_is_requested_again() {
         .managed_account(&"db-prod/svc_app".parse().unwrap())
         .await
         .expect("the fourth request is read");
-    assert_value(&cred.password, "managed-1", "managed");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed");
     assert_eq!(calls(&emu, "POST requests").await, 4);
     assert_eq!(calls(&emu, "GET credentials/{id}").await, 4);
     session.sign_out().await.unwrap();
@@ -844,7 +844,7 @@ async fn a_reused_request_is_left_to_its_creator() {
     assert_eq!(state(&emu).await["requests_open"], 1);
     // Another pod of the same user reuses it (200) and must not close it under its creator.
     let cred = reuser.managed_account(&acct).await.expect("reuser");
-    assert_value(&cred.password, "managed-1", "managed");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed");
     assert_eq!(
         state(&emu).await["requests_open"],
         1,
@@ -875,7 +875,7 @@ async fn throttling_waits_for_retry_after_and_is_named_when_the_budget_is_too_sm
         .secret(&sp("team-a/db/password"))
         .await
         .expect("after the wait");
-    assert_value(&s.value, "cr3d-Value!\"q", "credential");
+    assert_value(&s.value, "PSCANARY-secret-pw-cr3d-Value!\"q", "credential");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
@@ -954,7 +954,7 @@ async fn a_session_told_to_wait_sends_nothing_before_retry_after() {
         .managed_account(&"db-prod/svc_app".parse().unwrap())
         .await
         .expect("password kept");
-    assert_value(&cred.password, "managed-1", "managed");
+    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed");
     let st = state(&emu).await;
     assert_eq!(st["requests_open"], 1, "the check-in was refused");
     assert_eq!(st["load"]["throttled"], 1);

@@ -117,7 +117,7 @@ async fn fetch(session: &Session, n: usize) {
     for (i, t) in tasks.into_iter().enumerate() {
         assert_value(
             &t.await.unwrap().expect("secret").value,
-            &format!("v{i:02}"),
+            &format!("PSCANARY-secret-text-v{i:02}"),
             "many",
         );
     }

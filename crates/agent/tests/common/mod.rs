@@ -315,7 +315,13 @@ impl Harness {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        keep_log(&format!("$ ps-agent {}\n{}", args.join(" "), run.log()));
+        // The subcommand only: tests pass values in the arguments of `exec`.
+        keep_log(&format!(
+            "$ ps-agent {} (exit {})\n{}",
+            args.first().unwrap_or(&""),
+            run.code,
+            run.log()
+        ));
         run
     }
 

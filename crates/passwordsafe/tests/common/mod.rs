@@ -15,91 +15,91 @@ use ps_emulator::{
 };
 use serde_json::Value;
 
-pub const KEY: &str = "key-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-pub const OTHER_KEY: &str = "key-other-0123456789";
+pub const KEY: &str = "PSCANARY-apikey-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const OTHER_KEY: &str = "PSCANARY-apikey-other-0123456789";
 pub const CLIENT_ID: &str = "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33";
-pub const CLIENT_SECRET: &str = "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
-pub const USER_PWD: &str = "Pw-user]odd[chars=x";
+pub const CLIENT_SECRET: &str = "PSCANARY-client-secret-Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
+pub const USER_PWD: &str = "PSCANARY-runas-pw-user]odd[chars=x";
 
 pub const SEED: &str = r#"
 users:
   - name: svc-a
     groups: [team-a]
   - name: svc-pwd
-    password: "Pw-user]odd[chars=x"
+    password: "PSCANARY-runas-pw-user]odd[chars=x"
     groups: [team-a]
   - name: svc-b
     groups: [team-b]
 api_keys:
-  - key: "key-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  - key: "PSCANARY-apikey-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     users: [svc-a, svc-pwd, svc-b]
-  - key: "key-other-0123456789"
+  - key: "PSCANARY-apikey-other-0123456789"
     users: [svc-b]
 oauth_clients:
   - client_id: "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33"
-    client_secret: "Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e"
+    client_secret: "PSCANARY-client-secret-Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e"
     user: app-a
     groups: [team-a]
 safes:
   - name: team-a
     readers: [team-a]
     secrets:
-      - {title: top, type: text, text: "top-level-text"}
+      - {title: top, type: text, text: "PSCANARY-secret-text-top-level"}
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: admin, password: "cr3d-Value!\"q", description: "db admin"}
-          - {title: config, type: text, text: "a=1\nb=2\n"}
-          - {title: tls.crt, type: file, file_name: tls.crt, content: "-----BEGIN CERTIFICATE-----\nFAKE\n-----END CERTIFICATE-----\n"}
+          - {title: password, type: credential, username: admin, password: "PSCANARY-secret-pw-cr3d-Value!\"q", description: "db admin"}
+          - {title: config, type: text, text: "PSCANARY-secret-text-a=1\nb=2\n"}
+          - {title: tls.crt, type: file, file_name: tls.crt, content: "-----BEGIN CERTIFICATE-----\nPSCANARY-secret-file-FAKE\n-----END CERTIFICATE-----\n"}
         folders:
           - name: replica
             secrets:
-              - {title: password, type: credential, username: ro, password: "replica-value"}
+              - {title: password, type: credential, username: ro, password: "PSCANARY-secret-pw-replica"}
       - name: many
         secrets:
-          - {title: s00, type: text, text: "v00"}
-          - {title: s01, type: text, text: "v01"}
-          - {title: s02, type: text, text: "v02"}
-          - {title: s03, type: text, text: "v03"}
-          - {title: s04, type: text, text: "v04"}
-          - {title: s05, type: text, text: "v05"}
-          - {title: s06, type: text, text: "v06"}
-          - {title: s07, type: text, text: "v07"}
-          - {title: s08, type: text, text: "v08"}
-          - {title: s09, type: text, text: "v09"}
-          - {title: s10, type: text, text: "v10"}
-          - {title: s11, type: text, text: "v11"}
-          - {title: s12, type: text, text: "v12"}
-          - {title: s13, type: text, text: "v13"}
-          - {title: s14, type: text, text: "v14"}
-          - {title: s15, type: text, text: "v15"}
-          - {title: s16, type: text, text: "v16"}
-          - {title: s17, type: text, text: "v17"}
-          - {title: s18, type: text, text: "v18"}
-          - {title: s19, type: text, text: "v19"}
+          - {title: s00, type: text, text: "PSCANARY-secret-text-v00"}
+          - {title: s01, type: text, text: "PSCANARY-secret-text-v01"}
+          - {title: s02, type: text, text: "PSCANARY-secret-text-v02"}
+          - {title: s03, type: text, text: "PSCANARY-secret-text-v03"}
+          - {title: s04, type: text, text: "PSCANARY-secret-text-v04"}
+          - {title: s05, type: text, text: "PSCANARY-secret-text-v05"}
+          - {title: s06, type: text, text: "PSCANARY-secret-text-v06"}
+          - {title: s07, type: text, text: "PSCANARY-secret-text-v07"}
+          - {title: s08, type: text, text: "PSCANARY-secret-text-v08"}
+          - {title: s09, type: text, text: "PSCANARY-secret-text-v09"}
+          - {title: s10, type: text, text: "PSCANARY-secret-text-v10"}
+          - {title: s11, type: text, text: "PSCANARY-secret-text-v11"}
+          - {title: s12, type: text, text: "PSCANARY-secret-text-v12"}
+          - {title: s13, type: text, text: "PSCANARY-secret-text-v13"}
+          - {title: s14, type: text, text: "PSCANARY-secret-text-v14"}
+          - {title: s15, type: text, text: "PSCANARY-secret-text-v15"}
+          - {title: s16, type: text, text: "PSCANARY-secret-text-v16"}
+          - {title: s17, type: text, text: "PSCANARY-secret-text-v17"}
+          - {title: s18, type: text, text: "PSCANARY-secret-text-v18"}
+          - {title: s19, type: text, text: "PSCANARY-secret-text-v19"}
       - name: a/b
         secrets:
-          - {title: slashed, type: text, text: "inside a/b"}
+          - {title: slashed, type: text, text: "PSCANARY-secret-text-inside a/b"}
       - name: empty
   - name: team-b
     readers: [team-b]
     folders:
       - name: db
         secrets:
-          - {title: password, type: credential, username: admin, password: "b-value"}
+          - {title: password, type: credential, username: admin, password: "PSCANARY-secret-pw-b-value"}
 managed_accounts:
   - system: db-prod
     account: svc_app
-    password: "managed-1"
+    password: "PSCANARY-account-pw-managed-1"
     requestors: [team-a]
   - system: db-prod
     account: svc_rotating
-    password: "rotating-1"
+    password: "PSCANARY-account-pw-rotating-1"
     requestors: [team-a]
     rotate_on_checkin: true
   - system: db-b
     account: svc_b
-    password: "b-account"
+    password: "PSCANARY-account-pw-b-account"
     requestors: [team-b]
 "#;
 
@@ -208,18 +208,18 @@ pub fn assert_no_values(text: &str) {
     testing::assert_no_secrets(
         text,
         &[
-            "cr3d-Value",
-            "top-level-text",
-            "replica-value",
-            "b-value",
-            "managed-1",
-            "rotating-1",
-            "b-account",
+            "PSCANARY-secret-pw-cr3d-Value",
+            "PSCANARY-secret-text-top-level",
+            "PSCANARY-secret-pw-replica",
+            "PSCANARY-secret-pw-b-value",
+            "PSCANARY-account-pw-managed-1",
+            "PSCANARY-account-pw-rotating-1",
+            "PSCANARY-account-pw-b-account",
             KEY,
             OTHER_KEY,
             CLIENT_SECRET,
             USER_PWD,
-            "FAKE",
+            "PSCANARY-secret-file-FAKE",
         ],
     );
 }
