@@ -66,7 +66,8 @@ fn every_output_kind_and_format() {
     let yaml =
         format!("\"title\": \"password\"\n\"username\": \"{DB_USER}\"\n\"value\": \"{DB_PASSWORD}\"\n");
     assert_file(&r.join("db.yaml"), yaml.as_bytes());
-    let dotenv = "title='config'\nvalue=\"PSCANARY-secret-text-line1\\nline2 'q' \\\"dq\\\" \\$HOME #x =y\"\n";
+    let dotenv =
+        "title='config'\nvalue=\"PSCANARY-secret-text-line1\\nline2 'q' \\\"dq\\\" \\$HOME #x =y\"\n";
     assert_file(&r.join("config.env"), dotenv.as_bytes());
     let props = "title=config\nvalue=PSCANARY-secret-text-line1\\nline2 'q' \"dq\" $HOME \\#x \\=y\n";
     assert_file(&r.join("config.properties"), props.as_bytes());
@@ -842,7 +843,9 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
         "still ready during an outage"
     );
     h.faults(json!({"reset": true}));
-    wait_for("recovery", Duration::from_secs(30), || read("a") == b"PSCANARY-secret-text-watch-3");
+    wait_for("recovery", Duration::from_secs(30), || {
+        read("a") == b"PSCANARY-secret-text-watch-3"
+    });
 
     // Sessions expire on the server: the next refresh signs in again.
     let sign_ins = h.calls("POST auth/signappin");
@@ -860,7 +863,15 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     let code = wait_exit(&mut child, Duration::from_secs(20));
     let text = fs::read_to_string(&log).unwrap();
     keep_log(&text);
-    assert_no_leak(&text, &["PSCANARY-secret-text-watch-1", "PSCANARY-secret-text-watch-2", "PSCANARY-secret-text-watch-3", "PSCANARY-secret-text-watch-4"]);
+    assert_no_leak(
+        &text,
+        &[
+            "PSCANARY-secret-text-watch-1",
+            "PSCANARY-secret-text-watch-2",
+            "PSCANARY-secret-text-watch-3",
+            "PSCANARY-secret-text-watch-4",
+        ],
+    );
     assert_eq!(code, 0, "watch exit code:\n{text}");
     assert!(text.contains("stopped: signed out"), "{text}");
     assert!(

@@ -273,7 +273,11 @@ async fn managed_account_is_requested_read_and_checked_in() {
         (cred.system.as_str(), cred.account.as_str()),
         ("db-prod", "svc_app")
     );
-    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password");
+    assert_value(
+        &cred.password,
+        "PSCANARY-account-pw-managed-1",
+        "managed password",
+    );
     assert_no_values(&format!("{cred:?}"));
     assert_eq!(state(&emu).await["requests_open"], 0, "checked in");
     assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1);
@@ -413,7 +417,11 @@ async fn failed_checkin_is_retried_at_sign_out() {
         .managed_account(&"db-prod/svc_app".parse().unwrap())
         .await
         .expect("password kept");
-    assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password");
+    assert_value(
+        &cred.password,
+        "PSCANARY-account-pw-managed-1",
+        "managed password",
+    );
     assert_eq!(state(&emu).await["requests_open"], 1, "check-in failed");
     session.sign_out().await.expect("sign-out checks in");
     assert_closed(&emu).await;
@@ -740,7 +748,11 @@ async fn release_one_account_from_many_pods(pods: usize) {
     let mut failures = Vec::new();
     for t in tasks {
         match t.await.expect("task") {
-            Ok(cred) => assert_value(&cred.password, "PSCANARY-account-pw-managed-1", "managed password"),
+            Ok(cred) => assert_value(
+                &cred.password,
+                "PSCANARY-account-pw-managed-1",
+                "managed password",
+            ),
             Err(e) => failures.push(e.to_string()),
         }
     }

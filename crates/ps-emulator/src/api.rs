@@ -759,9 +759,9 @@ fn managed_accounts(call: &Call<'_>) -> Result<Resp> {
 fn new_password(shared: &Shared) -> String {
     shared.canary("rotated-pw")
         + &random_string(
-        24,
-        b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=",
-    )
+            24,
+            b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=",
+        )
 }
 
 /// Ends a request (check-in or expiry), rotating the password when both the account and the

@@ -125,7 +125,11 @@ async fn oauth_token_then_bearer_sign_in() {
     assert_eq!(body["UserName"], "app-team-a");
     let (status, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
     assert_eq!(status, StatusCode::OK);
-    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-pw-s3cret", "password via OAuth session");
+    assert_value(
+        v[0]["Password"].as_str(),
+        "PSCANARY-secret-pw-s3cret",
+        "password via OAuth session",
+    );
 
     // The client id is a GUID: matched without regard to case. Scheme in lower case.
     let r = c
@@ -214,7 +218,10 @@ async fn expired_token_is_refused() {
         .post(url(&emu, "Auth/connect/token"))
         .form(&[
             ("client_id", CLIENT_ID_SHORT_TTL),
-            ("client_secret", "PSCANARY-client-secret-short-lived-0000000000000000000"),
+            (
+                "client_secret",
+                "PSCANARY-client-secret-short-lived-0000000000000000000",
+            ),
             ("grant_type", "client_credentials"),
         ])
         .send()

@@ -9,7 +9,6 @@ use ps_emulator::{CANARY_MARKER, Emulator, Options, SESSION_COOKIE, testing};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-
 /// What the emulator minted: the session cookie of a sign-in, an OAuth access token, and the
 /// password of `db-prod/svc_app` after a check-in rotated it.
 async fn minted(emu: &Emulator) -> (String, String, String) {
@@ -106,7 +105,11 @@ async fn without_canaries_nothing_minted_holds_the_marker() {
     })
     .await;
     let (cookie, token, rotated) = minted(&emu).await;
-    for (what, v) in [("cookie", cookie), ("token", token), ("rotated password", rotated)] {
+    for (what, v) in [
+        ("cookie", cookie),
+        ("token", token),
+        ("rotated password", rotated),
+    ] {
         assert!(!v.contains(CANARY_MARKER), "{what} holds no canary");
     }
 }
@@ -121,10 +124,7 @@ fn assert_no_canary_names_the_kind_and_never_the_value() {
     ] {
         let err = std::panic::catch_unwind(|| testing::assert_no_canary(text, "log"))
             .expect_err("a canary fails the assertion");
-        let msg = err
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains(&format!("canary {kind} appears")), "{msg}");
         for part in ["9f8e7d", "abc", "nokind"] {
             assert!(!msg.contains(part), "{msg}");

@@ -397,7 +397,10 @@ async fn expired_requests_are_closed_and_rotate() {
     assert_eq!(status, StatusCode::CREATED);
     let (_, body) = credentials(&c, &emu, &id2).await;
     let pw: String = serde_json::from_str(&body).unwrap();
-    assert!(pw != "PSCANARY-account-pw-initial-1" && !pw.is_empty(), "rotated at expiry");
+    assert!(
+        pw != "PSCANARY-account-pw-initial-1" && !pw.is_empty(),
+        "rotated at expiry"
+    );
 }
 
 #[tokio::test]

@@ -245,7 +245,11 @@ async fn put_secret_changes_values_of_every_type() {
         StatusCode::OK
     );
     let (_, after) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=password").await;
-    assert_value(after[0]["Password"].as_str(), "PSCANARY-secret-pw-rotated-1", "rotated credential");
+    assert_value(
+        after[0]["Password"].as_str(),
+        "PSCANARY-secret-pw-rotated-1",
+        "rotated credential",
+    );
     assert_ne!(before[0]["ModifiedOn"], after[0]["ModifiedOn"]);
     assert_eq!(before[0]["CreatedOn"], after[0]["CreatedOn"]);
 
@@ -254,7 +258,11 @@ async fn put_secret_changes_values_of_every_type() {
         StatusCode::OK
     );
     let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=config").await;
-    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-text-a=2", "rotated text");
+    assert_value(
+        v[0]["Password"].as_str(),
+        "PSCANARY-secret-text-a=2",
+        "rotated text",
+    );
 
     assert_eq!(
         put(json!({"path": "team-a*db", "separator": "*", "title": "tls.crt", "value": "PSCANARY-secret-file-new"})).await,
@@ -300,7 +308,9 @@ async fn put_managed_account_password() {
     let u = format!("{}/_emulator/secret", emu.origin());
     let r = op
         .put(&u)
-        .json(&json!({"system": "db-prod", "account": "svc_static", "password": "PSCANARY-account-pw-changed"}))
+        .json(
+            &json!({"system": "db-prod", "account": "svc_static", "password": "PSCANARY-account-pw-changed"}),
+        )
         .send()
         .await
         .unwrap();

@@ -27,7 +27,11 @@ async fn credential_by_path_and_title_has_the_real_fields() {
     let list = v.as_array().expect("3.1 answers a bare array");
     assert_eq!(list.len(), 1);
     let s = &list[0];
-    assert_value(s["Password"].as_str(), "PSCANARY-secret-pw-s3cret", "credential password");
+    assert_value(
+        s["Password"].as_str(),
+        "PSCANARY-secret-pw-s3cret",
+        "credential password",
+    );
     assert_eq!(s["Title"], "password");
     assert_eq!(s["Username"], "admin");
     assert_eq!(s["SecretType"], "Credential");
@@ -65,7 +69,11 @@ async fn text_secret_value_is_in_password() {
     let (emu, c) = signed_in("svc-team-a").await;
     let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a/db&title=config").await;
     assert_eq!(v[0]["SecretType"], "Text");
-    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-text-a=1", "text secret");
+    assert_value(
+        v[0]["Password"].as_str(),
+        "PSCANARY-secret-text-a=1",
+        "text secret",
+    );
     // A secret directly under the safe, title with a space.
     let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=team-a&title=deploy+token").await;
     assert_value(
@@ -154,7 +162,11 @@ async fn version_shapes() {
     .await;
     assert_eq!(body["TotalCount"], 1);
     assert_eq!(body["Data"].as_array().map(Vec::len), Some(1));
-    assert_value(body["Data"][0]["Password"].as_str(), "PSCANARY-secret-pw-s3cret", "3.2 password");
+    assert_value(
+        body["Data"][0]["Password"].as_str(),
+        "PSCANARY-secret-pw-s3cret",
+        "3.2 password",
+    );
     // Not found in both shapes.
     let (status, body) = get_json(
         &c,
@@ -192,7 +204,11 @@ async fn missing_secret_is_200_empty_array() {
 async fn matching_is_case_insensitive_and_separator_aware() {
     let (emu, c) = signed_in("svc-team-a").await;
     let (_, v) = get_json(&c, &emu, "secrets-safe/secrets?path=TEAM-A/Db&title=PassWord").await;
-    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-pw-s3cret", "case-insensitive lookup");
+    assert_value(
+        v[0]["Password"].as_str(),
+        "PSCANARY-secret-pw-s3cret",
+        "case-insensitive lookup",
+    );
     assert_eq!(v[0]["Title"], "password", "the stored title comes back");
     let (_, v) = get_json(
         &c,
@@ -300,7 +316,11 @@ async fn no_read_permission_is_403() {
     let cb = client(&emu);
     sign_in_b(&cb, &emu).await;
     let (_, v) = get_json(&cb, &emu, "secrets-safe/secrets?path=team-b/db&title=password").await;
-    assert_value(v[0]["Password"].as_str(), "PSCANARY-secret-pw-b-secret", "team-b reads its own safe");
+    assert_value(
+        v[0]["Password"].as_str(),
+        "PSCANARY-secret-pw-b-secret",
+        "team-b reads its own safe",
+    );
     let id = v[0]["Id"].as_str().unwrap();
     assert_eq!(
         get(&c, &emu, &format!("secrets-safe/secrets/{id}"))
@@ -325,7 +345,11 @@ async fn secret_by_id() {
     let (status, s) = get_json(&c, &emu, &format!("secrets-safe/secrets/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s["Id"], id);
-    assert_value(s["Password"].as_str(), "PSCANARY-secret-pw-s3cret", "secret by id");
+    assert_value(
+        s["Password"].as_str(),
+        "PSCANARY-secret-pw-s3cret",
+        "secret by id",
+    );
     let (_, s) = get_json(&c, &emu, &format!("secrets-safe/secrets/{id}?decrypt=false")).await;
     assert!(s.get("Password").is_none());
     let (status, _) = get_json(

@@ -37,10 +37,17 @@ fn planted_canaries_fail_the_check_named_by_file_line_and_kind() {
     let json = |v: &str| serde_json::to_string(v).unwrap();
     let b64 = |pad: &str, v: &str| base64::engine::general_purpose::STANDARD.encode(format!("{pad}{v}"));
     let planted: Vec<(&str, String, &str)> = vec![
-        ("plain.log", log_with(&format!("password={}", value("secret-pw"))), "secret-pw"),
+        (
+            "plain.log",
+            log_with(&format!("password={}", value("secret-pw"))),
+            "secret-pw",
+        ),
         (
             "json.log",
-            log_with(&format!(r#"{{"level":"debug","body":{}}}"#, json(&value("apikey")))),
+            log_with(&format!(
+                r#"{{"level":"debug","body":{}}}"#,
+                json(&value("apikey"))
+            )),
             "apikey",
         ),
         (
@@ -61,12 +68,26 @@ fn planted_canaries_fail_the_check_named_by_file_line_and_kind() {
             log_with(&format!("cookie: {}", value("session").to_lowercase())),
             "session",
         ),
-        ("b64-0.log", log_with(&b64("", &value("account-pw"))), "(kind not decoded)"),
-        ("b64-1.log", log_with(&b64("x", &value("account-pw"))), "(kind not decoded)"),
-        ("b64-2.log", log_with(&b64("xy", &value("account-pw"))), "(kind not decoded)"),
+        (
+            "b64-0.log",
+            log_with(&b64("", &value("account-pw"))),
+            "(kind not decoded)",
+        ),
+        (
+            "b64-1.log",
+            log_with(&b64("x", &value("account-pw"))),
+            "(kind not decoded)",
+        ),
+        (
+            "b64-2.log",
+            log_with(&b64("xy", &value("account-pw"))),
+            "(kind not decoded)",
+        ),
         (
             "b64url.log",
-            log_with(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("??>{}", value("runas-pw")))),
+            log_with(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("??>{}", value("runas-pw"))),
+            ),
             "(kind not decoded)",
         ),
         (
@@ -91,11 +112,17 @@ fn planted_canaries_fail_the_check_named_by_file_line_and_kind() {
     assert_eq!(out.status.code(), Some(1), "the check fails:\n{err}");
     for (name, _, kind) in &planted {
         let at = format!("e2e/{name}:3: canary {kind}");
-        assert!(err.contains(&at), "{name} is named with its line and kind ({at}):\n{err}");
+        assert!(
+            err.contains(&at),
+            "{name} is named with its line and kind ({at}):\n{err}"
+        );
     }
     assert!(!err.contains("clean.log"), "{err}");
     assert!(!err.contains("Zx81"), "the output never holds a value");
-    assert!(err.contains(&format!("FAIL: {} canary occurrence(s)", planted.len())), "{err}");
+    assert!(
+        err.contains(&format!("FAIL: {} canary occurrence(s)", planted.len())),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +141,11 @@ fn clean_logs_pass_and_a_capture_that_did_not_happen_fails() {
     let empty = tempfile::tempdir().unwrap();
     let out = check(empty.path());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("the capture did not happen"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the capture did not happen"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = check(&empty.path().join("missing"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -166,7 +166,10 @@ async fn refresh_reaches_the_app(kind: &str, signal: &str, notify: &str, share_p
     let m = h.config.mount_path.clone();
     let secret = format!("team-a/refresh/{kind}");
     let old = h.seed.secret(&secret).unwrap().value().to_owned();
-    let new = format!("PSCANARY-secret-text-e2e-refreshed-{kind}-{:08x}", fastrand::u32(..));
+    let new = format!(
+        "PSCANARY-secret-text-e2e-refreshed-{kind}-{:08x}",
+        fastrand::u32(..)
+    );
     let interval_s = 5;
     let file = format!("{m}/token");
     let notify = notify.replace("MOUNT", &m);

@@ -14,7 +14,8 @@ use ps_emulator::{
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 
-pub const KEY_A: &str = "PSCANARY-apikey-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const KEY_A: &str =
+    "PSCANARY-apikey-team-a-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const KEY_B: &str = "PSCANARY-apikey-team-b-0123456789abcdef";
 pub const CLIENT_ID: &str = "6f1c4a57-5b8e-4a86-9d6a-0a7b4c1e2f33";
 pub const CLIENT_SECRET: &str = "PSCANARY-client-secret-Zq8+v/3kLx9mN2pR7tW4yB6cF1hJ5sD0aG3e";
