@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The chart against a real kube-apiserver: install, scoping, Pod Security, certificate reuse and
-# rotation across upgrades, failure policy, the end-to-end suite's URL shape, uninstall.
+# rotation across upgrades, failure policy, the end-to-end suite's URL shape, uninstall; and
+# self-managed certificates (cluster_self_managed.sh): GitOps apply, replica race, RBAC, rotation
+# under load.
 #
 # Runs inside tests/e2e/control-plane/start (which exports KUBECONFIG, KUBECTL, HELM); the
 # ps-webhook binary comes from PS_WEBHOOK_BIN. There is no kubelet: the chart's Deployment never
@@ -342,6 +344,12 @@ in_effect=""
 for _ in $(seq 100); do injected "$apps" own1 true --dry-run=server && { in_effect=1; break; }; sleep 0.2; done
 check "existingSecret mode injects (caBundle from the PEM file)" test -n "$in_effect"
 expect "helm uninstall own" "$HELM" uninstall own -n "$ns"
+
+# ---- selfManaged (the default): GitOps path, replica race, RBAC, rotation under load ----------
+. "$here/cluster_self_managed.sh"
+
+# ---- certManager against cert-manager's real CRDs -------------------------------------------
+. "$here/cluster_cert_manager.sh"
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
