@@ -105,7 +105,9 @@ impl Agent {
         let p = &self.plan;
         let secrets = join_all(p.secrets.iter().map(|s| session.secret(s)));
         let folders = join_all(p.folders.iter().map(|f| session.folder(f)));
-        let accounts = join_all(p.accounts.iter().map(|a| session.managed_account(a)));
+        // Requests stay open until the files are written (one round trip less before them):
+        // `fetch` checks them in at sign-out, `watch` right after each report.
+        let accounts = join_all(p.accounts.iter().map(|a| session.managed_account_open(a)));
         let (s, f, a) = tokio::join!(secrets, folders, accounts);
         let mut auth_failed = false;
         let mut keep = |e: PsError| {
@@ -427,6 +429,9 @@ pub fn watch(settings: Settings) -> Result<(), AgentError> {
                     && let Some(s) = session.take()
                 {
                     let _ = s.sign_out().await;
+                } else if let Some(s) = &session {
+                    // A failure is logged there; sign-out tries again.
+                    let _ = s.check_in_open_requests().await;
                 }
             }
             if stopping {

@@ -814,6 +814,11 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
         root.join("changed").exists()
     });
     let gen2 = fs::read_link(root.join("..data")).unwrap();
+    // The managed account's request is checked in after each refresh's files are written, not
+    // left open until sign-out (a rotate-on-check-in account would never rotate).
+    wait_for("check-ins while running", Duration::from_secs(10), || {
+        h.calls("PUT requests/{id}/checkin") >= 2 && h.state()["requests_open"] == 0
+    });
 
     // Unchanged content: no new generation.
     std::thread::sleep(Duration::from_millis(2500));

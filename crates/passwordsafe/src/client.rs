@@ -238,6 +238,14 @@ impl Drop for SessionInner {
     }
 }
 
+fn credential(acct: &AccountRef, password: Result<SecretValue, Error>) -> Result<ManagedCredential, Error> {
+    Ok(ManagedCredential {
+        system: acct.system().to_owned(),
+        account: acct.account().to_owned(),
+        password: password?,
+    })
+}
+
 impl Session {
     /// The user the session runs as.
     pub fn user(&self) -> &SignedInUser {
@@ -360,6 +368,78 @@ impl Session {
     /// means the request is already closed. Concurrent calls for the same account on one session
     /// run one after the other.
     pub async fn managed_account(&self, acct: &AccountRef) -> Result<ManagedCredential, Error> {
+        let (password, created) = self.release(acct).await;
+        self.check_in(&created, &acct.to_string()).await;
+        credential(acct, password)
+    }
+
+    /// [`Session::managed_account`] without the check-in when the password was read: the
+    /// request stays open (and tracked) until [`Session::check_in_open_requests`] or
+    /// [`Session::sign_out`]. The caller can write the password first, which takes the check-in's
+    /// round trip off the path to the files. A release that fails is checked in at once.
+    pub async fn managed_account_open(&self, acct: &AccountRef) -> Result<ManagedCredential, Error> {
+        let (password, created) = self.release(acct).await;
+        if password.is_err() {
+            self.check_in(&created, &acct.to_string()).await;
+        }
+        credential(acct, password)
+    }
+
+    /// Checks in every request this session still holds open (those left by
+    /// [`Session::managed_account_open`], and failed check-ins), each with the usual retries. A
+    /// failure is logged and returned; [`Session::sign_out`] tries again.
+    pub async fn check_in_open_requests(&self) -> Result<(), Error> {
+        let open: Vec<u64> = self
+            .inner
+            .open_requests
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut first_err = None;
+        for id in open {
+            match checkin_with(self, id, "open request").await {
+                Ok(()) => self.track_request(id, false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// `GET ManagedAccounts`: the system and account IDs.
+    async fn account_ids(
+        &self,
+        acct: &AccountRef,
+        what: &str,
+        query: Vec<(&'static str, String)>,
+    ) -> Result<(i64, i64), Error> {
+        let reply = self
+            .call(Call::get(route::ACCOUNTS, "ManagedAccounts", what).query(query))
+            .await?;
+        decode_managed_account(&reply, acct.system(), acct.account())
+            .map_err(|reason| invalid(what, route::ACCOUNTS, reason))?
+            .ok_or_else(|| Error::NotFound {
+                what: what.to_owned(),
+                route: route::ACCOUNTS,
+                reason: "no matching account in the result".to_owned(),
+                detail: None,
+            })
+    }
+
+    async fn check_in(&self, created: &[u64], what: &str) {
+        for &request_id in created {
+            match checkin_with(self, request_id, what).await {
+                Ok(()) => self.track_request(request_id, false),
+                Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
+            }
+        }
+    }
+
+    /// `GET ManagedAccounts` → `POST Requests` → `GET Credentials/{id}`: the password (or why
+    /// not) and the requests this call created, which are tracked as open.
+    async fn release(&self, acct: &AccountRef) -> (Result<SecretValue, Error>, Vec<u64>) {
         let key = (acct.system().to_lowercase(), acct.account().to_lowercase());
         let lock = match self.inner.account_locks.lock() {
             Ok(mut locks) => locks.entry(key).or_default().clone(),
@@ -371,17 +451,10 @@ impl Session {
             ("systemName", acct.system().to_owned()),
             ("accountName", acct.account().to_owned()),
         ];
-        let reply = self
-            .call(Call::get(route::ACCOUNTS, "ManagedAccounts", &what).query(query))
-            .await?;
-        let (system_id, account_id) = decode_managed_account(&reply, acct.system(), acct.account())
-            .map_err(|reason| invalid(&what, route::ACCOUNTS, reason))?
-            .ok_or_else(|| Error::NotFound {
-                what: what.clone(),
-                route: route::ACCOUNTS,
-                reason: "no matching account in the result".to_owned(),
-                detail: None,
-            })?;
+        let (system_id, account_id) = match self.account_ids(acct, &what, query).await {
+            Ok(ids) => ids,
+            Err(e) => return (Err(e), Vec::new()),
+        };
 
         let opts = &self.inner.transport.shared.cfg.request;
         let mut body = json!({
@@ -462,17 +535,7 @@ impl Session {
                 Err(e) => break Err(e),
             }
         };
-        for request_id in created {
-            match checkin_with(self, request_id, &what).await {
-                Ok(()) => self.track_request(request_id, false),
-                Err(e) => tracing::warn!(error = %e, "check-in failed; it will be retried at sign-out"),
-            }
-        }
-        Ok(ManagedCredential {
-            system: acct.system().to_owned(),
-            account: acct.account().to_owned(),
-            password: password?,
-        })
+        (password, created)
     }
 
     /// Checks in any request still open, then signs out (`POST Auth/Signout`). Idempotent: later

@@ -37,7 +37,8 @@
 //!   `rotate_on_checkin`), [`Resolver`] (`Builtin` on Linux), `max_concurrent_requests` (16),
 //!   `warm_connections` (0), `max_file_bytes` (5,000,000).
 //! - [`Client::new`] → [`Client::sign_in`] → [`Session`] (`Clone + Send + Sync`, all methods
-//!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`],
+//!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`]
+//!   (or [`Session::managed_account_open`] then [`Session::check_in_open_requests`]),
 //!   [`Session::user`], [`Session::sign_out`].
 //! - References: [`SecretPath`], [`FolderPath`], [`AccountRef`] (`FromStr` with `/`, and
 //!   `parse_with_separator`), and the list parsers [`parse_secret_paths`],
@@ -84,7 +85,8 @@
 //!   attempt.
 //! - **DNS.** [`Resolver::Builtin`] (hickory-resolver) reads `/etc/hosts` and
 //!   `/etc/resolv.conf` (search, ndots) and queries the nameservers over UDP/TCP, so a static
-//!   binary on `FROM scratch` needs no NSS; answers are cached (at most 60 s) for all the
+//!   binary on `FROM scratch` needs no NSS; without a nameserver in `/etc/resolv.conf` (or
+//!   without the file) only `/etc/hosts` is read; answers are cached (at most 60 s) for all the
 //!   sessions of a [`Client`]; a failure is a [`ResolveError`] naming the host. HTTP proxies are
 //!   taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
 //! - **Connection warm-up.** HTTP/1.1 needs one connection per call in flight. With

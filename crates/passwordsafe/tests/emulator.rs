@@ -296,6 +296,46 @@ async fn managed_account_is_requested_read_and_checked_in() {
     assert_closed(&emu).await;
 }
 
+/// `managed_account_open` leaves the request open for the caller to write the password first;
+/// `check_in_open_requests` (or sign-out) closes it; a failed release is closed at once.
+#[tokio::test]
+async fn managed_account_open_is_checked_in_later() {
+    let emu = start().await;
+    let session = client(&emu, api_key("svc-a")).sign_in().await.unwrap();
+    let acct: AccountRef = "db-prod/svc_app".parse().unwrap();
+    let cred = session
+        .managed_account_open(&acct)
+        .await
+        .expect("managed account");
+    assert_value(&cred.password, "managed-1", "managed password");
+    assert_eq!(state(&emu).await["requests_open"], 1, "left open");
+    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 0);
+    session.check_in_open_requests().await.unwrap();
+    assert_eq!(state(&emu).await["requests_open"], 0, "checked in");
+    assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 1);
+    session.check_in_open_requests().await.unwrap();
+    assert_eq!(
+        calls(&emu, "PUT requests/{id}/checkin").await,
+        1,
+        "nothing left to check in"
+    );
+
+    let fail = json!({"fail": {"route": "GET credentials/{id}", "status": 403, "count": 1}});
+    faults(&emu, fail).await;
+    let err = session.managed_account_open(&acct).await.unwrap_err();
+    assert!(matches!(err, Error::Permission { .. }), "{err}");
+    assert_eq!(
+        state(&emu).await["requests_open"],
+        0,
+        "a failed release is checked in at once"
+    );
+
+    session.managed_account_open(&acct).await.unwrap();
+    assert_eq!(state(&emu).await["requests_open"], 1);
+    session.sign_out().await.unwrap();
+    assert_closed(&emu).await;
+}
+
 #[tokio::test]
 async fn managed_account_is_checked_in_when_credentials_fail() {
     let emu = start().await;
