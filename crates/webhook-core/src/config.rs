@@ -203,7 +203,7 @@ impl Config {
                 "must be at most 50",
             ));
         }
-        if i.startup_failure_threshold == 0 {
+        if i.startup_failure_threshold < 1 {
             return Err(ConfigError::invalid(
                 "injection.startupFailureThreshold",
                 "must be at least 1",
@@ -544,8 +544,9 @@ pub struct InjectionSettings {
     pub mesh_init_containers: Vec<String>,
     /// Pod annotations that show a mesh proxy was (or will be) injected.
     pub mesh_annotations: Vec<String>,
-    /// Startup-probe attempts (one per second) a native sidecar gets for its first write.
-    pub startup_failure_threshold: u32,
+    /// Startup-probe attempts (one per second) a native sidecar gets for its first write
+    /// (`int32` in the Pod API; at least 1, checked in `validate`).
+    pub startup_failure_threshold: i32,
 }
 
 impl Default for InjectionSettings {
@@ -953,6 +954,17 @@ policy:
         assert!(e.starts_with("agent.resources.limits.cpu:"), "{e}");
         let e = err("injection:\n  mode: native-sidecar\n  nativeSidecars: false\n");
         assert!(e.starts_with("injection.mode:"), "{e}");
+        // The probe's failureThreshold is an int32 in the Pod API: negative and zero refused,
+        // too large refused by the type.
+        for bad in ["0", "-1"] {
+            let e = err(&format!("injection:\n  startupFailureThreshold: {bad}\n"));
+            assert!(
+                e.starts_with("injection.startupFailureThreshold: must be at least 1"),
+                "{e}"
+            );
+        }
+        let e = err("injection:\n  startupFailureThreshold: 2147483648\n");
+        assert!(e.starts_with("injection.startupFailureThreshold:"), "{e}");
         let e = err("injection:\n  mode: sidecars\n");
         assert!(
             e.starts_with("injection.mode:") && e.contains("unknown mode"),

@@ -17,7 +17,14 @@ use inject_api::{
     annotations::{self as ann, Mode},
     command, env as agent_env, layout,
 };
-use serde::Serialize;
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+        ExecAction, KeyToPath, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile,
+        SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    },
+    apimachinery::pkg::api::resource::Quantity,
+};
 
 use crate::{
     config::{AgentUser, Auth, Config},
@@ -32,153 +39,6 @@ pub const INIT_CONTAINER: &str = "ps-agent-init";
 pub const SIDECAR_CONTAINER: &str = "ps-agent";
 /// Name of the init container that copies the agent binary for exec mode.
 pub const COPY_CONTAINER: &str = "ps-agent-copy";
-
-// ---------------------------------------------------------------------------------------------
-// Injected objects (serialised into the patch)
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Container<'a> {
-    name: &'a str,
-    image: &'a str,
-    image_pull_policy: &'a str,
-    command: &'a [String],
-    args: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    env: Vec<Env<'a>>,
-    resources: Resources<'a>,
-    volume_mounts: Vec<Mount<'a>>,
-    security_context: &'a SecurityContext,
-    termination_message_policy: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restart_policy: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    startup_probe: Option<Probe>,
-}
-
-#[derive(Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Env<'a> {
-    name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_from: Option<EnvSource<'a>>,
-}
-
-#[derive(Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EnvSource<'a> {
-    secret_key_ref: SecretKeyRef<'a>,
-}
-
-#[derive(Clone, Serialize)]
-struct SecretKeyRef<'a> {
-    name: &'a str,
-    key: &'a str,
-    optional: bool,
-}
-
-#[derive(Serialize)]
-struct Resources<'a> {
-    #[serde(skip_serializing_if = "Quantities::is_empty")]
-    requests: Quantities<'a>,
-    #[serde(skip_serializing_if = "Quantities::is_empty")]
-    limits: Quantities<'a>,
-}
-
-#[derive(Serialize)]
-struct Quantities<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpu: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<&'a str>,
-}
-
-impl Quantities<'_> {
-    fn is_empty(&self) -> bool {
-        self.cpu.is_none() && self.memory.is_none()
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Mount<'a> {
-    name: &'a str,
-    mount_path: &'a str,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    read_only: bool,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SecurityContext {
-    /// Unset only with `agent.runAsUser: platform`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_as_user: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_as_group: Option<i64>,
-    run_as_non_root: bool,
-    allow_privilege_escalation: bool,
-    read_only_root_filesystem: bool,
-    capabilities: Capabilities,
-    seccomp_profile: SeccompProfile,
-}
-
-#[derive(Serialize)]
-struct Capabilities {
-    drop: [&'static str; 1],
-}
-
-#[derive(Serialize)]
-struct SeccompProfile {
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Probe {
-    exec: ExecAction,
-    period_seconds: u32,
-    timeout_seconds: u32,
-    failure_threshold: u32,
-}
-
-#[derive(Serialize)]
-struct ExecAction {
-    command: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Volume<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    empty_dir: Option<EmptyDir<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    config_map: Option<ConfigMapSource<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EmptyDir<'a> {
-    medium: &'static str,
-    size_limit: &'a str,
-}
-
-#[derive(Serialize)]
-struct ConfigMapSource<'a> {
-    name: &'a str,
-    items: [KeyToPath<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct KeyToPath<'a> {
-    key: &'a str,
-    path: &'static str,
-}
 
 // ---------------------------------------------------------------------------------------------
 // The mutation, one function per phase
@@ -699,53 +559,61 @@ fn agent_security(readers: Readers, config: &Config) -> SecurityContext {
             Readers::Group { gid, added: true } => Some(gid),
             _ => config.agent.run_as_group,
         },
-        run_as_non_root: true,
-        allow_privilege_escalation: false,
-        read_only_root_filesystem: true,
-        capabilities: Capabilities { drop: ["ALL"] },
-        seccomp_profile: SeccompProfile {
-            kind: "RuntimeDefault",
-        },
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 
 /// The containers the patch adds: init containers (the exec copy step, then the init agent or
 /// the native sidecar) and the classic sidecar.
-struct Agents<'a> {
-    inits: Vec<Container<'a>>,
-    sidecar: Option<Container<'a>>,
+struct Agents {
+    inits: Vec<Container>,
+    sidecar: Option<Container>,
 }
 
-fn agent_containers<'a>(
-    spec: &'a InjectionSpec,
+fn agent_containers(
+    spec: &InjectionSpec,
     mode: Mode,
-    config: &'a Config,
-    security: &'a SecurityContext,
-    agent_json: &'a str,
-    ca_file: Option<&'a str>,
-) -> Agents<'a> {
+    config: &Config,
+    security: &SecurityContext,
+    agent_json: &str,
+    ca_file: Option<&str>,
+) -> Agents {
     let ca = config.password_safe.ca_bundle.as_ref();
-    let env = agent_env_vars(agent_json, &spec.credentials_secret, config, ca_file);
-    let container = |name: &'static str, args: Vec<String>, env, native: bool| Container {
-        name,
-        image: &config.agent.image,
-        image_pull_policy: config.agent.image_pull_policy.as_str(),
-        command: &config.agent.command,
-        args,
+    let env = || agent_env_vars(agent_json, &spec.credentials_secret, config, ca_file);
+    // A native sidecar is an init container with `restartPolicy: Always` (Kubernetes ≥ 1.28)
+    // and a startup probe that holds the app back until the first complete write.
+    let container = |name: &str, args: Vec<String>, env: Option<Vec<EnvVar>>, native: bool| Container {
+        name: name.to_owned(),
+        image: Some(config.agent.image.clone()),
+        image_pull_policy: Some(config.agent.image_pull_policy.as_str().to_owned()),
+        command: Some(config.agent.command.clone()),
+        args: Some(args),
         env,
-        resources: agent_resources(spec),
-        volume_mounts: agent_mounts(spec, ca.is_some() && name != COPY_CONTAINER),
-        security_context: security,
-        termination_message_policy: "FallbackToLogsOnError",
-        restart_policy: native.then_some("Always"),
+        resources: Some(agent_resources(spec)),
+        volume_mounts: Some(agent_mounts(spec, ca.is_some() && name != COPY_CONTAINER)),
+        security_context: Some(security.clone()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        restart_policy: native.then(|| "Always".to_owned()),
         startup_probe: native.then(|| ready_probe(spec, config)),
+        ..Container::default()
     };
     let mut inits = Vec::new();
     if spec.exec() {
         inits.push(container(
             COPY_CONTAINER,
             vec![command::COPY_SELF.to_owned(), bin_dir(spec)],
-            Vec::new(),
+            None,
             false,
         ));
     }
@@ -754,53 +622,59 @@ fn agent_containers<'a>(
         Mode::Init | Mode::InitSidecar => inits.push(container(
             INIT_CONTAINER,
             vec![command::FETCH.to_owned()],
-            env.clone(),
+            Some(env()),
             false,
         )),
-        Mode::NativeSidecar => inits.push(container(SIDECAR_CONTAINER, watch(), env.clone(), true)),
+        Mode::NativeSidecar => inits.push(container(SIDECAR_CONTAINER, watch(), Some(env()), true)),
         Mode::Sidecar => {}
     }
     let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar)
-        .then(|| container(SIDECAR_CONTAINER, watch(), env, false));
+        .then(|| container(SIDECAR_CONTAINER, watch(), Some(env()), false));
     Agents { inits, sidecar }
 }
 
-fn agent_resources(spec: &InjectionSpec) -> Resources<'_> {
+/// The agent's requests and limits; a list with neither quantity is left out (an absent one
+/// means "none", like the hand-written objects before).
+fn agent_resources(spec: &InjectionSpec) -> ResourceRequirements {
+    let list = |cpu: &Option<String>, memory: &Option<String>| {
+        let quantities: std::collections::BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .filter_map(|(name, q)| Some((name.to_owned(), Quantity(q.clone()?))))
+            .collect();
+        (!quantities.is_empty()).then_some(quantities)
+    };
     let r = &spec.resources;
-    Resources {
-        requests: Quantities {
-            cpu: r.requests.cpu.as_deref(),
-            memory: r.requests.memory.as_deref(),
-        },
-        limits: Quantities {
-            cpu: r.limits.cpu.as_deref(),
-            memory: r.limits.memory.as_deref(),
-        },
+    ResourceRequirements {
+        requests: list(&r.requests.cpu, &r.requests.memory),
+        limits: list(&r.limits.cpu, &r.limits.memory),
+        claims: None,
+    }
+}
+
+/// A volume mount; `readOnly` is written only when true, as Kubernetes defaults it to false.
+fn mount(name: &str, mount_path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: mount_path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
     }
 }
 
 /// An agent container's mounts. Every injected container mounts the empty no-token volume where
 /// the ServiceAccount admission plugin would put the API token: the plugin skips a container with
 /// a mount at that path, also when it is re-run after this mutation.
-fn agent_mounts(spec: &InjectionSpec, with_ca: bool) -> Vec<Mount<'_>> {
+fn agent_mounts(spec: &InjectionSpec, with_ca: bool) -> Vec<VolumeMount> {
     let mut m = Vec::with_capacity(3);
-    m.push(Mount {
-        name: layout::VOLUME_NAME,
-        mount_path: &spec.mount_path,
-        read_only: false,
-    });
+    m.push(mount(layout::VOLUME_NAME, &spec.mount_path, false));
     if with_ca {
-        m.push(Mount {
-            name: CA_VOLUME_NAME,
-            mount_path: CA_MOUNT_DIR,
-            read_only: true,
-        });
+        m.push(mount(CA_VOLUME_NAME, CA_MOUNT_DIR, true));
     }
-    m.push(Mount {
-        name: layout::NO_TOKEN_VOLUME_NAME,
-        mount_path: layout::SERVICE_ACCOUNT_DIR,
-        read_only: true,
-    });
+    m.push(mount(
+        layout::NO_TOKEN_VOLUME_NAME,
+        layout::SERVICE_ACCOUNT_DIR,
+        true,
+    ));
     m
 }
 
@@ -815,10 +689,13 @@ fn ready_probe(spec: &InjectionSpec, config: &Config) -> Probe {
         ])
         .collect();
     Probe {
-        exec: ExecAction { command },
-        period_seconds: 1,
-        timeout_seconds: 1,
-        failure_threshold: config.injection.startup_failure_threshold,
+        exec: Some(ExecAction {
+            command: Some(command),
+        }),
+        period_seconds: Some(1),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(config.injection.startup_failure_threshold),
+        ..Probe::default()
     }
 }
 
@@ -829,26 +706,28 @@ fn bin_dir(spec: &InjectionSpec) -> String {
 
 /// The in-memory secrets volume, the CA bundle's ConfigMap volume, the empty no-token volume.
 fn add_volumes(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, config: &Config) {
-    let memory = |name, size_limit| Volume {
-        name,
-        empty_dir: Some(EmptyDir {
-            medium: "Memory",
-            size_limit,
+    let memory = |name: &str, size_limit: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(Quantity(size_limit.to_owned())),
         }),
-        config_map: None,
+        ..Volume::default()
     };
     let mut volumes = Vec::with_capacity(3);
     volumes.push(memory(layout::VOLUME_NAME, &config.injection.volume_size_limit));
     volumes.extend(config.password_safe.ca_bundle.as_ref().map(|ca| Volume {
-        name: CA_VOLUME_NAME,
-        empty_dir: None,
-        config_map: Some(ConfigMapSource {
-            name: &ca.config_map,
-            items: [KeyToPath {
-                key: &ca.key,
-                path: CA_FILE_NAME,
-            }],
+        name: CA_VOLUME_NAME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: ca.config_map.clone(),
+            items: Some(vec![KeyToPath {
+                key: ca.key.clone(),
+                path: CA_FILE_NAME.to_owned(),
+                mode: None,
+            }]),
+            ..ConfigMapVolumeSource::default()
         }),
+        ..Volume::default()
     }));
     volumes.push(memory(layout::NO_TOKEN_VOLUME_NAME, layout::NO_TOKEN_SIZE_LIMIT));
     if pod.spec.volumes.is_some() {
@@ -868,7 +747,10 @@ fn add_supplemental_group(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, readers: 
     match &pod.spec.security_context {
         None => patch.push(PatchOp::add(
             pointer(["spec", "securityContext"]),
-            &serde_json::json!({ "supplementalGroups": [gid] }),
+            &PodSecurityContext {
+                supplemental_groups: Some(vec![gid]),
+                ..PodSecurityContext::default()
+            },
         )),
         Some(sc) => match &sc.supplemental_groups {
             Some(groups) if groups.contains(&gid) => {}
@@ -892,11 +774,7 @@ fn add_mounts_and_exec(
     targets: &Targets,
     spec: &InjectionSpec,
 ) {
-    let app_mount = Mount {
-        name: layout::VOLUME_NAME,
-        mount_path: &spec.mount_path,
-        read_only: true,
-    };
+    let app_mount = mount(layout::VOLUME_NAME, &spec.mount_path, true);
     let exec_bin = format!("{}/{}", bin_dir(spec), layout::BIN_NAME);
     for place in &targets.mounted {
         let (array, index) = match place {
@@ -930,7 +808,7 @@ fn add_mounts_and_exec(
 }
 
 /// The agent containers: the init step first (inserted at 0, 1, ...) or last, the sidecar last.
-fn add_agents(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, agents: &Agents<'_>, first: bool) {
+fn add_agents(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, agents: &Agents, first: bool) {
     if !agents.inits.is_empty() {
         if pod.spec.init_containers.is_none() {
             patch.push(PatchOp::add(pointer(["spec", "initContainers"]), &agents.inits));
@@ -969,30 +847,29 @@ fn add_status(patch: &mut Vec<PatchOp>, pod: &PodView<'_>) {
     }
 }
 
-fn agent_env_vars<'a>(
-    agent_json: &'a str,
-    secret: &'a str,
-    config: &'a Config,
-    ca_file: Option<&'a str>,
-) -> Vec<Env<'a>> {
+/// The agent's environment: its configuration, the credentials from the pod's Secret (none of
+/// them in the patch itself), and the CA bundle's path.
+fn agent_env_vars(agent_json: &str, secret: &str, config: &Config, ca_file: Option<&str>) -> Vec<EnvVar> {
     let keys = &config.credentials.keys;
     let auth = config.credentials.auth;
-    let from = |name: &'static str, key: &'a str, optional: bool| Env {
-        name,
+    let value = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    };
+    let from = |name: &str, key: &str, optional: bool| EnvVar {
+        name: name.to_owned(),
         value: None,
-        value_from: Some(EnvSource {
-            secret_key_ref: SecretKeyRef {
-                name: secret,
-                key,
-                optional,
-            },
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(optional),
+            }),
+            ..EnvVarSource::default()
         }),
     };
-    let mut env = vec![Env {
-        name: agent_env::AGENT_CONFIG,
-        value: Some(agent_json),
-        value_from: None,
-    }];
+    let mut env = vec![value(agent_env::AGENT_CONFIG, agent_json)];
     if auth != Auth::OAuth {
         env.push(from(agent_env::API_KEY, &keys.api_key, auth == Auth::Auto));
         env.push(from(agent_env::RUNAS, &keys.run_as, true));
@@ -1009,11 +886,7 @@ fn agent_env_vars<'a>(
     // The CA bundle's one place (not also `passwordSafe.caFile`): running the agent outside its
     // pod (the demo, the end-to-end suite) points this variable at another bundle.
     if let Some(path) = ca_file {
-        env.push(Env {
-            name: agent_env::CA_FILE,
-            value: Some(path),
-            value_from: None,
-        });
+        env.push(value(agent_env::CA_FILE, path));
     }
     env
 }
