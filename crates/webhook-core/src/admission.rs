@@ -13,8 +13,9 @@
 //!   another field order the whole body is read and the answer is the same;
 //! - for an opted-in pod CREATE, `spec` is parsed straight into a minimal view (names,
 //!   commands, mounts, users), everything else skipped;
-//! - the response is written by hand into one buffer; the patch is serialised once and
-//!   base64-encoded into it (`patchType: JSONPatch`), never escaped a second time.
+//! - the response is written through serde into one buffer; the patch is serialised once,
+//!   base64-encoded once (`patchType: JSONPatch`) and written verbatim as a raw JSON string,
+//!   never run through the string escaper (base64 needs no escaping).
 //!
 //! Non-Pod kinds, subresources, operations other than CREATE and pods without the opt-in are
 //! allowed unchanged. `dryRun` gets the same answer (the webhook has no side effects). A body
@@ -642,8 +643,9 @@ struct ResponseOut<'a> {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
-    patch: Option<&'a [u8]>,
+    /// The base64 text as a JSON string ([`base64_json_string`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<StatusOut<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -658,12 +660,17 @@ struct StatusOut<'a> {
     code: u16,
 }
 
-fn as_base64<S: serde::Serializer>(patch: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
-    let bytes = patch.unwrap_or_default();
-    s.collect_str(&base64::display::Base64Display::new(
-        bytes,
-        &base64::engine::general_purpose::STANDARD,
-    ))
+/// The patch's base64 text as a JSON string, written verbatim into the response. serde_json
+/// would otherwise scan every character of it for escapes, one byte at a time (about 15,000
+/// instructions for a 2.5 kB patch); checking the finished string as a raw value is a fast
+/// word-at-a-time scan. Base64 has no character JSON escapes, so the check cannot fail.
+fn base64_json_string(patch: &[u8]) -> Option<Box<RawValue>> {
+    use base64::Engine as _;
+    let mut text = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
+    text.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(patch, &mut text);
+    text.push('"');
+    RawValue::from_string(text).ok()
 }
 
 fn response(api_version: &str, uid: &str, answer: Answer<'_>, warnings: &[String]) -> Vec<u8> {
@@ -680,19 +687,20 @@ fn response(api_version: &str, uid: &str, answer: Answer<'_>, warnings: &[String
             }),
         ),
     };
+    let patch = patch.and_then(base64_json_string);
+    let patch_len = patch.as_ref().map_or(0, |p| p.get().len());
     let review = ReviewOut {
         api_version,
         kind: "AdmissionReview",
         response: ResponseOut {
             uid,
             allowed,
-            patch_type: patch.map(|_| "JSONPatch"),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
             status,
             warnings,
         },
     };
-    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
     let mut out =
         Vec::with_capacity(160 + uid.len() + patch_len + warnings.iter().map(|w| w.len() + 4).sum::<usize>());
     // Serialising these types into a Vec cannot fail.
