@@ -154,7 +154,7 @@ pub fn mutate(pod: &PodView<'_>, spec: &InjectionSpec, config: &Config) -> Resul
     let agent_json = agent.to_json();
     let security = agent_security(readers, config);
     let ca_file = (config.password_safe.ca_bundle.as_ref()).map(|_| format!("{CA_MOUNT_DIR}/{CA_FILE_NAME}"));
-    let agents = agent_containers(spec, mode, config, &security, &agent_json, ca_file.as_deref());
+    let agents = agent_containers(spec, mode, config, security, &agent_json, ca_file.as_deref());
 
     let mut patch = Vec::with_capacity(8 + targets.mounted.len() * 2);
     add_volumes(&mut patch, pod, config);
@@ -585,7 +585,7 @@ fn agent_containers(
     spec: &InjectionSpec,
     mode: Mode,
     config: &Config,
-    security: &SecurityContext,
+    mut security: SecurityContext,
     agent_json: &str,
     ca_file: Option<&str>,
 ) -> Agents {
@@ -593,21 +593,23 @@ fn agent_containers(
     let env = || agent_env_vars(agent_json, &spec.credentials_secret, config, ca_file);
     // A native sidecar is an init container with `restartPolicy: Always` (Kubernetes ≥ 1.28)
     // and a startup probe that holds the app back until the first complete write.
-    let container = |name: &str, args: Vec<String>, env: Option<Vec<EnvVar>>, native: bool| Container {
-        name: name.to_owned(),
-        image: Some(config.agent.image.clone()),
-        image_pull_policy: Some(config.agent.image_pull_policy.as_str().to_owned()),
-        command: Some(config.agent.command.clone()),
-        args: Some(args),
-        env,
-        resources: Some(agent_resources(spec)),
-        volume_mounts: Some(agent_mounts(spec, ca.is_some() && name != COPY_CONTAINER)),
-        security_context: Some(security.clone()),
-        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        restart_policy: native.then(|| "Always".to_owned()),
-        startup_probe: native.then(|| ready_probe(spec, config)),
-        ..Container::default()
-    };
+    let container =
+        |name: &str, args: Vec<String>, env: Option<Vec<EnvVar>>, native: bool, security| Container {
+            name: name.to_owned(),
+            image: Some(config.agent.image.clone()),
+            image_pull_policy: Some(config.agent.image_pull_policy.as_str().to_owned()),
+            command: Some(config.agent.command.clone()),
+            args: Some(args),
+            env,
+            resources: Some(agent_resources(spec)),
+            volume_mounts: Some(agent_mounts(spec, ca.is_some() && name != COPY_CONTAINER)),
+            security_context: Some(security),
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            restart_policy: native.then(|| "Always".to_owned()),
+            startup_probe: native.then(|| ready_probe(spec, config)),
+            ..Container::default()
+        };
+    // Each container owns a copy of the security context; the last one built takes it.
     let mut inits = Vec::new();
     if spec.exec() {
         inits.push(container(
@@ -615,21 +617,41 @@ fn agent_containers(
             vec![command::COPY_SELF.to_owned(), bin_dir(spec)],
             None,
             false,
+            security.clone(),
         ));
     }
     let watch = || vec![command::WATCH.to_owned()];
+    let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar);
     match mode {
         Mode::Init | Mode::InitSidecar => inits.push(container(
             INIT_CONTAINER,
             vec![command::FETCH.to_owned()],
             Some(env()),
             false,
+            if sidecar {
+                security.clone()
+            } else {
+                std::mem::take(&mut security)
+            },
         )),
-        Mode::NativeSidecar => inits.push(container(SIDECAR_CONTAINER, watch(), Some(env()), true)),
+        Mode::NativeSidecar => inits.push(container(
+            SIDECAR_CONTAINER,
+            watch(),
+            Some(env()),
+            true,
+            std::mem::take(&mut security),
+        )),
         Mode::Sidecar => {}
     }
-    let sidecar = matches!(mode, Mode::Sidecar | Mode::InitSidecar)
-        .then(|| container(SIDECAR_CONTAINER, watch(), Some(env()), false));
+    let sidecar = sidecar.then(|| {
+        container(
+            SIDECAR_CONTAINER,
+            watch(),
+            Some(env()),
+            false,
+            std::mem::take(&mut security),
+        )
+    });
     Agents { inits, sidecar }
 }
 
@@ -637,10 +659,13 @@ fn agent_containers(
 /// means "none", like the hand-written objects before).
 fn agent_resources(spec: &InjectionSpec) -> ResourceRequirements {
     let list = |cpu: &Option<String>, memory: &Option<String>| {
-        let quantities: std::collections::BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", memory)]
-            .into_iter()
-            .filter_map(|(name, q)| Some((name.to_owned(), Quantity(q.clone()?))))
-            .collect();
+        // Inserted one by one: collecting into a BTreeMap sorts a temporary vector first.
+        let mut quantities = std::collections::BTreeMap::new();
+        for (name, q) in [("cpu", cpu), ("memory", memory)] {
+            if let Some(q) = q {
+                quantities.insert(name.to_owned(), Quantity(q.clone()));
+            }
+        }
         (!quantities.is_empty()).then_some(quantities)
     };
     let r = &spec.resources;
@@ -732,10 +757,10 @@ fn add_volumes(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, config: &Config) {
     volumes.push(memory(layout::NO_TOKEN_VOLUME_NAME, layout::NO_TOKEN_SIZE_LIMIT));
     if pod.spec.volumes.is_some() {
         for v in &volumes {
-            patch.push(PatchOp::add(pointer(["spec", "volumes", "-"]), v));
+            patch.push(PatchOp::add("/spec/volumes/-", v));
         }
     } else {
-        patch.push(PatchOp::add(pointer(["spec", "volumes"]), &volumes));
+        patch.push(PatchOp::add("/spec/volumes", &volumes));
     }
 }
 
@@ -746,7 +771,7 @@ fn add_supplemental_group(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, readers: 
     };
     match &pod.spec.security_context {
         None => patch.push(PatchOp::add(
-            pointer(["spec", "securityContext"]),
+            "/spec/securityContext",
             &PodSecurityContext {
                 supplemental_groups: Some(vec![gid]),
                 ..PodSecurityContext::default()
@@ -754,14 +779,8 @@ fn add_supplemental_group(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, readers: 
         )),
         Some(sc) => match &sc.supplemental_groups {
             Some(groups) if groups.contains(&gid) => {}
-            Some(_) => patch.push(PatchOp::add(
-                pointer(["spec", "securityContext", "supplementalGroups", "-"]),
-                &gid,
-            )),
-            None => patch.push(PatchOp::add(
-                pointer(["spec", "securityContext", "supplementalGroups"]),
-                &[gid],
-            )),
+            Some(_) => patch.push(PatchOp::add("/spec/securityContext/supplementalGroups/-", &gid)),
+            None => patch.push(PatchOp::add("/spec/securityContext/supplementalGroups", &[gid])),
         },
     }
 }
@@ -811,7 +830,7 @@ fn add_mounts_and_exec(
 fn add_agents(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, agents: &Agents, first: bool) {
     if !agents.inits.is_empty() {
         if pod.spec.init_containers.is_none() {
-            patch.push(PatchOp::add(pointer(["spec", "initContainers"]), &agents.inits));
+            patch.push(PatchOp::add("/spec/initContainers", &agents.inits));
         } else if first {
             for (i, c) in agents.inits.iter().enumerate() {
                 patch.push(PatchOp::add(
@@ -821,25 +840,25 @@ fn add_agents(patch: &mut Vec<PatchOp>, pod: &PodView<'_>, agents: &Agents, firs
             }
         } else {
             for c in &agents.inits {
-                patch.push(PatchOp::add(pointer(["spec", "initContainers", "-"]), c));
+                patch.push(PatchOp::add("/spec/initContainers/-", c));
             }
         }
     }
     if let Some(c) = &agents.sidecar {
-        patch.push(PatchOp::add(pointer(["spec", "containers", "-"]), c));
+        patch.push(PatchOp::add("/spec/containers/-", c));
     }
 }
+
+/// [`ann::STATUS`] in the pod's annotations (`/` escaped as `~1`).
+const STATUS_PATH: &str = "/metadata/annotations/ps-injector.io~1status";
 
 /// The idempotence marker, the patch's last operation.
 fn add_status(patch: &mut Vec<PatchOp>, pod: &PodView<'_>) {
     if pod.meta.annotations.present {
-        patch.push(PatchOp::add(
-            pointer(["metadata", "annotations", ann::STATUS]),
-            &ann::STATUS_INJECTED,
-        ));
+        patch.push(PatchOp::add(STATUS_PATH, &ann::STATUS_INJECTED));
     } else {
         patch.push(PatchOp::add(
-            pointer(["metadata", "annotations"]),
+            "/metadata/annotations",
             &[(ann::STATUS, ann::STATUS_INJECTED)]
                 .into_iter()
                 .collect::<std::collections::BTreeMap<_, _>>(),
@@ -1486,6 +1505,14 @@ mod tests {
             assert_eq!(app_mounts[0], sa_mount);
             assert!(!app_mounts.iter().any(|m| m["name"] == "ps-injector-no-token"));
         }
+    }
+
+    #[test]
+    fn the_status_path_is_the_escaped_pointer() {
+        assert_eq!(
+            STATUS_PATH,
+            crate::patch::pointer(["metadata", "annotations", ann::STATUS])
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `replace` of a container's `command` that exec mode needs (an opted-in feature).
 //!
 //! Values are serialised once, when the operation is built ([`RawValue`]), so writing the
-//! patch is a copy. Paths are RFC 6901 pointers built from unescaped tokens.
+//! patch is a copy. Paths are RFC 6901 pointers built from unescaped tokens, or constants for
+//! the fixed ones (no allocation, no escaping pass).
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -19,25 +22,25 @@ pub enum OpKind {
 #[derive(Clone, Debug, Serialize)]
 pub struct PatchOp {
     pub op: OpKind,
-    pub path: String,
+    pub path: Cow<'static, str>,
     pub value: Box<RawValue>,
 }
 
 impl PatchOp {
     /// `add` of a serialisable value at `path`.
-    pub fn add(path: String, value: &impl Serialize) -> Self {
+    pub fn add(path: impl Into<Cow<'static, str>>, value: &impl Serialize) -> Self {
         Self {
             op: OpKind::Add,
-            path,
+            path: path.into(),
             value: raw(value),
         }
     }
 
     /// `replace` of a serialisable value at `path`. Only for exec mode's `command`.
-    pub fn replace(path: String, value: &impl Serialize) -> Self {
+    pub fn replace(path: impl Into<Cow<'static, str>>, value: &impl Serialize) -> Self {
         Self {
             op: OpKind::Replace,
-            path,
+            path: path.into(),
             value: raw(value),
         }
     }
