@@ -1,5 +1,5 @@
-"""Shared by the reliability runs (storm.py, watch_faults.py): the emulator as a child process,
-its operator endpoints, agent environments, CPU accounting.
+"""Shared by the reliability runs (storm.py, watch_faults.py, webhook_soak.py): the emulator as a
+child process, its operator endpoints, agent environments, certificates, CPU accounting.
 
 Loopback only. Secret values are fake and never printed: comparisons report lengths. Every one is
 a secret canary (`PSCANARY-<kind>-…`, crates/testkit/canaries.txt): scripts/test keeps the runs'
@@ -75,20 +75,28 @@ def check(ok: bool, what: str, failures: list[str]) -> None:
 def make_tls(work: Path) -> tuple[Path, Path, Path]:
     """A CA and a serving certificate for 127.0.0.1 (so a restarted emulator keeps its
     identity). Returns (ca, cert, key)."""
-    ca_key, ca, key, csr, cert = (work / n for n in ("ca.key", "ca.pem", "tls.key", "tls.csr", "tls.pem"))
-    ext = work / "tls.ext"
+    ca_key, ca = work / "ca.key", work / "ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=reliability test CA"],
+                   check=True, capture_output=True)
+    cert, key = make_leaf(work, ca, ca_key, "tls")
+    return ca, cert, key
+
+
+def make_leaf(work: Path, ca: Path, ca_key: Path, stem: str) -> tuple[Path, Path]:
+    """A serving certificate for 127.0.0.1 signed by the CA, as `<stem>.pem` and `<stem>.key`
+    (each call a new key and serial). Returns (cert, key)."""
+    key, csr, cert, ext = (work / f"{stem}.{x}" for x in ("key", "csr", "pem", "ext"))
     ext.write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n"
     )
     run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=reliability test CA")
     run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
     run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
         "-out", cert, "-days", "2", "-extfile", ext)
-    return ca, cert, key
+    return cert, key
 
 
 class Emulator:

@@ -23,15 +23,22 @@
 //!   the core's message (which names annotations, never values); metrics per request.
 //! - **Shutdown** ([`RunningServer::trigger_shutdown`], SIGTERM/SIGINT in `serve`): `/readyz`
 //!   turns 503 at once; the server keeps accepting and answering for [`ServerConfig::drain_delay`]
-//!   (kube-apiserver keeps using pooled connections until endpoints converge); then it stops
-//!   accepting, lets hyper finish requests in flight and close idle connections, waits up to
-//!   [`ServerConfig::shutdown_timeout`] for that, and stops the admin port last.
+//!   (kube-apiserver keeps using pooled connections until endpoints converge), and every answer
+//!   in that time carries `Connection: close`, so each client leaves its connection with an
+//!   answer in hand and reconnects (through the Service, to another pod) instead of having an
+//!   idle connection closed under a request it is sending; then it stops accepting, lets hyper
+//!   finish requests in flight and close idle connections, serves the first request of a
+//!   connection that has not sent one yet (see [`serve_until_drained`]), waits up to
+//!   [`ServerConfig::shutdown_timeout`] for all that, and stops the admin port last.
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -42,7 +49,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulConnection, GracefulShutdown},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
@@ -157,6 +164,8 @@ struct State {
     config: SharedConfig,
     metrics: Arc<Metrics>,
     limits: Limits,
+    /// Set at the shutdown signal: answers carry `Connection: close` from then on.
+    draining: AtomicBool,
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -290,8 +299,15 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
         config: config.clone(),
         metrics: metrics.clone(),
         limits: cfg.limits.clone(),
+        draining: AtomicBool::new(false),
     });
-    let accept_task = tokio::spawn(accept_loop(listener, acceptor, state, workers, stop_accept_rx));
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        state.clone(),
+        workers,
+        stop_accept_rx,
+    ));
     readiness.set(true);
     tracing::info!(%addr, %admin_addr, "serving admission requests");
 
@@ -302,6 +318,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer, ServeError> {
             let mut shutdown_rx = shutdown_rx;
             stopped(&mut shutdown_rx).await;
             readiness.set(false);
+            state.draining.store(true, Ordering::SeqCst);
             tracing::info!(?drain_delay, "shutdown requested: not ready, draining");
             tokio::time::sleep(drain_delay).await;
             stop_accept_tx.send_replace(true);
@@ -404,8 +421,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Created here, before any shutdown signal, so every accepted connection is drained.
+        // Created here, before any shutdown signal, so that the wait below counts every
+        // accepted connection until its task ends.
         let watcher = graceful.watcher();
+        let drained = stop.clone();
         let (acceptor, state, builder) = (acceptor.clone(), state.clone(), builder.clone());
         let span = tracing::debug_span!("conn", %peer);
         let worker = &workers[next % workers.len()];
@@ -431,22 +450,57 @@ async fn accept_loop(
                             return;
                         }
                     };
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &state).await) }
+                let requested = Arc::new(AtomicBool::new(false));
+                let service = service_fn({
+                    let requested = requested.clone();
+                    move |req| {
+                        requested.store(true, Ordering::SeqCst);
+                        let state = state.clone();
+                        async move {
+                            let mut rsp = handle(req, &state).await;
+                            if state.draining.load(Ordering::SeqCst) {
+                                // hyper closes the connection after this answer.
+                                rsp.headers_mut()
+                                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, Infallible>(rsp)
+                        }
+                    }
                 });
-                if let Err(error) = watcher
-                    .watch(builder.serve_connection(TokioIo::new(tls), service))
-                    .await
-                {
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(error) = serve_until_drained(conn, &requested, drained).await {
                     tracing::debug!(%error, "connection ended with an error");
                 }
+                drop(watcher);
             }
             .instrument(span),
         );
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves `conn` to its end. Once `drained` holds `true` (the drain delay is over), a connection
+/// that has had a request is shut down gracefully: a request in flight is finished, an idle
+/// connection is closed. One that has not had a request yet is left to run: hyper would close
+/// it at once, having read nothing, under a first request the client may already have sent
+/// (a connection accepted in the last moments of the drain, or still in its TLS handshake when
+/// the drain ended). It ends after that request, whose answer carries `Connection: close`, or
+/// at the header read timeout; the caller's shutdown timeout bounds both.
+async fn serve_until_drained<C: GracefulConnection>(
+    conn: C,
+    requested: &AtomicBool,
+    mut drained: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        () = stopped(&mut drained) => {}
+    }
+    if requested.load(Ordering::SeqCst) {
+        conn.as_mut().graceful_shutdown();
+    }
+    conn.await
 }
 
 /// Resolves once `rx` holds `true` (or its sender is gone).
