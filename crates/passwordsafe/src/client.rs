@@ -212,16 +212,21 @@ struct ReauthState {
     last_refusal: Option<(Option<u16>, Option<String>)>,
 }
 
+impl SessionInner {
+    fn open_request_ids(&self) -> Vec<u64> {
+        self.open_requests
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for SessionInner {
     fn drop(&mut self) {
         if self.signed_out.load(Ordering::SeqCst) {
             return;
         }
-        let open: Vec<u64> = self
-            .open_requests
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let open = self.open_request_ids();
         tracing::warn!(
             open_requests = open.len(),
             "Password Safe session dropped without sign_out; closing it in the background"
@@ -389,12 +394,7 @@ impl Session {
     /// [`Session::managed_account_open`], and failed check-ins), each with the usual retries. A
     /// failure is logged and returned; [`Session::sign_out`] tries again.
     pub async fn check_in_open_requests(&self) -> Result<(), Error> {
-        let open: Vec<u64> = self
-            .inner
-            .open_requests
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let open = self.inner.open_request_ids();
         let mut first_err = None;
         for id in open {
             match checkin_with(self, id, "open request").await {
@@ -551,11 +551,7 @@ impl Session {
         }
         // Wait for a re-authentication in progress, so the sign-out closes the newest session.
         let _no_reauth = inner.reauth.lock().await;
-        let open: Vec<u64> = inner
-            .open_requests
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let open = inner.open_request_ids();
         let mut first_err = None;
         for id in open {
             match checkin(&inner.transport, id, "check-in at sign-out", CLOSE_BUDGET).await {

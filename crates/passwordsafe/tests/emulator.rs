@@ -307,7 +307,11 @@ async fn managed_account_open_is_checked_in_later() {
         .managed_account_open(&acct)
         .await
         .expect("managed account");
-    assert_value(&cred.password, "managed-1", "managed password");
+    assert_value(
+        &cred.password,
+        "PSCANARY-account-pw-managed-1",
+        "managed password",
+    );
     assert_eq!(state(&emu).await["requests_open"], 1, "left open");
     assert_eq!(calls(&emu, "PUT requests/{id}/checkin").await, 0);
     session.check_in_open_requests().await.unwrap();
