@@ -19,8 +19,22 @@ k label namespace "$smns" pod-security.kubernetes.io/enforce=restricted >/dev/nu
     || fail "helm template (selfManaged)" "$(cat "$work/err")"
 "$HELM" template sm "$chart" -n "$smns" "${sm_args[@]}" >"$work/sm2.yaml" 2>"$work/err"
 check "selfManaged: two renders are byte-identical" cmp -s "$work/sm1.yaml" "$work/sm2.yaml"
-check "selfManaged: the render holds no key, no certificate and no caBundle" \
-    bash -c "! grep -qE 'PRIVATE KEY|BEGIN CERTIFICATE|^ *caBundle:' '$work/sm1.yaml'"
+check "selfManaged: the render holds no key and no certificate" \
+    bash -c "! grep -qE 'PRIVATE KEY|BEGIN CERTIFICATE' '$work/sm1.yaml'"
+# Only the webhook configuration's entries are looked at: the cluster configuration may name a
+# caBundle ConfigMap of its own.
+no_cabundle_rendered() { # no_cabundle_rendered FILE: exactly one webhook configuration, no caBundle in it
+    k create --dry-run=client -o json -f "$1" \
+        | jq -s -e '[.[] | if .kind == "List" then .items[] else . end | select(.kind == "MutatingWebhookConfiguration")
+                     | [.webhooks[].clientConfig | has("caBundle")] | any] == [false]' >/dev/null
+}
+check "selfManaged: the rendered webhook configuration has no caBundle" no_cabundle_rendered "$work/sm1.yaml"
+"$HELM" template sm "$chart" -n "$smns" "${sm_args[@]}" --set certificates.mode=helmGenerated >"$work/hg.yaml" 2>"$work/err"
+if no_cabundle_rendered "$work/hg.yaml"; then
+    fail "the caBundle check sees one (helmGenerated render)" "not seen"
+else
+    ok "the caBundle check sees one (helmGenerated render)"
+fi
 expect "selfManaged: kubectl apply of the rendered manifests (no Helm release)" k apply -f "$work/sm1.yaml"
 check "the webhook configuration starts without a caBundle" \
     test -z "$(k get mutatingwebhookconfiguration "$smfull" -o jsonpath='{.webhooks[*].clientConfig.caBundle}')"

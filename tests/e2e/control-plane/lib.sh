@@ -55,7 +55,7 @@ _cp_pki() {
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:10.234.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=kube-apiserver" \
             -keyout serving.key -out serving.csr 2>/dev/null
@@ -153,7 +153,7 @@ _cp_start_apiserver() {
     local pki="$CP_DIR/pki"
     setpriv --pdeathsig KILL -- "$KUBE_APISERVER" \
         --etcd-servers="$CP_ETCD_URL" \
-        --bind-address=127.0.0.1 --secure-port="$port" --advertise-address=127.0.0.1 \
+        --bind-address="${CP_BIND_ADDRESS:-127.0.0.1}" --secure-port="$port" --advertise-address=127.0.0.1 \
         --tls-cert-file="$pki/serving.crt" --tls-private-key-file="$pki/serving.key" \
         --client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" \
         --authorization-mode=RBAC \
