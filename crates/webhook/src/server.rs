@@ -11,9 +11,11 @@
 //!   a multi-thread runtime answers each of those by waking a parked sibling worker to steal
 //!   it: one futex wake and often a migration of the connection to the other core per request,
 //!   which is what made the single-connection p99 tail (see `docs/webhook.md` §8).
-//! - **Routes**: `POST /mutate` and `POST /` call [`admission::review`] inline (it takes
-//!   microseconds, no blocking pool); `POST /warn-workloads` calls
-//!   [`admission::review_workload`] (allowed, no patch, perhaps a warning). Other paths are 404; another method is 405. A
+//! - **Routes** (an axum [`Router`], [`router`], served as a tower service by the loop above,
+//!   not by `axum::serve`): `POST /mutate` and `POST /` call [`admission::review`] inline (it
+//!   takes microseconds, no blocking pool); `POST /warn-workloads` calls
+//!   [`admission::review_workload`] (allowed, no patch, perhaps a warning). Other paths are 404;
+//!   another method is 405 with `Allow: POST`. A
 //!   `Content-Type` that is present and not JSON is 400 (kube-apiserver always sends
 //!   `application/json`; a missing one is accepted). A body over [`Limits::max_body`] is 413
 //!   without reading it, and a body not complete within [`Limits::body_timeout`] is 408.
@@ -43,16 +45,24 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    response::Response,
+    routing::{MethodRouter, post},
+};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{server::conn::http1, service::service_fn};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::{GracefulConnection, GracefulShutdown},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::{
@@ -160,7 +170,7 @@ pub enum ServeError {
 }
 
 /// Shared by every connection of one server.
-struct State {
+pub(crate) struct State {
     config: SharedConfig,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -398,6 +408,7 @@ async fn accept_loop(
         .header_read_timeout(state.limits.header_read_timeout)
         .keep_alive(true);
     let builder = Arc::new(builder);
+    let router = router(state.clone());
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -425,7 +436,8 @@ async fn accept_loop(
         // accepted connection until its task ends.
         let watcher = graceful.watcher();
         let drained = stop.clone();
-        let (acceptor, state, builder) = (acceptor.clone(), state.clone(), builder.clone());
+        let (acceptor, router, state, builder) =
+            (acceptor.clone(), router.clone(), state.clone(), builder.clone());
         let span = tracing::debug_span!("conn", %peer);
         let worker = &workers[next % workers.len()];
         next = next.wrapping_add(1);
@@ -451,13 +463,15 @@ async fn accept_loop(
                         }
                     };
                 let requested = Arc::new(AtomicBool::new(false));
+                // The router is a tower service; hyper calls it through this adapter. Its
+                // error type is Infallible: every request gets an answer.
                 let service = service_fn({
                     let requested = requested.clone();
-                    move |req| {
+                    move |req: Request<Incoming>| {
                         requested.store(true, Ordering::SeqCst);
-                        let state = state.clone();
+                        let (router, state) = (router.clone(), state.clone());
                         async move {
-                            let mut rsp = handle(req, &state).await;
+                            let mut rsp = router.oneshot(req).await?;
                             if state.draining.load(Ordering::SeqCst) {
                                 // hyper closes the connection after this answer.
                                 rsp.headers_mut()
@@ -508,8 +522,8 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut rsp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    let mut rsp = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
     *rsp.status_mut() = status;
     rsp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -528,29 +542,42 @@ fn is_json(value: &HeaderValue) -> bool {
 /// own metadata: [`admission::review_workload`].
 pub const WARN_WORKLOADS_PATH: &str = "/warn-workloads";
 
-/// Answers one request on the TLS port.
-async fn handle<B>(req: Request<B>, state: &State) -> Response<Full<Bytes>>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let start = Instant::now();
-    let workloads = match req.uri().path() {
-        "/mutate" | "/" => false,
-        WARN_WORKLOADS_PATH => true,
-        _ => {
-            return plain(
+/// Which review an entry point runs.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// `/mutate` and `/`: pods, [`admission::review`].
+    Pods,
+    /// [`WARN_WORKLOADS_PATH`]: [`admission::review_workload`].
+    Workloads,
+}
+
+/// The admission port's routes over `state`: every entry point takes POST only.
+pub(crate) fn router(state: Arc<State>) -> Router {
+    let entry = |entry: Entry| -> MethodRouter {
+        let state = state.clone();
+        post(move |req: Request| async move { admit(req, &state, entry).await }).fallback(|| async {
+            let mut rsp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
+            rsp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            rsp
+        })
+    };
+    Router::new()
+        .route("/mutate", entry(Entry::Pods))
+        .route("/", entry(Entry::Pods))
+        .route(WARN_WORKLOADS_PATH, entry(Entry::Workloads))
+        .fallback(|| async {
+            plain(
                 StatusCode::NOT_FOUND,
                 "not found: POST AdmissionReviews to /mutate (pods) or /warn-workloads (workloads)\n",
-            );
-        }
-    };
-    if req.method() != Method::POST {
-        let mut rsp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
-        rsp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return rsp;
-    }
+            )
+        })
+}
+
+/// Answers one POST to an entry point: checks the content type and size, reads the body within
+/// the limits, reviews it, logs and counts the outcome.
+async fn admit(req: Request, state: &State, entry: Entry) -> Response {
+    let start = Instant::now();
     let rejected = |status, body, why: &'static str| {
         tracing::info!(status = u16::from(status), "request rejected: {why}");
         state
@@ -611,11 +638,9 @@ where
         }
     };
 
-    let result = if workloads {
-        admission::review_workload(&body)
-    } else {
-        let config = state.config.load();
-        admission::review(&body, &config)
+    let result = match entry {
+        Entry::Workloads => admission::review_workload(&body),
+        Entry::Pods => admission::review(&body, &state.config.load()),
     };
     let elapsed = start.elapsed();
     let outcome = result.outcome.as_str();
@@ -655,9 +680,167 @@ where
     drop(entered);
     state.metrics.observe_admission(outcome, result.mode, elapsed);
 
-    let mut rsp = Response::new(Full::new(Bytes::from(result.body)));
+    let mut rsp = Response::new(Body::from(result.body));
     *rsp.status_mut() = StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::BAD_REQUEST);
     rsp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     rsp
+}
+
+#[cfg(test)]
+mod tests {
+    //! The routes in process, through the router as a tower service (no socket, no TLS; the
+    //! served path is covered by tests/http_server.rs).
+    use base64::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::config::Config;
+
+    const INJECT: &[u8] = include_bytes!("../../../bench/webhook/fixtures/inject.json");
+    const SKIP: &[u8] = include_bytes!("../../../bench/webhook/fixtures/skip.json");
+    const CONFIG: &str = "passwordSafe:\n  url: https://ps.example.com/BeyondTrust/api/public/v3\n";
+
+    fn state(limits: Limits) -> Arc<State> {
+        Arc::new(State {
+            config: Arc::new(ArcSwap::from_pointee(Config::from_yaml(CONFIG).unwrap())),
+            metrics: Arc::new(Metrics::new()),
+            limits,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// One request through a fresh router: status, headers, body.
+    async fn call(state: &Arc<State>, req: http::Request<Body>) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+        let rsp = router(state.clone()).oneshot(req).await.unwrap();
+        let (parts, body) = rsp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes().to_vec();
+        (parts.status, parts.headers, body)
+    }
+
+    fn post(path: &str, content_type: Option<&str>, body: impl Into<Body>) -> http::Request<Body> {
+        let mut req = http::Request::post(path);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.body(body.into()).unwrap()
+    }
+
+    fn json(body: &[u8]) -> Value {
+        serde_json::from_slice(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn entry_points_review_pods_and_workloads() {
+        let s = state(Limits::default());
+        // Both pod entry points, with the apiserver's timeout query, inject.
+        for path in ["/mutate", "/", "/mutate?timeout=10s"] {
+            let (status, headers, body) = call(&s, post(path, Some("application/json"), INJECT)).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            let rsp = json(&body);
+            assert_eq!(rsp["response"]["allowed"], true, "{rsp}");
+            let patch = BASE64_STANDARD
+                .decode(rsp["response"]["patch"].as_str().unwrap())
+                .unwrap();
+            assert!(json(&patch).as_array().is_some_and(|ops| !ops.is_empty()));
+        }
+        // No content type is accepted (kube-apiserver always sends one).
+        let (status, _, body) = call(&s, post("/mutate", None, SKIP)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(json(&body)["response"].get("patch").is_none());
+        assert_eq!(s.metrics.admissions("injected", Some("init")), 3);
+        assert_eq!(s.metrics.admissions("skipped", None), 1);
+
+        // The workload entry never patches a pod review's object.
+        let (status, _, body) = call(&s, post(WARN_WORKLOADS_PATH, Some("application/json"), INJECT)).await;
+        assert_eq!(status, StatusCode::OK);
+        let rsp = json(&body);
+        assert_eq!(rsp["response"]["allowed"], true, "{rsp}");
+        assert!(rsp["response"].get("patch").is_none(), "{rsp}");
+    }
+
+    #[tokio::test]
+    async fn wrong_paths_methods_and_bodies_are_4xx_with_a_reason() {
+        let s = state(Limits {
+            max_body: 4096,
+            ..Limits::default()
+        });
+        let (status, _, body) = call(&s, post("/validate", Some("application/json"), "{}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("POST AdmissionReviews to /mutate")
+        );
+
+        for path in ["/mutate", "/", WARN_WORKLOADS_PATH] {
+            for method in [http::Method::GET, http::Method::PUT, http::Method::HEAD] {
+                let req = http::Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap();
+                let (status, headers, _) = call(&s, req).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(headers[header::ALLOW], "POST", "{method} {path}");
+            }
+        }
+
+        let (status, _, body) = call(&s, post("/mutate", Some("text/plain"), SKIP)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, b"unsupported content type: expected application/json\n");
+
+        // Declared too large: refused without reading; undeclared (a stream): cut at the limit.
+        let big = vec![b' '; 5000];
+        let (status, _, _) = call(&s, post("/mutate", Some("application/json"), big.clone())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let chunks = futures_util::stream::iter(
+            big.chunks(1000)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let (status, _, _) = call(
+            &s,
+            post("/mutate", Some("application/json"), Body::from_stream(chunks)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(s.metrics.admissions("invalid", None), 3);
+    }
+
+    #[tokio::test]
+    async fn malformed_reviews_are_answered_never_5xx_and_the_uid_is_echoed() {
+        let s = state(Limits::default());
+        // A review that is JSON but unusable: allowed false, the uid echoed.
+        let (status, _, body) = call(
+            &s,
+            post("/mutate", Some("application/json"), r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","kind":7}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let rsp = json(&body);
+        assert_eq!(rsp["response"]["uid"], "u-1", "{rsp}");
+        assert_eq!(rsp["response"]["allowed"], false, "{rsp}");
+
+        // Anything else, cut and mangled: an answer below 500 every time.
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"nope".to_vec(),
+            b"{".to_vec(),
+            b"[]".to_vec(),
+            vec![0xff; 64],
+        ];
+        inputs.extend((0..INJECT.len()).step_by(97).map(|n| INJECT[..n].to_vec()));
+        for input in inputs {
+            for path in ["/mutate", WARN_WORKLOADS_PATH] {
+                let (status, _, _) = call(&s, post(path, Some("application/json"), input.clone())).await;
+                assert!(
+                    status.as_u16() < 500,
+                    "{status} for {path} {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
 }
