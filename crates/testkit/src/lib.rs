@@ -5,6 +5,7 @@
 //! - [`json`]: arbitrary JSON values and generic edits of a JSON document (replace, remove or
 //!   insert at a node picked at random), for mutating golden inputs.
 //! - [`bytes`]: byte-level edits (set, cut, insert, truncate) of a serialised input.
+//! - [`decoded_patch`]: the JSON Patch an AdmissionReview response carries, decoded.
 
 use proptest::{prelude::*, test_runner::RngSeed};
 
@@ -27,6 +28,25 @@ pub fn proptest_config(cases: u32) -> ProptestConfig {
     }
     config.failure_persistence = None;
     config
+}
+
+/// The JSON Patch of an AdmissionReview response (the whole review, or its `response`), decoded
+/// from base64: `None` when there is no patch. Panics, naming the fault, when the patch is not
+/// a base64 string of a JSON array.
+pub fn decoded_patch(review: &serde_json::Value) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let response = review.get("response").unwrap_or(review);
+    let encoded = response.get("patch")?;
+    let text = encoded
+        .as_str()
+        .unwrap_or_else(|| panic!("the patch is not a string: {encoded}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("the patch is not standard base64: {e}"));
+    let patch: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("the patch is not JSON: {e}"));
+    assert!(patch.is_array(), "the patch is not a JSON array: {patch}");
+    Some(patch)
 }
 
 pub mod json {
@@ -237,5 +257,22 @@ mod tests {
         let mut d = doc.clone();
         apply(&mut d, &Edit::Remove(0));
         assert_eq!(count(&d), 2, "{d}");
+    }
+
+    #[test]
+    fn decoded_patch_reads_a_review_or_its_response() {
+        // "W10=" is `[]`; "W3sib3AiOiJhZGQifV0=" is `[{"op":"add"}]`.
+        let review = json!({"response": {"patch": "W3sib3AiOiJhZGQifV0="}});
+        assert_eq!(super::decoded_patch(&review), Some(json!([{"op": "add"}])));
+        assert_eq!(
+            super::decoded_patch(&review["response"]),
+            Some(json!([{"op": "add"}]))
+        );
+        assert_eq!(
+            super::decoded_patch(&json!({"response": {"allowed": true}})),
+            None
+        );
+        let not_a_list = std::panic::catch_unwind(|| super::decoded_patch(&json!({"patch": "e30="})));
+        assert!(not_a_list.is_err());
     }
 }

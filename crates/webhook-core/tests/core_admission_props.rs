@@ -19,7 +19,6 @@ mod admission_common;
 use std::sync::OnceLock;
 
 use admission_common::{cases, check_invariants, config_for, fixtures};
-use base64::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use proptest::{prelude::*, sample::Index};
 use ps_testkit::{bytes, json, proptest_config};
@@ -253,7 +252,7 @@ fn check_answer(label: &str, body: &[u8], config: &Config) {
             "{label}: refused without a message: {answer}"
         );
     }
-    let Some(patch) = response.get("patch") else {
+    let Some(patch) = ps_testkit::decoded_patch(response) else {
         assert_ne!(
             result.outcome,
             Outcome::Injected,
@@ -263,11 +262,8 @@ fn check_answer(label: &str, body: &[u8], config: &Config) {
     };
     assert_eq!(result.outcome, Outcome::Injected, "{label}");
     assert_eq!(response["patchType"], "JSONPatch", "{label}");
-    let bytes = BASE64_STANDARD
-        .decode(patch.as_str().expect("patch is a string"))
-        .unwrap_or_else(|e| panic!("{label}: patch is not base64: {e}"));
     let patch: json_patch::Patch =
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{label}: not a JSON Patch: {e}"));
+        serde_json::from_value(patch).unwrap_or_else(|e| panic!("{label}: not a JSON Patch: {e}"));
     let mut pod = input["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).unwrap_or_else(|e| panic!("{label}: the patch does not apply: {e}"));
     // A pod that passes kube-apiserver's validation (it decodes as a Pod, its container names

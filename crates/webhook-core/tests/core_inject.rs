@@ -9,6 +9,7 @@
 
 use std::{fs, path::Path};
 
+mod admission_common;
 mod inject_common;
 
 use inject_common::{expected_document, json_difference, json_eq};
@@ -30,7 +31,7 @@ fn fixture(path: &str) -> String {
 }
 
 fn config() -> Config {
-    Config::from_yaml(&fixture("config/default.yaml")).unwrap()
+    admission_common::config_for("default")
 }
 
 /// The documents of a stream, split the simple way (enough for these fixtures).

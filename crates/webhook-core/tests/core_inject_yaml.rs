@@ -8,6 +8,8 @@
     clippy::disallowed_macros
 )]
 
+mod admission_common;
+
 use serde_json::{Value, json};
 use webhook_core::{
     config::Config,
@@ -16,7 +18,7 @@ use webhook_core::{
 };
 
 fn config() -> Config {
-    Config::from_yaml(include_str!("fixtures/config/default.yaml")).unwrap()
+    admission_common::config_for("default")
 }
 
 /// The documents kubectl reads, as JSON.

@@ -23,7 +23,6 @@ mod admission_common;
 use std::fs;
 
 use admission_common::{cases, check_invariants, config_for, fixtures};
-use base64::prelude::*;
 use serde_json::{Value, json};
 use webhook_core::admission::{Outcome, review};
 
@@ -37,10 +36,8 @@ fn comparable(status: u16, outcome: Outcome, mode: Option<&str>, body: &[u8]) ->
         });
     }
     let mut review: Value = serde_json::from_slice(body).expect("the response is JSON");
-    if let Some(patch) = review.pointer_mut("/response/patch") {
-        let encoded = patch.as_str().expect("patch is a base64 string, not an array");
-        let decoded = BASE64_STANDARD.decode(encoded).expect("patch is base64");
-        *patch = serde_json::from_slice(&decoded).expect("patch is a JSON array");
+    if let Some(decoded) = ps_testkit::decoded_patch(&review) {
+        review["response"]["patch"] = decoded;
     }
     json!({
         "httpStatus": status,

@@ -6,20 +6,17 @@
 //! `caOnly` included; without the variable a `caOnly` configuration is refused, so nothing else
 //! names a CA file the override could not reach.
 
+/// The golden fixtures of the core (`crates/webhook-core/tests/fixtures`) and their
+/// configurations, shared with the core's golden tests.
+#[path = "../../webhook-core/tests/admission_common/mod.rs"]
+mod admission_common;
 mod contract_common;
 
-use std::{fs, path::Path};
+use std::fs;
 
+use admission_common::{cases, config_for, fixtures};
 use contract_common::{AgentContainer, agent_containers, with_credentials};
-use ps_webhook::{
-    admission::{Outcome, review},
-    config::Config,
-};
-
-/// The golden fixtures of the core (`crates/webhook-core/tests/fixtures`).
-fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook-core/tests/fixtures")
-}
+use ps_webhook::admission::{Outcome, review};
 
 #[test]
 fn the_agent_loads_every_rendered_configuration() {
@@ -34,17 +31,9 @@ fn the_agent_loads_every_rendered_configuration() {
             .ca_pem,
     )
     .unwrap();
-    for entry in fs::read_dir(fixtures().join("admission")).unwrap() {
-        let path = entry.unwrap().path();
-        let case = path.file_stem().unwrap().to_str().unwrap().to_owned();
-        let specific = fixtures().join(format!("config/{case}.yaml"));
-        let config_path = if specific.exists() {
-            specific
-        } else {
-            fixtures().join("config/default.yaml")
-        };
-        let config = Config::from_yaml(&fs::read_to_string(&config_path).unwrap()).unwrap();
-        let body = fs::read(&path).unwrap();
+    for case in cases() {
+        let config = config_for(&case);
+        let body = fs::read(fixtures().join("admission").join(format!("{case}.json"))).unwrap();
         let result = review(&body, &config);
         if result.outcome != Outcome::Injected {
             continue;

@@ -10,7 +10,6 @@ use std::{
 
 mod common;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -49,13 +48,9 @@ fn not_opted_in(uid: &str) -> Vec<u8> {
     review(uid, json!({"team": "a"}))
 }
 
-/// The decoded JSON Patch of a response, if any.
+/// The decoded JSON Patch of a response, if any, as JSON text.
 fn patch_of(rsp: &Value) -> Option<String> {
-    let patch = rsp["response"]["patch"].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(patch)
-        .expect("patch is base64");
-    Some(String::from_utf8(bytes).expect("patch is UTF-8"))
+    ps_testkit::decoded_patch(rsp).map(|patch| patch.to_string())
 }
 
 struct Harness {

@@ -1,5 +1,6 @@
-//! The golden AdmissionReview fixtures and the invariants every injected pod keeps, shared by
-//! the golden tests and the property tests of `review()`.
+//! The golden AdmissionReview fixtures, the configuration of each case ([`config_for`]) and
+//! the invariants every injected pod keeps, shared by the golden, property and inject tests of
+//! webhook-core and by ps-webhook's agent contract test (which includes this file by path).
 #![allow(dead_code)] // each test file uses a part
 // A test, not the core: the purity lints (clippy.toml) do not apply.
 #![allow(
@@ -14,7 +15,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use base64::prelude::*;
 use inject_api::{AgentConfig, layout};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
@@ -26,9 +26,11 @@ use webhook_core::{
 pub const AGENT_NAMES: [&str; 3] = ["ps-agent", "ps-agent-init", "ps-agent-copy"];
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // From either crate's directory (crates/webhook-core or crates/webhook).
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook-core/tests/fixtures")
 }
 
+/// The cluster configuration of golden case `case`: `config/<case>.yaml`, else `default.yaml`.
 pub fn config_for(case: &str) -> Config {
     let dir = fixtures().join("config");
     let specific = dir.join(format!("{case}.yaml"));
@@ -60,13 +62,11 @@ pub fn check_invariants(case: &str, body: &[u8], config: &Config) {
     let result = review(body, config);
     let response: Value = serde_json::from_slice(&result.body).unwrap();
     assert_eq!(response["response"]["patchType"], "JSONPatch", "{case}");
-    let patch_bytes = BASE64_STANDARD
-        .decode(response["response"]["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch_bytes).unwrap();
+    let decoded = ps_testkit::decoded_patch(&response).expect("a patch");
+    let patch: json_patch::Patch = serde_json::from_value(decoded.clone()).unwrap();
 
     // Only adds, except exec mode's command replacement.
-    let ops: Vec<Value> = serde_json::from_slice(&patch_bytes).unwrap();
+    let ops: Vec<Value> = serde_json::from_value(decoded).unwrap();
     for op in &ops {
         let path = op["path"].as_str().unwrap();
         match op["op"].as_str().unwrap() {

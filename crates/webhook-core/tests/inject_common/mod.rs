@@ -3,7 +3,6 @@
 //! kubectl reads it. Shared by the inject tests, the property tests and the corpus test.
 #![allow(dead_code)] // each test file uses a part
 
-use base64::prelude::*;
 use serde_json::{Value, json};
 use webhook_core::{
     admission::{Outcome, review},
@@ -61,12 +60,8 @@ pub fn webhook_template(
         _ => return Ok(None),
     }
     let response: Value = serde_json::from_slice(&result.body).unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(
-        &BASE64_STANDARD
-            .decode(response["response"]["patch"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let patch: json_patch::Patch =
+        serde_json::from_value(ps_testkit::decoded_patch(&response).expect("a patch")).unwrap();
     json_patch::patch(&mut pod, &patch).map_err(|e| format!("the webhook's patch does not apply: {e}"))?;
     if runs_to_completion {
         let meta = pod["metadata"].as_object_mut().unwrap();

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::prelude::*;
 use serde_json::Value;
 
 /// One injected container that runs the agent with a configuration.
@@ -19,10 +18,8 @@ pub struct AgentContainer {
 /// is left out.
 pub fn agent_containers(response: &[u8]) -> Vec<AgentContainer> {
     let response: Value = serde_json::from_slice(response).expect("the response is JSON");
-    let patch = BASE64_STANDARD
-        .decode(response["response"]["patch"].as_str().expect("a patch"))
-        .expect("the patch is base64");
-    let ops: Vec<Value> = serde_json::from_slice(&patch).expect("the patch is a JSON list");
+    let ops: Vec<Value> =
+        serde_json::from_value(ps_testkit::decoded_patch(&response).expect("a patch")).unwrap();
     let mut containers = Vec::new();
     for op in &ops {
         match &op["value"] {
