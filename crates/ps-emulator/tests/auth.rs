@@ -101,16 +101,7 @@ async fn refused_sign_ins_get_401_with_the_real_text() {
 async fn oauth_token_then_bearer_sign_in() {
     let emu = start().await;
     let c = client(&emu);
-    let r = c
-        .post(url(&emu, "Auth/connect/token"))
-        .form(&[
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = token_response(&c, &emu, CLIENT_ID, CLIENT_SECRET).await;
     assert_eq!(r.status(), StatusCode::OK);
     let tok: Value = r.json().await.unwrap();
     assert_eq!(tok["token_type"], "Bearer");
@@ -214,22 +205,16 @@ async fn oauth_failures() {
 async fn expired_token_is_refused() {
     let emu = start().await;
     let c = client(&emu);
-    let tok: Value = c
-        .post(url(&emu, "Auth/connect/token"))
-        .form(&[
-            ("client_id", CLIENT_ID_SHORT_TTL),
-            (
-                "client_secret",
-                "PSCANARY-client-secret-short-lived-0000000000000000000",
-            ),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tok: Value = token_response(
+        &c,
+        &emu,
+        CLIENT_ID_SHORT_TTL,
+        "PSCANARY-client-secret-short-lived-0000000000000000000",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(tok["expires_in"], 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = sign_in_header(

@@ -24,16 +24,7 @@ async fn minted(emu: &Emulator) -> (String, String, String) {
         .expect("a session cookie")
         .to_string();
 
-    let r = bare_client(emu)
-        .post(url(emu, "Auth/connect/token"))
-        .form(&[
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = token_response(&bare_client(emu), emu, CLIENT_ID, CLIENT_SECRET).await;
     assert_eq!(r.status(), StatusCode::OK);
     let token: Value = r.json().await.unwrap();
     let token = token["access_token"].as_str().expect("access_token").to_string();

@@ -40,16 +40,7 @@ async fn sign_in_requires_a_verified_client_certificate() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_text(r).await, AUTH_FAILED);
     // The token endpoint needs no certificate.
-    let r = plain
-        .post(url(&emu, "Auth/connect/token"))
-        .form(&[
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = token_response(&plain, &emu, CLIENT_ID, CLIENT_SECRET).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // With a certificate from the trusted CA: accepted, and the session works.

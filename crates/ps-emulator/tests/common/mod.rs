@@ -123,6 +123,19 @@ pub fn url(emu: &Emulator, path: &str) -> String {
     format!("{}/{}", emu.base_url(), path.trim_start_matches('/'))
 }
 
+/// `POST Auth/connect/token` with a client-credentials grant.
+pub async fn token_response(c: &Client, emu: &Emulator, client_id: &str, client_secret: &str) -> Response {
+    c.post(url(emu, "Auth/connect/token"))
+        .form(&[
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn sign_in_header(c: &Client, emu: &Emulator, header: &str) -> Response {
     c.post(url(emu, "Auth/SignAppin"))
         .header("Authorization", header)
