@@ -42,15 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Builds ps-agent exactly as Dockerfile.agent does (profile release-small, glibc crt-static,
-# --target so that RUSTFLAGS stay off build scripts and proc macros); sets $agent.
+# Builds ps-agent exactly as Dockerfile.agent does (scripts/build-static); sets $agent.
 build_static_agent() {
-  local target
-  target="$(rustc -vV | sed -n 's/^host: //p')"
-  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --quiet --profile release-small \
-    -p ps-agent --bin ps-agent --target "$target"
-  agent="$CARGO_TARGET_DIR/$target/release-small/ps-agent"
-  [ -x "$agent" ] || { echo "FAIL  no agent binary at $agent" >&2; exit 1; }
+  agent="$(scripts/build-static ps-agent release-small)" || { echo "FAIL  scripts/build-static ps-agent failed" >&2; exit 1; }
+}
 }
 
 start_emulator() {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-from lib import Emulator  # noqa: E402
+from lib import Emulator, seed_yaml  # noqa: E402
 
 from procs import (  # noqa: E402
     Operator, Run, Toxiproxy, max_rss_kib, median, percentile, proc_cpu_ms, run_once, spawn, traffic_delta)
@@ -25,28 +25,12 @@ ACCOUNT_PASSWORD = "compare-account-value"
 API_KEY = "c0ffee0123456789abcdef" * 5 + "0123456789abcdef0a"
 RUNAS = "svc-compare"
 assert len(API_KEY) == 128
-SEED = f"""
-users:
-  - {{name: {RUNAS}, groups: [app]}}
-api_keys:
-  - {{key: "{API_KEY}", users: [{RUNAS}]}}
-safes:
-  - name: team
-    readers: [app]
-    folders:
-      - name: app
-        secrets:
-          - {{title: s1, type: credential, username: u1, password: "compare-value-1"}}
-          - {{title: s2, type: text, text: "compare-value-2"}}
-          - {{title: s3, type: credential, username: u3, password: "compare-value-3"}}
-          - {{title: s4, type: text, text: "compare-value-4"}}
-          - {{title: s5, type: credential, username: u5, password: "compare-value-5"}}
-managed_accounts:
-  - system: db-prod
-    account: svc_app
-    password: "{ACCOUNT_PASSWORD}"
-    requestors: [app]
-"""
+SEED = seed_yaml(['{title: s1, type: credential, username: u1, password: "compare-value-1"}',
+                  '{title: s2, type: text, text: "compare-value-2"}',
+                  '{title: s3, type: credential, username: u3, password: "compare-value-3"}',
+                  '{title: s4, type: text, text: "compare-value-4"}',
+                  '{title: s5, type: credential, username: u5, password: "compare-value-5"}'],
+                 ACCOUNT_PASSWORD, api_key=API_KEY, runas=RUNAS)
 EXPECTED = {**{s: f"compare-value-{s[1:]}" for s in SECRETS}, "account": ACCOUNT_PASSWORD}
 
 # Round trips on the critical path from start to the last file in place (sign-out, one more for

@@ -11,10 +11,7 @@ for tool in python3:python3 openssl:openssl; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "FAIL: ${tool%%:*} could not be installed" >&2; exit 1; }
 done
 if [ -z "${AGENT:-}" ]; then
-  target="$(rustc -vV | sed -n 's/^host: //p')"
-  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --quiet --profile release-small \
-    -p ps-agent --target "$target"
-  AGENT="$CARGO_TARGET_DIR/$target/release-small/ps-agent"
+  AGENT="$(scripts/build-static ps-agent release-small)"
 fi
 if [ -z "${EMU:-}" ]; then
   cargo build --locked --quiet -p ps-emulator

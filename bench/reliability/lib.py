@@ -25,16 +25,16 @@ RUNAS = "svc-reliability"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def seed_yaml(secrets: list[str], account_password: str) -> str:
+def seed_yaml(secrets: list[str], account_password: str, api_key: str = API_KEY, runas: str = RUNAS) -> str:
     """An emulator seed: the run-as user with the API key, a safe `team` whose folder `app` holds
     `secrets` (YAML flow mappings), and the managed account `db-prod/svc_app`, all readable and
     requestable by the user."""
     lines = "\n".join(f"          - {s}" for s in secrets)
     return f"""
 users:
-  - {{name: {RUNAS}, groups: [app]}}
+  - {{name: {runas}, groups: [app]}}
 api_keys:
-  - {{key: "{API_KEY}", users: [{RUNAS}]}}
+  - {{key: "{api_key}", users: [{runas}]}}
 safes:
   - name: team
     readers: [app]

@@ -116,9 +116,35 @@ async fn http_post(port: u16, path: &str, generation: &str) -> Result<String, St
 
 /// Serves `GET /ready` on `0.0.0.0:<port>` (the kubelet probes the pod IP): 200 once the first
 /// generation is in place, 503 before. Anything else gets 404.
-pub async fn serve_readiness(port: u16, ready: Arc<AtomicBool>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-    tracing::info!(port, "readiness endpoint listening on 0.0.0.0 (GET /ready)");
+/// The readiness listener for `readiness.httpPort`: the listening socket the agent was given
+/// as its standard input when it is bound to `port` (inetd's `wait` convention; the tests hand
+/// over a socket bound to port 0 this way, so no other process can take the port between a
+/// probe for a free one and the agent's bind), otherwise a new socket on 0.0.0.0:`port`.
+pub fn readiness_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
+    match inherited_listener(port) {
+        Some(listener) => Ok(listener),
+        None => std::net::TcpListener::bind(("0.0.0.0", port)),
+    }
+}
+
+fn inherited_listener(port: u16) -> Option<std::net::TcpListener> {
+    let stdin = std::io::stdin();
+    if !rustix::net::sockopt::socket_acceptconn(&stdin).ok()? {
+        return None;
+    }
+    let listener = std::net::TcpListener::from(rustix::io::dup(&stdin).ok()?);
+    (listener.local_addr().ok()?.port() == port).then_some(listener)
+}
+
+/// Answers `GET /ready` on `listener`: 200 once `ready` is set, 503 before.
+pub async fn serve_readiness(
+    listener: std::net::TcpListener,
+    ready: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "readiness endpoint listening (GET /ready)");
     loop {
         let (stream, _) = listener.accept().await?;
         let ready = ready.clone();
@@ -163,13 +189,9 @@ mod tests {
     #[tokio::test]
     async fn readiness_answers() {
         let ready = Arc::new(AtomicBool::new(false));
-        // Bind on an ephemeral port by asking the OS first.
-        let port = std::net::TcpListener::bind("0.0.0.0:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        tokio::spawn(serve_readiness(port, ready.clone()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve_readiness(listener, ready.clone()));
         let get = |path: &'static str| async move {
             for _ in 0..50 {
                 if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {

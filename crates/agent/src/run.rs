@@ -386,9 +386,16 @@ pub fn watch(settings: Settings) -> Result<(), AgentError> {
             .map_err(|e| AgentError::Failed(format!("cannot handle SIGINT: {e}")))?;
         let ready = Arc::new(AtomicBool::new(false));
         if let Some(port) = agent.settings.config.readiness.http_port {
+            // Bound before the first fetch: a port that cannot be had fails the start, rather
+            // than leaving a probe that can never succeed.
+            let listener = notify::readiness_listener(port).map_err(|e| {
+                AgentError::Failed(format!(
+                    "readiness.httpPort {port}: cannot listen on 0.0.0.0:{port}: {e}; choose a free port"
+                ))
+            })?;
             let ready = ready.clone();
             tokio::spawn(async move {
-                if let Err(e) = notify::serve_readiness(port, ready).await {
+                if let Err(e) = notify::serve_readiness(listener, ready).await {
                     tracing::error!("readiness endpoint on port {port}: {e}");
                 }
             });

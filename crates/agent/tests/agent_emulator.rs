@@ -769,13 +769,36 @@ fn atomic_swap_under_concurrent_readers() {
     h.assert_closed();
 }
 
+/// A readiness port another process holds fails `watch` at start, naming the setting, instead
+/// of running with a probe that can never pass.
+#[test]
+fn watch_fails_at_start_when_the_readiness_port_is_taken() {
+    let h = Harness::new();
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let config = h.agent_config(json!({
+        "secrets": [{"name": "a", "path": "apps/rotate/a"}],
+        "readiness": {"httpPort": port}
+    }));
+    let run = h.run(&h.env_api_key(&config), &["watch"]);
+    assert_eq!(run.code, 1, "{}", run.log());
+    assert!(
+        run.stderr.contains(&format!("readiness.httpPort {port}: cannot listen")),
+        "{}",
+        run.log()
+    );
+    assert!(!h.root().join(".ps-ready").exists(), "no generation before the start failed");
+    drop(holder);
+}
+
 /// The refresh loop: readiness, rotation through `PUT /_emulator/secret`, outages with backoff
 /// that keep the last good files, re-authentication after the sessions expire, the change
 /// signal, and SIGTERM → sign-out, check-in, exit 0.
 #[test]
 fn watch_refreshes_survives_outages_and_stops_cleanly() {
     let h = Harness::new();
-    let port = free_port();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let config = h.agent_config(json!({
         "secrets": [{"name": "a", "path": "apps/rotate/a"}],
         "accounts": [{"name": "acct", "account": "db-prod/svc_app"}],
@@ -785,7 +808,7 @@ fn watch_refreshes_survives_outages_and_stops_cleanly() {
     }));
     h.set_secret("apps/rotate", "a", "PSCANARY-secret-text-watch-1");
     let log = h.dir.path().join("watch.log");
-    let mut child = h.spawn(&h.env_api_key(&config), &["watch"], &log);
+    let mut child = h.spawn_listening(&h.env_api_key(&config), &["watch"], &log, listener);
     let root = h.root();
     let read = |name: &str| fs::read(root.join(name)).unwrap_or_default();
     wait_for("first generation", Duration::from_secs(20), || {

@@ -214,14 +214,6 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An emulator, a temporary directory and the agent binary.
 pub struct Harness {
     pub rt: tokio::runtime::Runtime,
@@ -329,6 +321,24 @@ impl Harness {
     pub fn spawn(&self, env: &BTreeMap<String, String>, args: &[&str], log: &Path) -> Child {
         let f = fs::File::create(log).unwrap();
         self.command(env, args)
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("agent starts")
+    }
+
+    /// [`Harness::spawn`] with `listener` as the agent's standard input: the agent serves its
+    /// readiness endpoint on it when it is bound to `readiness.httpPort` (no free-port race).
+    pub fn spawn_listening(
+        &self,
+        env: &BTreeMap<String, String>,
+        args: &[&str],
+        log: &Path,
+        listener: std::net::TcpListener,
+    ) -> Child {
+        let f = fs::File::create(log).unwrap();
+        self.command(env, args)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f))
             .spawn()
