@@ -46,7 +46,6 @@ trap cleanup EXIT
 build_static_agent() {
   agent="$(scripts/build-static ps-agent release-small)" || { echo "FAIL  scripts/build-static ps-agent failed" >&2; exit 1; }
 }
-}
 
 start_emulator() {
 cat >"$work/seed.yaml" <<'EOF'

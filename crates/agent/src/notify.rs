@@ -137,10 +137,7 @@ fn inherited_listener(port: u16) -> Option<std::net::TcpListener> {
 }
 
 /// Answers `GET /ready` on `listener`: 200 once `ready` is set, 503 before.
-pub async fn serve_readiness(
-    listener: std::net::TcpListener,
-    ready: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+pub async fn serve_readiness(listener: std::net::TcpListener, ready: Arc<AtomicBool>) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

@@ -783,11 +783,15 @@ fn watch_fails_at_start_when_the_readiness_port_is_taken() {
     let run = h.run(&h.env_api_key(&config), &["watch"]);
     assert_eq!(run.code, 1, "{}", run.log());
     assert!(
-        run.stderr.contains(&format!("readiness.httpPort {port}: cannot listen")),
+        run.stderr
+            .contains(&format!("readiness.httpPort {port}: cannot listen")),
         "{}",
         run.log()
     );
-    assert!(!h.root().join(".ps-ready").exists(), "no generation before the start failed");
+    assert!(
+        !h.root().join(".ps-ready").exists(),
+        "no generation before the start failed"
+    );
     drop(holder);
 }
 
