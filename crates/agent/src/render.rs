@@ -204,34 +204,12 @@ fn yaml(fields: &Fields) -> Result<Sensitive, RenderError> {
         out.push_str("{}\n");
     }
     for (k, v) in fields {
-        yaml_quoted(&mut out, k);
+        inject_api::yaml::push_double_quoted(&mut out, k);
         out.push_str(": ");
-        yaml_quoted(&mut out, text(k, v)?);
+        inject_api::yaml::push_double_quoted(&mut out, text(k, v)?);
         out.push('\n');
     }
     Ok(Sensitive::from(out))
-}
-
-fn yaml_quoted(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            // Not printable in YAML 1.2 (c-printable), or a byte-order mark.
-            c if (c as u32) < 0x20 || ((c as u32) >= 0x7f && (c as u32) <= 0x9f && c != '\u{85}') => {
-                let _ = write!(out, "\\x{:02X}", c as u32);
-            }
-            '\u{85}' | '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}' => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// `KEY='value'` when the value needs no escaping, else `KEY="value"` with `\\ \" \n \r \t \$
@@ -374,7 +352,7 @@ mod tests {
         check(
             Format::Yaml,
             &[("value", "a\"b\\c\nd\te\u{1}\u{7f}\u{85}é")],
-            "\"value\": \"a\\\"b\\\\c\\nd\\te\\x01\\x7F\\u0085é\"\n",
+            "\"value\": \"a\\\"b\\\\c\\nd\\te\\u0001\\u007F\\u0085é\"\n",
         );
         check(Format::Yaml, &[], "{}\n");
     }

@@ -9,6 +9,7 @@ pub mod agent_config;
 pub mod annotations;
 pub mod names;
 pub mod refs;
+pub mod yaml;
 
 pub use agent_config::{
     AccountOutput, AccountRequest, AgentConfig, BeyondTrustLists, ChangeSignal, ConfigError, EnvVar,

@@ -8,6 +8,8 @@
 //! are literal blocks (`|`, `|-`). Numbers are written in decimal (floats always with a `.`
 //! and a signed exponent, which both YAML versions read as a float); `null`, `true`, `false`.
 
+use inject_api::yaml::{printable, push_double_quoted};
+
 use super::{
     resolve::may_read_as_non_string,
     value::{Map, Node, Value},
@@ -203,13 +205,6 @@ fn literal_block(s: &str) -> Option<(&'static str, &str)> {
     }
 }
 
-/// Characters written as they are inside quotes: libyaml's printable set without the YAML 1.1
-/// line breaks (NEL, LS, PS) and the byte-order mark.
-fn printable(c: char) -> bool {
-    matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}')
-}
-
 /// Whether `s` can be written without quotes and read back as the same string by any reader.
 pub fn plain_safe(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
@@ -241,21 +236,8 @@ fn scalar_text(s: &str) -> String {
     if s.chars().all(printable) {
         return format!("'{}'", s.replace('\'', "''"));
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if printable(c) => out.push(c),
-            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push_str(&format!("\\U{:08X}", u32::from(c))),
-        }
-    }
-    out.push('"');
+    let mut out = String::new();
+    push_double_quoted(&mut out, s);
     out
 }
 
