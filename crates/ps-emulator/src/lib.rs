@@ -112,6 +112,9 @@ pub struct Options {
     /// `PSCANARY-rotated-pw-…` ([`CANARY_MARKER`]). On by default: the emulator serves tests,
     /// and every test run is then a canary run. Request IDs are numbers and not secret.
     pub canaries: bool,
+    /// Offer only `http/1.1` in ALPN, as a server behind an HTTP/1.1-only proxy would. By
+    /// default `h2` is offered first, as IIS does, and a client that picks it gets HTTP/2.
+    pub http1_only: bool,
 }
 
 impl Default for Options {
@@ -124,6 +127,7 @@ impl Default for Options {
             folder_path_separator: "\\".into(),
             limits: LimitConfig::default(),
             canaries: true,
+            http1_only: false,
         }
     }
 }
@@ -190,7 +194,7 @@ pub async fn start(seed: Seed, opts: Options) -> Result<Emulator, Error> {
         Tls::Generate => server::generate_tls()?,
         Tls::Pem { cert, key } => server::load_tls(cert, key)?,
     };
-    let config = server::server_config(&material, opts.client_ca_pem.as_deref())?;
+    let config = server::server_config(&material, opts.client_ca_pem.as_deref(), opts.http1_only)?;
     let shared = Arc::new(state::Shared::new(&seed, &opts));
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -270,6 +274,10 @@ pub struct Cli {
     /// the test suite looks for in its logs.
     #[arg(long, env = "PS_EMULATOR_NO_CANARIES")]
     pub no_canaries: bool,
+    /// Serve HTTP/1.1 only (ALPN `http/1.1`), as behind an HTTP/1.1-only proxy. Without it,
+    /// ALPN offers `h2` and `http/1.1` and the client chooses.
+    #[arg(long, env = "PS_EMULATOR_HTTP1_ONLY")]
+    pub http1_only: bool,
 }
 
 fn read_file(path: &PathBuf) -> Result<String, Error> {
@@ -304,6 +312,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             retry_after_seconds: cli.retry_after_seconds,
         },
         canaries: !cli.no_canaries,
+        http1_only: cli.http1_only,
     };
     let emu = start(seed, opts).await?;
     if let Some(path) = &cli.ca_out {

@@ -18,10 +18,10 @@ use hyper::{
     Method, Request, Response, StatusCode,
     body::{Frame, Incoming, SizeHint},
     header::{self, HeaderValue},
-    server::conn::http1,
+    server::conn::{http1, http2},
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -31,7 +31,11 @@ use rustls::{
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, oneshot},
+    task::JoinSet,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
@@ -47,6 +51,9 @@ use crate::{
 /// Largest request body read (file secrets go up to 5,000,000 bytes).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection carries at once: IIS's default (HTTP.sys
+/// `Http2MaxConcurrentStreams`), so a client that opens more waits as it would there.
+const H2_MAX_STREAMS: u32 = 100;
 
 /// The serving certificate and what clients should trust.
 pub(crate) struct TlsMaterial {
@@ -107,7 +114,14 @@ pub(crate) fn load_tls(cert_pem: &str, key_pem: &str) -> Result<TlsMaterial, Err
     })
 }
 
-pub(crate) fn server_config(tls: &TlsMaterial, client_ca_pem: Option<&str>) -> Result<ServerConfig, Error> {
+/// The rustls server configuration. ALPN offers `h2` then `http/1.1` (IIS, which serves
+/// Password Safe, speaks both), or `http/1.1` alone with `http1_only` (a server behind an
+/// HTTP/1.1-only proxy).
+pub(crate) fn server_config(
+    tls: &TlsMaterial,
+    client_ca_pem: Option<&str>,
+    http1_only: bool,
+) -> Result<ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -138,7 +152,11 @@ pub(crate) fn server_config(tls: &TlsMaterial, client_ca_pem: Option<&str>) -> R
     let mut config = builder
         .with_single_cert(tls.chain.clone(), tls.key.clone_key())
         .map_err(|e| Error::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
@@ -190,13 +208,35 @@ pub(crate) async fn serve(
             let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             shared.traffic.handshake(resumed);
             let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
-            let svc = service_fn(move |req| handle(Arc::clone(&shared), req, client_cert, peer, conn));
-            if let Err(e) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
+            // The protocol is the one ALPN agreed on; a client that offered none gets HTTP/1.1.
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            // Fired by the `drop` and `truncate` faults: the whole connection is closed, as
+            // their contract says, also under HTTP/2 (where a failed stream alone would only
+            // be reset and the connection would live on).
+            let cut = Arc::new(Notify::new());
+            let cut_by_call = Arc::clone(&cut);
+            let svc = service_fn(move |req| {
+                handle(Arc::clone(&shared), req, client_cert, peer, conn, Arc::clone(&cut_by_call))
+            });
+            let io = TokioIo::new(tls);
+            let served = async {
+                if h2 {
+                    http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(H2_MAX_STREAMS)
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(io, svc)
+                        .await
+                }
+            };
+            tokio::select! {
+                r = served => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                },
+                _ = cut.notified() => tracing::debug!(%peer, "fault: connection closed"),
             }
         });
     }
@@ -225,15 +265,18 @@ pub(crate) struct Truncated {
     declared: u64,
     /// A short pause after the part, so it reaches the socket before the connection is cut.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Closes the connection once the part is out.
+    cut: Arc<Notify>,
 }
 
 impl Truncated {
-    fn new(full: &Bytes) -> Truncated {
+    fn new(full: &Bytes, cut: Arc<Notify>) -> Truncated {
         Truncated {
             part: Some(full.slice(..full.len() / 2)),
             // An empty body is cut short too: one byte is announced and none sent.
             declared: full.len().max(1) as u64,
             pause: None,
+            cut,
         }
     }
 }
@@ -255,6 +298,8 @@ impl hyper::body::Body for Truncated {
         if let Some(pause) = self.pause.as_mut() {
             std::task::ready!(pause.as_mut().poll(cx));
         }
+        // `notify_one` keeps the permit if the connection task is not waiting yet.
+        self.cut.notify_one();
         Poll::Ready(Some(Err(Dropped)))
     }
 
@@ -279,6 +324,7 @@ async fn handle(
     client_cert: bool,
     peer: SocketAddr,
     conn: u64,
+    cut: Arc<Notify>,
 ) -> Result<Served, Dropped> {
     let lower = req.uri().path().to_lowercase();
     if lower.starts_with("/_emulator/") || lower == "/_emulator" {
@@ -338,6 +384,7 @@ async fn handle(
         Injected::Truncate => truncate = true,
         Injected::Drop => {
             tracing::debug!(%peer, route = route.key(), "fault: dropping the connection");
+            cut.notify_one();
             return Err(Dropped);
         }
         Injected::Fail(status) => {
@@ -369,10 +416,10 @@ async fn handle(
     tracing::debug!(%peer, route = route.key(), "fault: cutting the body short");
     let (mut head, full) = resp.into_parts();
     let full = full.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let cut = Truncated::new(&full);
+    let part = Truncated::new(&full, cut);
     head.headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(cut.declared));
-    Ok(Response::from_parts(head, Either::Right(cut)))
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(part.declared));
+    Ok(Response::from_parts(head, Either::Right(part)))
 }
 
 fn whole(r: Resp) -> Served {

@@ -157,3 +157,43 @@ fn missing_seed_file_is_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/seed.yaml"));
 }
+
+/// The HTTP version of a sign-in at `origin` by a client that offers `h2` and `http/1.1`.
+async fn sign_in_version_at(origin: &str, ca_pem: &[u8]) -> reqwest::Version {
+    install_crypto_provider();
+    let c = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!("{origin}/BeyondTrust/api/public/v3/Auth/SignAppIn"))
+        .header("Authorization", format!("PS-Auth key={KEY_A}; runas=svc-team-a;"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.version()
+}
+
+#[tokio::test]
+async fn h2_by_default_and_http1_only_on_request() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--http1-only"), "{help}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, SEED).unwrap();
+    for (extra, want) in [
+        (None, reqwest::Version::HTTP_2),
+        (Some("--http1-only"), reqwest::Version::HTTP_11),
+    ] {
+        let ca = dir.path().join("ca.pem");
+        let mut args = vec!["--data", seed.to_str().unwrap(), "--ca-out", ca.to_str().unwrap()];
+        args.extend(extra);
+        let (_child, origin) = spawn(&args);
+        let pem = std::fs::read(&ca).unwrap();
+        assert_eq!(sign_in_version_at(&origin, &pem).await, want, "{extra:?}");
+    }
+}

@@ -112,8 +112,14 @@ pub fn bare_client(emu: &Emulator) -> Client {
 }
 
 /// reqwest's own TLS set-up (not [`testing::client_builder`]), so that tests can add a
-/// `reqwest::Identity`; it needs the process-wide provider.
+/// `reqwest::Identity`; it needs the process-wide provider. HTTP/1.1 only: these tests count
+/// connections per call and send `Connection` headers (HTTP/2 is `tests/http2.rs`).
 pub fn builder(emu: &Emulator) -> reqwest::ClientBuilder {
+    any_version_builder(emu).http1_only()
+}
+
+/// [`builder`] offering `h2` and `http/1.1` in ALPN, as most clients do.
+pub fn any_version_builder(emu: &Emulator) -> reqwest::ClientBuilder {
     install_crypto_provider();
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).expect("CA PEM");
     Client::builder().tls_certs_only([ca])
