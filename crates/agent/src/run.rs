@@ -84,6 +84,11 @@ impl Agent {
         // Every reference is fetched at once right after sign-in (`fetch_all`): let the client
         // open their connections while sign-in is in flight.
         client_config.warm_connections = plan.reference_count();
+        // TEMPORARY, for the measurement of issue 11 (warm-up against HTTP/2) only; removed
+        // with whichever of the two loses: PS_AGENT_WARM=0 turns warm-up off.
+        if std::env::var_os("PS_AGENT_WARM").is_some_and(|v| v == "0") {
+            client_config.warm_connections = 0;
+        }
         let client = Client::new(client_config).map_err(|e| match e {
             PsError::InvalidInput { .. } => {
                 AgentError::Config(crate::config::ConfigError(format!("Password Safe client: {e}")))

@@ -194,7 +194,9 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
             })?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 when the server offers it (IIS does): the calls of a session then share one
+    // connection, however many are in flight. HTTP/1.1 otherwise (an HTTP/1.1-only proxy).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
