@@ -80,16 +80,7 @@ impl Agent {
     fn new(settings: Settings) -> Result<Agent, AgentError> {
         let started = Instant::now();
         let plan = Plan::new(&settings.config);
-        let mut client_config = settings.client.clone();
-        // Every reference is fetched at once right after sign-in (`fetch_all`): let the client
-        // open their connections while sign-in is in flight.
-        client_config.warm_connections = plan.reference_count();
-        // TEMPORARY, for the measurement of issue 11 (warm-up against HTTP/2) only; removed
-        // with whichever of the two loses: PS_AGENT_WARM=0 turns warm-up off.
-        if std::env::var_os("PS_AGENT_WARM").is_some_and(|v| v == "0") {
-            client_config.warm_connections = 0;
-        }
-        let client = Client::new(client_config).map_err(|e| match e {
+        let client = Client::new(settings.client.clone()).map_err(|e| match e {
             PsError::InvalidInput { .. } => {
                 AgentError::Config(crate::config::ConfigError(format!("Password Safe client: {e}")))
             }

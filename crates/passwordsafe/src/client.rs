@@ -917,24 +917,6 @@ impl<'a> Call<'a> {
     }
 }
 
-/// The HTTP client settings shared by a session's client and its warmer (same TLS, resolver,
-/// proxies and socket options, so their connections are interchangeable).
-fn http_builder(shared: &Shared) -> reqwest::ClientBuilder {
-    let cfg = &shared.cfg;
-    let mut builder = reqwest::Client::builder()
-        .tls_backend_preconfigured(shared.tls.clone())
-        .connect_timeout(cfg.connect_timeout)
-        .timeout(cfg.request_timeout)
-        .https_only(true)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ps-injector-passwordsafe/", env!("CARGO_PKG_VERSION")));
-    if let Some(resolver) = &shared.resolver {
-        builder = builder.dns_resolver(resolver.clone());
-    }
-    builder
-}
-
 /// HTTP client + configuration + concurrency limit of one session.
 #[derive(Clone)]
 struct Transport {
@@ -961,40 +943,23 @@ enum AttemptError {
 impl Transport {
     fn new(shared: Arc<Shared>) -> Result<Transport, Error> {
         let cfg = &shared.cfg;
-        let build = |b: reqwest::ClientBuilder| {
-            b.build()
-                .map_err(|e| Error::invalid_input("HTTP client", chain_text(&e.without_url())))
-        };
-        let mut builder = http_builder(&shared).cookie_store(true);
-        let extra = cfg
-            .warm_connections
-            .min(cfg.max_concurrent_requests.max(1))
-            .saturating_sub(1);
-        if extra > 0 {
-            // See `warm`: a second client, built once the session's first connect is under
-            // way, makes the extra connections and hands them over through the stash.
-            let stash = Arc::new(crate::warm::Stash::default());
-            let gate = Arc::new(crate::warm::Gate::default());
-            let put = crate::warm::PutLayer {
-                stash: stash.clone(),
-                gate: gate.clone(),
-            };
-            let for_warmer = shared.clone();
-            let make_warmer: crate::warm::MakeWarmer = Box::new(move || {
-                http_builder(&for_warmer)
-                    .connector_layer(put.clone())
-                    .build()
-                    .map_err(|e| tracing::debug!(error = %chain_text(&e), "warm-up client"))
-                    .ok()
-            });
-            let trigger =
-                crate::warm::Trigger::new(extra, shared.base.clone(), gate, stash.clone(), make_warmer);
-            builder = builder.connector_layer(crate::warm::TakeLayer {
-                stash,
-                trigger: Arc::new(trigger),
-            });
+        // HTTP/2 when the server offers it in ALPN (`tls::client_config`): the pool then
+        // shares sign-in's connection between every call of the session.
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(shared.tls.clone())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .https_only(true)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ps-injector-passwordsafe/", env!("CARGO_PKG_VERSION")))
+            .cookie_store(true);
+        if let Some(resolver) = &shared.resolver {
+            builder = builder.dns_resolver(resolver.clone());
         }
-        let http = build(builder)?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::invalid_input("HTTP client", chain_text(&e.without_url())))?;
         let limiter = Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1)));
         Ok(Transport {
             http,

@@ -28,16 +28,9 @@ pub struct ClientConfig {
     pub request: RequestOptions,
     /// Name resolution. Default [`Resolver::Builtin`] on Linux, [`Resolver::System`] elsewhere.
     pub resolver: Resolver,
-    /// Maximum number of API calls in flight at once per session (each needs its own HTTP/1.1
-    /// connection). Default 16.
+    /// Maximum number of API calls in flight at once per session. Over HTTP/2 they share one
+    /// connection; over HTTP/1.1 each call in flight needs a connection of its own. Default 16.
     pub max_concurrent_requests: usize,
-    /// Calls the caller will start at once right after sign-in (for example one per reference
-    /// fetched concurrently). While signing in, the session opens that many connections minus
-    /// one (sign-in's own), at most `max_concurrent_requests` − 1, in the background: TCP and
-    /// TLS handshakes only, never an API call. They start once sign-in's connection is up (so
-    /// they can resume its TLS session) and overlap the sign-in round trip instead of delaying
-    /// the calls. 0 or 1: no warm-up. Default 0.
-    pub warm_connections: usize,
     /// Largest file secret accepted by a download, in bytes. Default 5,000,000 (the API's limit
     /// for file content).
     pub max_file_bytes: u64,
@@ -57,7 +50,6 @@ impl ClientConfig {
             request: RequestOptions::default(),
             resolver: Resolver::default(),
             max_concurrent_requests: 16,
-            warm_connections: 0,
             max_file_bytes: 5_000_000,
         }
     }

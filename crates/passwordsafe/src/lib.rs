@@ -35,7 +35,7 @@
 //!   `connect_timeout` (10 s), `request_timeout` (30 s), [`RetryPolicy`] (200 ms × 2, max 5 s,
 //!   budget 60 s, full jitter), [`RequestOptions`] (5 minutes, reason `ps-injector`,
 //!   `rotate_on_checkin`), [`Resolver`] (`Builtin` on Linux), `max_concurrent_requests` (16),
-//!   `warm_connections` (0), `max_file_bytes` (5,000,000).
+//!   `max_file_bytes` (5,000,000).
 //! - [`Client::new`] → [`Client::sign_in`] → [`Session`] (`Clone + Send + Sync`, all methods
 //!   `&self`): [`Session::secret`], [`Session::folder`], [`Session::managed_account`]
 //!   (or [`Session::managed_account_open`] then [`Session::check_in_open_requests`]),
@@ -89,14 +89,13 @@
 //!   without the file) only `/etc/hosts` is read; answers are cached (at most 60 s) for all the
 //!   sessions of a [`Client`]; a failure is a [`ResolveError`] naming the host. HTTP proxies are
 //!   taken from the usual `HTTPS_PROXY`/`NO_PROXY` variables.
-//! - **Connection warm-up.** HTTP/1.1 needs one connection per call in flight. With
-//!   [`ClientConfig::warm_connections`] = N, sign-in's first connect also opens N − 1 more
-//!   (at most `max_concurrent_requests` − 1): TCP at once, TLS once sign-in's connection is up
-//!   and its request written, all during the sign-in round trip. The calls that follow take
-//!   them instead of connecting (they wait for one under way rather than open another). A
-//!   warm-up never sends an HTTP request, so it costs the server handshakes, never an API
-//!   call; connections nobody took (or older than 10 s) are closed. Later handshakes resume the
-//!   first connection's TLS session while its tickets last (rustls' in-memory session cache).
+//! - **HTTP/2.** ALPN offers `h2`, then `http/1.1`. Password Safe's IIS speaks HTTP/2, and
+//!   then every call of a session rides sign-in's connection, as many at once as the server
+//!   allows: one TCP connection and one TLS handshake per session, however many references are
+//!   fetched together. Behind an HTTP/1.1-only proxy each call in flight opens a connection of
+//!   its own (later handshakes resume the first connection's TLS session while its tickets
+//!   last, through rustls' in-memory session cache). Cookies, timeouts, retries and the size
+//!   limit of responses behave the same on both.
 //! - **TLS.** See [`TlsOptions`]; system roots come from the platform bundle
 //!   (`rustls-native-certs`, chosen over `webpki-roots` to keep the static binary small), and are
 //!   not read at all in [`CaMode::Replace`].
@@ -109,7 +108,6 @@ mod resolve;
 mod retry;
 mod secret;
 mod tls;
-mod warm;
 
 pub use client::{Client, Session};
 pub use config::{
