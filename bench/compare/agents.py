@@ -37,7 +37,7 @@ EXPECTED = {**{s: f"compare-value-{s[1:]}" for s in SECRETS}, "account": ACCOUNT
 # every client, comes after it), through a proxy that delays TLS and HTTP but not the TCP
 # handshake (see Toxiproxy):
 #  - ps-agent: TLS 1.3 (1) + sign-in (1), then the 5 secret GETs and the managed-account chain
-#    at once on connections opened during sign-in, the chain being the longest (lookup,
+#    at once as HTTP/2 streams on sign-in's connection, the chain being the longest (lookup,
 #    request, credentials, check-in: 4) = 6.
 #  - the Go and Python programs call one after another on one kept-alive connection: their
 #    handshakes' round trips (TLS 1.2: 2, the Go library pins it; TLS 1.3: 1) plus one per
