@@ -216,7 +216,14 @@ pub(crate) async fn serve(
             let cut = Arc::new(Notify::new());
             let cut_by_call = Arc::clone(&cut);
             let svc = service_fn(move |req| {
-                handle(Arc::clone(&shared), req, client_cert, peer, conn, Arc::clone(&cut_by_call))
+                handle(
+                    Arc::clone(&shared),
+                    req,
+                    client_cert,
+                    peer,
+                    conn,
+                    Arc::clone(&cut_by_call),
+                )
             });
             let io = TokioIo::new(tls);
             let served = async {

@@ -14,7 +14,10 @@ const LOOKUP: &str = "secrets-safe/secrets?path=team-a/db&title=password";
 
 /// A client with a cookie jar that offers `h2` and `http/1.1`.
 fn h2_client(emu: &Emulator) -> Client {
-    any_version_builder(emu).cookie_store(true).build().expect("client")
+    any_version_builder(emu)
+        .cookie_store(true)
+        .build()
+        .expect("client")
 }
 
 /// Signs in with key A and returns the HTTP version the answer came with.
