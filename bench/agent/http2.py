@@ -5,7 +5,7 @@ last file in place and of start → exit, with the TCP connections, TLS handshak
 requests one run cost the emulator. Started by bench/agent/http2 (which builds the binaries);
 a benchmark, not a test. Secret values are never printed.
 
-The same script at commit 22941cf (as bench/agent/h2-vs-warm) also measured the connection
+The same script at commit 5e19226 (as bench/agent/h2-vs-warm) also measured the connection
 warm-up that HTTP/2 replaced (docs/design.md, "HTTP/2, not connection warm-up").
 """
 
