@@ -81,10 +81,11 @@ SLICES: list[tuple[str, str, list[str], list[str]]] = [
      [r"tokio::", r"mio::", r"epoll_wait", r"^__libc_", r"^(recv|recvfrom|send|write|writev|read|readv)$",
       r"clock_gettime", r"Timespec>::now"],
      [r"/tokio-[0-9][^/]*/", r"/mio-[^/]+/"]),
-    ("alloc", "allocator (glibc malloc, free, realloc)",
+    ("alloc", "allocator (malloc, free, realloc)",
      [r"^(malloc|free|realloc|calloc|cfree|_int_(malloc|free|realloc)|malloc_consolidate|unlink_chunk|"
-      r"tcache_|__rust_(alloc|dealloc|realloc)|__rustc::__rust_(alloc|dealloc|realloc)|__libc_(malloc|free|realloc))"],
-     []),
+      r"tcache_|__rust_(alloc|dealloc|realloc)|__rustc::__rust_(alloc|dealloc|realloc)|__libc_(malloc|free|realloc))",
+      r"^_?mi_|mimalloc::"],
+     [r"libmimalloc-sys-[^/]+/"]),
 ]
 OTHER = ("other", "other (std, memcpy outside a slice, start-up noise)")
 # Rule 1: these slices' function patterns come before the source files.

@@ -19,6 +19,10 @@ use webhook_core::{
     config::Config,
 };
 
+/// ps-webhook's allocator (its `main.rs`), so the counts are those of the served admission.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INJECT: &[u8] = include_bytes!("../../../bench/webhook/fixtures/inject.json");
 const SKIP: &[u8] = include_bytes!("../../../bench/webhook/fixtures/skip.json");
 const CONFIG: &str = "passwordSafe:\n  url: https://ps.example.com/BeyondTrust/api/public/v3\n";
