@@ -230,6 +230,23 @@ thread_local! {
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
+/// The line's timestamp as tracing-subscriber's `SystemTime` writes it (RFC 3339, UTC,
+/// microseconds, truncated). humantime writes the same text with the same civil-date algorithm
+/// into a stack buffer, where tracing-subscriber formats each part through `write!` (2,300
+/// instructions a line, `bench/webhook/split`); humantime covers 1970 to 9999, and a clock
+/// outside that range gets tracing-subscriber's own formatter (which reads the clock itself).
+fn timestamp(now: std::time::SystemTime) -> Result<String, fmt::Error> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(32);
+    match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < 253_402_300_800 => {
+            write!(out, "{}", humantime::format_rfc3339_micros(now))?;
+        }
+        _ => SystemTime.format_time(&mut Writer::new(&mut out))?,
+    }
+    Ok(out)
+}
+
 /// An event's fields in recording order, as tracing-serde's `SerdeMapVisitor` writes them.
 struct EventFields<'a, 'e>(&'a Event<'e>);
 
@@ -333,8 +350,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let meta = event.metadata();
-    let mut timestamp = String::with_capacity(32);
-    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let timestamp = timestamp(std::time::SystemTime::now())?;
     let span = event
         .parent()
         .and_then(|id| ctx.span(id))
@@ -465,6 +481,22 @@ mod tests {
         assert_eq!(ts.len(), "2026-12-02T18:30:07.607594Z".len(), "{line}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{line}");
         rest.to_owned()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_microseconds_truncated() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |secs: u64, nanos: u32| timestamp(UNIX_EPOCH + Duration::new(secs, nanos)).unwrap();
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_399, 999_999_999), "2000-02-28T23:59:59.999999Z");
+        assert_eq!(at(951_782_400, 1_000), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(951_868_800, 999), "2000-03-01T00:00:00.000000Z");
+        assert_eq!(at(1_709_251_199, 123_456_789), "2024-02-29T23:59:59.123456Z");
+        assert_eq!(at(1_796_220_000, 0), "2026-12-02T14:00:00.000000Z");
+        assert_eq!(at(253_402_300_799, 999_999_000), "9999-12-31T23:59:59.999999Z");
+        // Past humantime's range: tracing-subscriber's formatter, which reads the clock itself
+        // (only ever reached with a clock that far off), rather than an error.
+        assert!(at(253_402_300_800, 0).ends_with('Z'));
     }
 
     #[test]
