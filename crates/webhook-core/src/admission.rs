@@ -1,9 +1,10 @@
 //! AdmissionReview bytes in, AdmissionReview bytes out: the thin adapter around
 //! [`crate::spec`] and [`crate::mutate`].
 //!
-//! Cost model (budgets: ≤ 30k instructions on the skip path, ≤ 150k on the inject path;
-//! measured with callgrind on `bench/webhook/fixtures/`, 3.2 KB reviews: skip ≈ 25k,
-//! inject ≈ 164k; the 2 kB ones the gate checks: skip ≈ 19k, inject ≈ 146k):
+//! Cost model (budgets: ≤ 20k instructions on the skip path, ≤ 126k on the inject path;
+//! measured with callgrind on `bench/webhook/fixtures/`, with ps-webhook's allocator, 3.2 KB
+//! reviews: skip ≈ 25k, inject ≈ 141k; the 2 kB ones the gate checks: skip ≈ 19k,
+//! inject ≈ 122k):
 //! - one pass over the body with serde seeds into borrowed fields (strings stay slices of the
 //!   body unless escaped);
 //! - the pass stops as soon as the answer is known: at `request.object` for a non-Pod kind or
