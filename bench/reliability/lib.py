@@ -83,17 +83,19 @@ def make_tls(work: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def make_leaf(work: Path, ca: Path, ca_key: Path, stem: str) -> tuple[Path, Path]:
+def make_leaf(work: Path, ca: Path, ca_key: Path, stem: str, key_type: str = "ec") -> tuple[Path, Path]:
     """A serving certificate for 127.0.0.1 signed by the CA, as `<stem>.pem` and `<stem>.key`
-    (each call a new key and serial). Returns (cert, key)."""
+    (each call a new key and serial). `key_type`: "ec" (P-256, what the chart's cert-manager
+    and selfManaged modes issue) or "rsa" (2048 bits, what a certificate brought from elsewhere
+    often is). Returns (cert, key)."""
     key, csr, cert, ext = (work / f"{stem}.{x}" for x in ("key", "csr", "pem", "ext"))
     ext.write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n"
     )
     run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    newkey = ["rsa:2048"] if key_type == "rsa" else ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    run("openssl", "req", "-newkey", *newkey, "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
     run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
         "-out", cert, "-days", "2", "-extfile", ext)
     return cert, key

@@ -24,6 +24,13 @@ local reqs, kinds = {}, {}
 local limit = tonumber(os.getenv("REQUESTS") or "0") or 0
 -- CLOSE=1: a new TLS connection per request (wrk.format does not take wrk's -H headers).
 local close = os.getenv("CLOSE") == "1"
+-- PAUSE_MS=n: each connection waits n ms after an answer before its next request (paced
+-- load, as kube-apiserver sends: a request when a pod is created, not one as soon as the last
+-- is answered). wrk's latency is measured from the request's write, so the pause is not in it.
+local pause = tonumber(os.getenv("PAUSE_MS") or "0") or 0
+if pause > 0 then
+  function delay() return pause end
+end
 
 function init(args)
   local mix = os.getenv("MIX") or error("MIX must list kind=path entries")

@@ -279,8 +279,9 @@ class Wrk:
     """wrk with webhook-mix.lua in the background."""
 
     def __init__(self, port: int, mix: str, conns: int, duration: float, requests: int = 0,
-                 close: bool = False, timeout: str = "10s"):
-        env = {**os.environ, "MIX": mix, "REQUESTS": str(requests), "CLOSE": "1" if close else ""}
+                 close: bool = False, timeout: str = "10s", pause_ms: int = 0):
+        env = {**os.environ, "MIX": mix, "REQUESTS": str(requests), "CLOSE": "1" if close else "",
+               "PAUSE_MS": str(pause_ms)}
         self.proc = subprocess.Popen(
             ["wrk", "-t1", f"-c{conns}", f"-d{max(1, int(duration))}s", f"--timeout={timeout}",
              "-s", str(MIX_LUA), f"https://127.0.0.1:{port}/mutate"],
@@ -409,7 +410,7 @@ class Env:
         d = self.work / name
         d.mkdir()
         tls, cfg = AtomicVolume(d / "tls"), AtomicVolume(d / "config")
-        cert, key = make_leaf(d, self.ca, self.ca_key, "leaf-0")
+        cert, key = make_leaf(d, self.ca, self.ca_key, "leaf-0", self.args.key_type)
         tls.write({"tls.crt": cert.read_bytes(), "tls.key": key.read_bytes()})
         cfg.write({"config.yaml": self.config_text("soak.example/ps-agent:v1")})
         wh = Webhook(self.binary, d, tls.root / "tls.crt", tls.root / "tls.key", cfg.root / "config.yaml",
@@ -508,7 +509,7 @@ def scenario_rotation(env: Env, failures: list[str]) -> str:
         n = int(duration / every)
         leaves = []
         for i in range(1, n + 1):
-            cert, key = make_leaf(wh.work, env.ca, env.ca_key, f"leaf-{i}")
+            cert, key = make_leaf(wh.work, env.ca, env.ca_key, f"leaf-{i}", env.args.key_type)
             leaves.append((cert.read_bytes(), key.read_bytes()))
         fp = [hashlib.sha256(ssl.PEM_cert_to_DER_cert(c.decode())).hexdigest() for c, _ in leaves]
         first = hashlib.sha256(ssl.PEM_cert_to_DER_cert((wh.work / "leaf-0.pem").read_text())).hexdigest()
@@ -745,7 +746,7 @@ async def _abuser(kind: str, port: int, ctx: ssl.SSLContext, deadline: float, ga
             results.append((kind, 0.0, f"connect failed: {type(e).__name__}"))
             await asyncio.sleep(0.5)
             continue
-        start = loop.time()
+        start = loop.time()  # time.monotonic(): the parent splits the attempts by phase with it
         open_now[kind] += 1
         peak[kind] = max(peak[kind], open_now[kind])
         how = "?"
@@ -817,7 +818,7 @@ async def _abuser(kind: str, port: int, ctx: ssl.SSLContext, deadline: float, ga
         except asyncio.TimeoutError:
             how = "not cut off"
         open_now[kind] -= 1
-        results.append((kind, loop.time() - start, how))
+        results.append((kind, loop.time() - start, how, start))
         writer.close()
         if kind in ("declared", "chunked"):
             await asyncio.sleep(0.2)
@@ -840,35 +841,88 @@ def abuser_main(port: int, ca: str, seconds: float, counts: str, out: str) -> No
     Path(out).write_text(json.dumps(asyncio.run(_abusers(port, ca, seconds, json.loads(counts)))))
 
 
+# The normal load of the abuse scenario: 16 keep-alive connections, each sending its next
+# request 10 ms after an answer (about 1,500 admissions/s). kube-apiserver calls the webhook
+# once per pod created; a closed loop that sends the next request the instant the last is
+# answered keeps both cores busy, and its p99 then measures how the CPU is shared rather than
+# how long a request waits (see RELIABILITY.md). --pace-ms 0 measures that too.
+PACE_MS = 10
+ABUSERS = {"idle": 1000, "tcp": 100, "slowloris": 20, "trickle": 20, "declared": 2, "chunked": 2}
+
+
+def set_priority(pid: int, priority: str) -> None:
+    """Every thread of `pid` to SCHED_IDLE ("idle": it runs only on CPU time nobody else wants)
+    or back to SCHED_OTHER ("normal")."""
+    policy = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setscheduler(int(tid), policy, os.sched_param(0))
+
+
+@dataclass
+class Phase:
+    """One measurement of the normal load next to the abusers."""
+    priority: str  # the abusers' scheduling: "normal" (same as the server's) or "idle"
+    start: float = 0.0
+    end: float = 0.0
+    result: WrkResult | None = None
+    cpu: tuple[float, float] = (0.0, 0.0)  # abusers', server's
+    fds: list[int] = field(default_factory=list)
+    load: float = 0.0
+
+
 def scenario_abuse(env: Env, failures: list[str]) -> str:
     # The default timeouts: long enough for 1,000 idle connections to be open at once.
     header_to = request_to = 10
     measure = 10 if env.short else 30
+    priorities = env.args.abuser_priority or (["normal"] if env.short else ["normal", "idle"])
+    counts = dict(ABUSERS)
+    for item in filter(None, (env.args.abusers or "").split(",")):
+        kind, n = item.split("=")
+        if kind not in ABUSERS:
+            raise Fail(f"--abusers: unknown kind {kind!r} (kinds: {', '.join(ABUSERS)})")
+        counts[kind] = int(n)
+    counts = {k: n for k, n in counts.items() if n > 0}
+    pace = PACE_MS if env.args.pace_ms is None else env.args.pace_ms
     wh, _, _ = env.webhook("abuse", ["--header-read-timeout", f"{header_to}s",
                                      "--request-timeout", f"{request_to}s"])
     try:
         mix = write_mix(wh.work)
-        alone = Wrk(wh.port, mix, CONNS, measure).wait(measure + 60)
+        # Not measured: the first seconds of a new process (its heap growing, the first handshakes).
+        warm = Wrk(wh.port, mix, CONNS, 5, pause_ms=pace).wait(65)
+        load_alone = os.getloadavg()[0]
+        cpu_alone = process_cpu_seconds(wh.proc.pid)
+        alone = Wrk(wh.port, mix, CONNS, measure, pause_ms=pace).wait(measure + 60)
+        cpu_alone = process_cpu_seconds(wh.proc.pid) - cpu_alone
         time.sleep(1)  # the server sees wrk's connections close
         idle_rss, idle_fds = wh.rss_kib(), wh.fds()
-        counts = {"idle": 1000, "tcp": 100, "slowloris": 20, "trickle": 20, "declared": 2, "chunked": 2}
-        seconds = measure + max(header_to, request_to) + 8
+        seconds = 3 + len(priorities) * (measure + 2) + max(header_to, request_to) + 8
         out = wh.work / "abusers.json"
         abusers = subprocess.Popen([sys.executable, "-B", __file__, "--abuser", str(wh.port), str(env.ca), str(seconds),
                                     json.dumps(counts), str(out)])
-        # The 1,000 idle connections first, then the measurement next to all of them.
+        # The 1,000 idle connections first, then the measurements next to all of them.
         time.sleep(3)
-        w = Wrk(wh.port, mix, CONNS, measure)
         peak = conns_during = 0
-        # The abusers share the machine's cores with the server and wrk: their CPU and the
-        # server's over the measurement, to read the p99 by.
-        cpu0 = (process_cpu_seconds(abusers.pid), process_cpu_seconds(wh.proc.pid))
-        t0 = time.monotonic()
-        while w.proc.poll() is None and time.monotonic() - t0 < measure + 60:
-            peak, conns_during = max(peak, wh.rss_kib()), max(conns_during, wh.fds())
-            time.sleep(0.25)
-        cpu = (process_cpu_seconds(abusers.pid) - cpu0[0], process_cpu_seconds(wh.proc.pid) - cpu0[1])
-        loaded = w.wait(60)
+        phases = []
+        for priority in priorities:
+            ph = Phase(priority)
+            set_priority(abusers.pid, priority)
+            # The abusers share the machine's cores with the server and wrk: their CPU and the
+            # server's over the measurement, to read the p99 by.
+            cpu0 = (process_cpu_seconds(abusers.pid), process_cpu_seconds(wh.proc.pid))
+            ph.start = time.monotonic()
+            w = Wrk(wh.port, mix, CONNS, measure, pause_ms=pace)
+            while w.proc.poll() is None and time.monotonic() - ph.start < measure + 60:
+                rss, fds = wh.rss_kib(), wh.fds()
+                peak, conns_during = max(peak, rss), max(conns_during, fds)
+                ph.fds.append(fds)
+                time.sleep(0.25)
+            ph.end = time.monotonic()
+            ph.cpu = (process_cpu_seconds(abusers.pid) - cpu0[0], process_cpu_seconds(wh.proc.pid) - cpu0[1])
+            ph.load = os.getloadavg()[0]
+            ph.result = w.wait(60)
+            phases.append(ph)
+        t0 = phases[0].start
         while abusers.poll() is None and time.monotonic() - t0 < seconds + 90:
             peak, conns_during = max(peak, wh.rss_kib()), max(conns_during, wh.fds())
             time.sleep(0.25)
@@ -877,11 +931,18 @@ def scenario_abuse(env: Env, failures: list[str]) -> str:
         results = abuse["results"]
         time.sleep(max(header_to, request_to) + 1)
         after_fds, after_rss = wh.fds(), wh.rss_kib()
+        # Alone again: the machine's other load drifts, so the unloaded figure is measured on
+        # both sides of the abuse and the ratio taken against their mean.
+        load_after = os.getloadavg()[0]
+        cpu_after = process_cpu_seconds(wh.proc.pid)
+        after = Wrk(wh.port, mix, CONNS, measure, pause_ms=pace).wait(measure + 60)
+        cpu_after = process_cpu_seconds(wh.proc.pid) - cpu_after
         check(code == 0 and bool(results), f"abuse: the abusers ran ({len(results)} attempts)", failures)
-        check(not alone.failures(), f"abuse: load alone, zero failed requests ({alone.failures() or 'none'})",
-              failures)
-        check(not loaded.failures(),
-              f"abuse: load next to the abusers, zero failed requests ({loaded.failures() or 'none'})", failures)
+        for name, r in (("warm-up", warm), ("load alone", alone), ("load alone afterwards", after)):
+            check(not r.failures(), f"abuse: {name}, zero failed requests ({r.failures() or 'none'})", failures)
+        for ph in phases:
+            check(not ph.result.failures(), f"abuse: load next to the abusers ({ph.priority} priority), zero failed "
+                  f"requests ({ph.result.failures() or 'none'})", failures)
         limits = {"idle": header_to, "slowloris": header_to, "tcp": request_to, "trickle": request_to}
         summary = []
         for kind in counts:
@@ -915,15 +976,41 @@ def scenario_abuse(env: Env, failures: list[str]) -> str:
         check(growth < 96, f"abuse: RSS peak {peak / 1024:.1f} MiB, {growth:.1f} MiB above idle (< 96)", failures)
         check(after_fds <= idle_fds, f"abuse: connections released: {idle_fds} fds before, {conns_during} at most "
               f"during, {after_fds} after", failures)
-        ratio = loaded.p99_us / max(1, alone.p99_us)
-        if not env.short:
-            check(ratio <= 2.0, f"abuse: normal p99 next to the abusers {ratio:.2f}x alone (<= 2)", failures)
-        return (f"abuse: {'; '.join(summary)}; load alone {alone.rps:,.0f}/s p50 {alone.p50_us / 1000:.2f} ms p99 "
-                f"{alone.p99_us / 1000:.2f} ms; next to the abusers {loaded.rps:,.0f}/s p50 "
-                f"{loaded.p50_us / 1000:.2f} ms p99 {loaded.p99_us / 1000:.2f} ms (x{ratio:.2f}); RSS idle "
-                f"{idle_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, after {after_rss / 1024:.1f} MiB; fds with the "
-                f"abusers at most {conns_during}, after {after_fds}; CPU over the {measure} s next to the abusers: the abusers' client {cpu[0]:.1f} s, the server "
-                f"{cpu[1]:.1f} s")
+        unloaded = (alone.p99_us + after.p99_us) / 2
+        figures = []
+        for ph in phases:
+            r = ph.result
+            ratio = r.p99_us / max(1, unloaded)
+            # What the abusers did in this phase: connections made (each a TLS handshake but for
+            # `tcp`) and the server's descriptors (the idle connections held open).
+            made = sum(1 for x in results if len(x) > 3 and ph.start <= x[3] < ph.end)
+            fds = sorted(ph.fds) or [0]
+            held = "idle" not in counts or fds[len(fds) // 2] >= idle_fds + counts["idle"] * 9 // 10
+            void = ""
+            if ph.priority == "normal":
+                check(held, f"abuse: the abusers kept their idle connections open (server descriptors median "
+                      f"{fds[len(fds) // 2]}, min {fds[0]})", failures)
+                # The criterion: the abusers' client on the same cores at the same priority, as
+                # the harsher of the two measurements (see RELIABILITY.md).
+                if not env.short:
+                    check(ratio <= 2.0, f"abuse: normal p99 next to the abusers {ratio:.2f}x alone (<= 2)", failures)
+            elif not held:
+                # At SCHED_IDLE the abusers get only CPU time nobody else wants: on a machine kept
+                # busy (by the normal load unpaced, or by other work) they cannot keep up their
+                # abuse, and the figure models nothing.
+                void = " VOID: the abusers starved at idle priority and did not keep their idle connections open"
+            figures.append(
+                f"next to the abusers at {ph.priority} priority{void} (load average {ph.load:.1f}): {r.rps:,.0f}/s p50 "
+                f"{r.p50_us / 1000:.2f} ms p99 {r.p99_us / 1000:.2f} ms (x{ratio:.2f}); abusers' connections made "
+                f"{made}; server fds median {fds[len(fds) // 2]}; CPU over the {measure} s: the abusers' client "
+                f"{ph.cpu[0]:.1f} s, the server {ph.cpu[1]:.1f} s")
+        return (f"abuse: {'; '.join(summary)}; normal load {'paced ' + str(pace) + ' ms' if pace else 'unpaced'}; "
+                f"alone (load average {load_alone:.1f}) {alone.rps:,.0f}/s p50 "
+                f"{alone.p50_us / 1000:.2f} ms p99 {alone.p99_us / 1000:.2f} ms, server CPU {cpu_alone:.1f} s; alone "
+                f"afterwards (load average {load_after:.1f}) {after.rps:,.0f}/s p50 {after.p50_us / 1000:.2f} ms p99 "
+                f"{after.p99_us / 1000:.2f} ms, server CPU {cpu_after:.1f} s; "
+                + "; ".join(figures) + f"; RSS idle {idle_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, after "
+                f"{after_rss / 1024:.1f} MiB; fds with the abusers at most {conns_during}, after {after_fds}")
     finally:
         wh.stop()
 
@@ -943,6 +1030,15 @@ def main() -> int:
     p.add_argument("--scenario", choices=list(SCENARIOS), action="append")
     p.add_argument("--admissions", type=int, default=0, help="soak: admissions (default 1,000,000; short 100,000)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--key-type", choices=["ec", "rsa"], default="ec",
+                   help="the serving key: ec (P-256, what cert-manager and selfManaged issue) or rsa (2048)")
+    p.add_argument("--abuser-priority", choices=["normal", "idle"], action="append",
+                   help="abuse: the abusers' scheduling in each measurement, in order (default: normal, then "
+                        "idle; short: normal)")
+    p.add_argument("--pace-ms", type=int,
+                   help=f"abuse: each normal connection waits this long after an answer (default {PACE_MS}; 0: the "
+                        "next request as soon as the last is answered, saturating the server)")
+    p.add_argument("--abusers", help="abuse: override counts, e.g. idle=0,tcp=0 (kinds: " + ", ".join(ABUSERS) + ")")
     args = p.parse_args()
     work = scratch_dir("webhook-soak-")
     failures: list[str] = []
