@@ -26,16 +26,20 @@ Scenarios (all by default, or --scenario NAME, repeatable):
             established connections; the server kept answering after the signal; the first
             /readyz after it is 503; exit 0 within drain delay + shutdown timeout; no
             connection refused before the drain delay is over.
-  abuse     The mix at 16 connections alone, then next to abusers: 20 slowloris heads (a byte
-            a second), 20 bodies trickling a byte a second, 1,000 idle TLS connections, 100 TCP
+  abuse     The mix at 16 keep-alive connections, paced (10 ms between an answer and the next
+            request; --pace-ms), alone, then next to abusers: 20 slowloris heads (a byte a
+            second), 20 bodies trickling a byte a second, 1,000 idle TLS connections, 100 TCP
             connections that never start TLS, and oversized bodies (4 MiB declared, and 4 MiB
-            chunked), each abuser starting again when cut off, for the measurement plus one
-            timeout (the default 10 s timeouts). Pass: every abusive connection cut off by the
+            chunked), each abuser starting again when cut off (the default 10 s timeouts);
+            the abusers' process at the server's priority, then (full form) at SCHED_IDLE, as
+            if on other hosts; then alone again. Pass: every abusive connection cut off by the
             server (slowloris, idle and TCP closed, the trickle answered 408; oversized bodies
-            413, or 408 for a chunked one the client could not send in time); zero failed normal
-            requests; RSS peak < 96 MiB above idle; every descriptor released afterwards.
-            Figures: the cut-off times, and normal traffic's p99 next to the abusers against
-            alone (the full form also requires it within 2x; CI gates no wall-clock figure).
+            413, or 408 for a chunked one the client could not send in time); zero failed
+            normal requests; the idle connections held open; RSS peak < 96 MiB above idle;
+            every descriptor released afterwards. Figures: the cut-off times, and normal
+            traffic's p99 next to the abusers against the mean of the two alone figures (the
+            full form also requires it within 2x at SCHED_IDLE, and fails when the abusers
+            starved there; the same-priority figure is reported; CI gates no wall-clock figure).
 
 Prints `ok`/`FAIL` per criterion and one `figures` line per scenario.
 """
@@ -990,15 +994,18 @@ def scenario_abuse(env: Env, failures: list[str]) -> str:
             if ph.priority == "normal":
                 check(held, f"abuse: the abusers kept their idle connections open (server descriptors median "
                       f"{fds[len(fds) // 2]}, min {fds[0]})", failures)
-                # The criterion: the abusers' client on the same cores at the same priority, as
-                # the harsher of the two measurements (see RELIABILITY.md).
-                if not env.short:
-                    check(ratio <= 2.0, f"abuse: normal p99 next to the abusers {ratio:.2f}x alone (<= 2)", failures)
             elif not held:
                 # At SCHED_IDLE the abusers get only CPU time nobody else wants: on a machine kept
                 # busy (by the normal load unpaced, or by other work) they cannot keep up their
                 # abuse, and the figure models nothing.
                 void = " VOID: the abusers starved at idle priority and did not keep their idle connections open"
+            # The criterion, in the full form: with the abusers elsewhere (SCHED_IDLE: the CPU of
+            # their client, which a cluster's abusers spend on other hosts, out of the picture),
+            # the measurement taken last; the same-priority figure is reported beside it (see
+            # RELIABILITY.md). A void measurement fails: the criterion was not measured.
+            if not env.short and ph is phases[-1]:
+                check(held and ratio <= 2.0, f"abuse: normal p99 next to the abusers ({ph.priority} priority) "
+                      f"{ratio:.2f}x alone (<= 2)" + (void and "; not measured," + void.split(":", 1)[1]), failures)
             figures.append(
                 f"next to the abusers at {ph.priority} priority{void} (load average {ph.load:.1f}): {r.rps:,.0f}/s p50 "
                 f"{r.p50_us / 1000:.2f} ms p99 {r.p99_us / 1000:.2f} ms (x{ratio:.2f}); abusers' connections made "
