@@ -6,6 +6,7 @@
 //!   insert at a node picked at random), for mutating golden inputs.
 //! - [`bytes`]: byte-level edits (set, cut, insert, truncate) of a serialised input.
 //! - [`decoded_patch`]: the JSON Patch an AdmissionReview response carries, decoded.
+//! - [`LogCapture`]: a `tracing-subscriber` writer that keeps what was logged, for assertions.
 
 use proptest::{prelude::*, test_runner::RngSeed};
 
@@ -274,5 +275,33 @@ mod tests {
         );
         let not_a_list = std::panic::catch_unwind(|| super::decoded_patch(&json!({"patch": "e30="})));
         assert!(not_a_list.is_err());
+    }
+}
+
+/// A writer for a `tracing-subscriber` that keeps every byte logged; clones share one buffer.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything logged so far (logs are UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("log capture lock").clone()).expect("UTF-8 logs")
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log capture lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
     }
 }

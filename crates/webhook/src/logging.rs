@@ -388,32 +388,9 @@ where
 mod tests {
     //! [`JsonLine`] and [`SortedJsonFields`] against tracing-subscriber's own JSON format with
     //! the settings they replace: the same events, line for line, timestamps aside.
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-    };
+    use ps_testkit::LogCapture as Capture;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
 
     /// Events of every field type, in and out of spans, escapes and all.
     fn emit() {
@@ -468,7 +445,7 @@ mod tests {
 
     fn lines(subscriber: impl Subscriber + Send + Sync + 'static, capture: &Capture) -> Vec<String> {
         tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let text = capture.text();
         text.lines().map(str::to_owned).collect()
     }
 

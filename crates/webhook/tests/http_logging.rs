@@ -4,11 +4,7 @@
 
 mod common;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use ps_webhook::{
     logging::{self, LogFormat},
@@ -16,27 +12,8 @@ use ps_webhook::{
     tls,
 };
 use serde_json::{Value, json};
-use tracing_subscriber::fmt::MakeWriter;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
+use ps_testkit::LogCapture as Capture;
 
 const CANARY: &str = "canary-value-that-must-never-be-logged";
 
@@ -92,7 +69,7 @@ async fn json_logs_have_one_span_per_admission_and_no_values() {
     assert_eq!(post(review("uid-skipped", json!({}))).await, 200);
     server.shutdown().await;
 
-    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let text = capture.text();
     assert!(
         !text.contains(CANARY),
         "a request value reached the logs:\n{text}"
