@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "bench" / "reliability"))
 
 import agents  # noqa: E402
 from lib import Emulator  # noqa: E402
-from procs import Operator, Toxiproxy, median, percentile, run_once, traffic_delta  # noqa: E402
+from procs import Operator, Toxiproxy, median, percentile  # noqa: E402
 
 # name: (the emulator serves HTTP/2, extra agent environment, what it is)
 VARIANTS: dict[str, tuple[bool, dict[str, str], str]] = {
@@ -81,14 +81,8 @@ def main() -> int:
                     root.mkdir(mode=0o700)
                     argv, env = agents.command("ps-agent", clients, base, root, emu.ca)
                     env.update(extra)
-                    before = op.traffic()
-                    r = run_once(argv, env, root, {"..data", *agents.EXPECTED}, work / f"{n}.log")
-                    r.traffic = traffic_delta(before, op.traffic())
-                    bad = agents.check_files("ps-agent", root)
-                    shutil.rmtree(root, ignore_errors=True)
-                    if r.code != 0 or bad:
-                        raise RuntimeError(f"variant {n} at {rtt} ms, run {i}: exit {r.code}, files: {bad or 'ok'}; "
-                                           f"output: {r.stderr.strip()[-800:]}")
+                    r = agents.measured_run("ps-agent", argv, env, root, work / f"{n}.log", op,
+                                            f"variant {n} at {rtt} ms, run {i}")
                     if i >= 2:
                         runs[n].append(r)
             res = {}

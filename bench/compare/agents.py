@@ -109,6 +109,20 @@ def check_files(name: str, root: Path) -> str | None:
 CLIENTS = ["ps-agent", "go-library", "python-library", "curl"]
 
 
+def measured_run(name: str, argv: list[str], env: dict[str, str], root: Path, log: Path, op: Operator,
+                 where: str) -> Run:
+    """One run of client `name` into `root` with the emulator's traffic it caused; checks the
+    files, removes `root`, and raises naming `where` when the run failed or a file is wrong."""
+    before = op.traffic()
+    r = run_once(argv, env, root, {"..data", *EXPECTED}, log)
+    r.traffic = traffic_delta(before, op.traffic())
+    bad = check_files(name, root)
+    shutil.rmtree(root, ignore_errors=True)
+    if r.code != 0 or bad:
+        raise RuntimeError(f"{where}: exit {r.code}, files: {bad or 'ok'}; output: {r.stderr.strip()[-800:]}")
+    return r
+
+
 def single_runs(c: Clients, emu: Emulator, op: Operator, toxi: Toxiproxy, work: Path,
                 rtts: list[int], runs: dict[int, int], say) -> dict:
     """Interleaved runs of every client at every RTT. Returns {rtt: {client: summary}}."""
@@ -128,18 +142,10 @@ def single_runs(c: Clients, emu: Emulator, op: Operator, toxi: Toxiproxy, work: 
                 shutil.rmtree(root, ignore_errors=True)
                 root.mkdir(mode=0o700)
                 argv, env = command(name, c, base, root, emu.ca)
-                before = op.traffic()
                 cpu0 = proc_cpu_ms(emu.proc.pid)
-                r = run_once(argv, env, root, {"..data", *EXPECTED}, work / f"{name}.log")
+                r = measured_run(name, argv, env, root, work / f"{name}.log", op, f"{name} at {rtt} ms RTT, run {i}")
                 if i >= 2:
                     emu_cpu[name] += proc_cpu_ms(emu.proc.pid) - cpu0
-                r.traffic = traffic_delta(before, op.traffic())
-                bad = check_files(name, root)
-                shutil.rmtree(root, ignore_errors=True)
-                if r.code != 0 or bad:
-                    raise RuntimeError(f"{name} at {rtt} ms RTT, run {i}: exit {r.code}, files: {bad or 'ok'}; "
-                                       f"output: {r.stderr.strip()[-800:]}")
-                if i >= 2:
                     results[name].append(r)
         out[rtt] = {name: summarize(name, rs, rtt) for name, rs in results.items()}
         for name in CLIENTS:
